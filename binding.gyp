@@ -1,0 +1,41 @@
+{
+  # The CPU addon. Builds with nothing but Node, Python, make and a C++17 compiler: the BLAS is
+  # dlopen'ed at run time (native/cpu/blas.cpp), never linked, and the SIMD kernels are compiled
+  # per function with target attributes and chosen at run time, so one binary runs on any x86-64.
+  "targets": [
+    {
+      "target_name": "fused_lora",
+      "sources": [
+        "native/addon/addon.cpp",
+        "native/addon/args.cpp",
+        "native/addon/workers.cpp",
+        "native/cpu/threads.cpp",
+        "native/cpu/blas.cpp",
+        "native/cpu/gemm.cpp",
+        "native/cpu/gemm_builtin.cpp",
+        "native/cpu/lora.cpp",
+        "native/cpu/dropout.cpp",
+        "native/cpu/merge.cpp"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native/include"
+      ],
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++14", "-std=gnu++1y", "-std=gnu++17"],
+      "libraries": ["-ldl", "-pthread"],
+      "conditions": [
+        ["OS=='mac'", {
+          "xcode_settings": {
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+            "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+            "GCC_OPTIMIZATION_LEVEL": "3",
+            "MACOSX_DEPLOYMENT_TARGET": "11.0"
+          }
+        }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,91 @@
+// Loads the native addon and types its exports once, so the rest of lib/ never touches an untyped
+// object. node-gyp-build looks in build/Release first (a local build), then prebuilds/.
+import path from 'node:path';
+import nodeGypBuild from 'node-gyp-build';
+import { LoraError } from './errors';
+
+export interface NativeBlasInfo {
+  name: string;
+  path: string;
+  request: string;
+  reason: string;
+  threads: number;
+  tried: string[];
+}
+
+export interface NativeBackendInfo {
+  blas: NativeBlasInfo;
+  builtinKernel: string;
+  threads: number;
+}
+
+export interface LinearForwardArgs {
+  M: number; I: number; O: number;
+  x: Float32Array; W: Float32Array; bias?: Float32Array | null; y: Float32Array;
+}
+export interface LinearBackwardArgs {
+  M: number; I: number; O: number;
+  dy: Float32Array; W: Float32Array; dx: Float32Array;
+}
+
+export interface LoraForwardArgs {
+  M: number; I: number; O: number; r: number;
+  x: Float32Array; W: Float32Array; bias?: Float32Array | null; A: Float32Array; B: Float32Array;
+  scaling: number; fused: boolean;
+  dropoutP?: number; seed?: number; step?: number; mask?: Uint8Array; xDrop?: Float32Array;
+  s: Float32Array; y: Float32Array;
+}
+
+export interface LoraBackwardArgs {
+  M: number; I: number; O: number; r: number;
+  x: Float32Array; s: Float32Array; dy: Float32Array; W: Float32Array; A: Float32Array; B: Float32Array;
+  scaling: number; fused: boolean;
+  dropoutP?: number; mask?: Uint8Array; xDrop?: Float32Array;
+  ds: Float32Array; loraDx?: Float32Array; dx?: Float32Array | null; dA: Float32Array; dB: Float32Array;
+  accumulate: boolean;
+}
+
+export interface GemmArgs {
+  transA: boolean; transB: boolean; M: number; N: number; K: number; alpha: number;
+  A: Float32Array; lda: number; B: Float32Array; ldb: number; beta: number; C: Float32Array; ldc: number;
+  backend?: 'auto' | 'builtin' | 'blas';
+}
+
+export interface MergeArgs {
+  W: Float32Array; A: Float32Array; B: Float32Array; I: number; O: number; r: number; scaling: number; sign: 1 | -1;
+}
+
+export interface BindingModule {
+  setErrorClass(ctor: typeof LoraError): void;
+  backendInfo(): NativeBackendInfo;
+  setNumThreads(n: number): void;
+  gemm(args: GemmArgs): void;
+  merge(args: MergeArgs): boolean;
+  linearForward(args: LinearForwardArgs): void;
+  linearBackward(args: LinearBackwardArgs): void;
+  linearForwardAsync(args: LinearForwardArgs): Promise<void>;
+  linearBackwardAsync(args: LinearBackwardArgs): Promise<void>;
+  loraForward(args: LoraForwardArgs): void;
+  loraBackward(args: LoraBackwardArgs): void;
+  loraForwardAsync(args: LoraForwardArgs): Promise<void>;
+  loraBackwardAsync(args: LoraBackwardArgs): Promise<void>;
+}
+
+function load(): BindingModule {
+  const root = path.join(__dirname, '..');
+  let mod: BindingModule;
+  try {
+    mod = nodeGypBuild(root) as BindingModule;
+  } catch (err) {
+    throw new LoraError(
+      'ERR_BACKEND',
+      `fused-lora: expected the native addon in ${root}/build/Release or ${root}/prebuilds but received: ` +
+        `${(err as Error).message}. Build it with \`npm run build:native\` (needs Python, make and a C++17 compiler).`,
+    );
+  }
+  mod.setErrorClass(LoraError);
+  return mod;
+}
+
+/** The CPU addon, loaded on first import. */
+export const native: BindingModule = load();

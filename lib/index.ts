@@ -1,0 +1,17 @@
+// fused-lora: LoRA layers for Node.js with fused native kernels. See README.md.
+import * as ops from './ops';
+
+export { LoraError } from './errors';
+export type { LoraErrorCode } from './errors';
+export { Tensor, tensor, zeros } from './tensor';
+export type { DType, Device, TensorOptions } from './tensor';
+export type { TensorLike } from './inputs';
+export { Linear } from './linear';
+export type { LinearOptions, OutOptions } from './linear';
+export { LoRA } from './lora';
+export type { LoRAOptions } from './lora';
+export { LinearLoRA } from './linear-lora';
+export type { LinearLoRAOptions, BackwardOptions } from './linear-lora';
+export { backendInfo, setNumThreads } from './backend';
+export type { BackendInfo } from './backend';
+export { ops };

@@ -1,0 +1,272 @@
+// LinearLoRA: a frozen Linear plus a trainable LoRA, y = x·Wᵀ + b + scaling·(x̃·A)·B.
+//
+// forward saves what backward needs (x, and s = x̃·A in the workspace); backward accumulates into
+// lora.A.grad and lora.B.grad and returns dx. Async calls on one layer run one at a time in call
+// order on the libuv pool; a sync call while async work is queued is refused (it would race the
+// queued work for the layer's workspaces).
+import { LoraBackwardArgs, LoraForwardArgs, native } from './binding';
+import { LoraError } from './errors';
+import { output, resolveRows, TensorLike } from './inputs';
+import { checkLinear, Linear, OutOptions } from './linear';
+import { LoRA } from './lora';
+import { Random, randomSeed } from './random';
+import { Tensor } from './tensor';
+import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, fail, shapeString } from './validate';
+import { Workspace } from './workspace';
+
+export interface LinearLoRAOptions {
+  /** Default r (scaling 1). */
+  alpha?: number;
+  rslora?: boolean;
+  /** Dropout on the LoRA path's input, in [0, 1); active in training mode only. */
+  dropout?: number;
+  /** false runs PEFT's unfused order of operations (for benchmarks and cross-checks). */
+  fused?: boolean;
+  /** Seeds A's initialisation and the dropout masks. */
+  seed?: number;
+  /** Initial A (I, r) and B (r, O), our layout. */
+  A?: TensorLike;
+  B?: TensorLike;
+  /** Refuse non-finite inputs (x, dy) with ERR_NOT_FINITE; costs one pass over each. Default false. */
+  checkFinite?: boolean;
+}
+
+export interface BackwardOptions extends OutOptions {
+  /** false skips dx (the layer below needs no gradient); backward then returns null. Default true. */
+  inputGrad?: boolean;
+}
+
+interface Saved {
+  x: Float32Array;
+  shape: readonly number[];
+  M: number;
+  dropoutP: number;
+}
+
+export class LinearLoRA {
+  readonly base: Linear;
+  readonly lora: LoRA;
+  readonly dropout: number;
+  readonly fused: boolean;
+  readonly checkFinite: boolean;
+  /** Dropout is applied only while training (the default), as in PyTorch. */
+  training = true;
+  #merged = false;
+  #disposed = false;
+  readonly #seed: number;
+  #step = 0;
+  readonly #ws: Workspace;
+  #saved: Saved | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
+  #pending = 0;
+
+  constructor(base: Linear, rank: number, options?: LinearLoRAOptions) {
+    const where = 'LinearLoRA';
+    this.base = checkLinear(where, base);
+    const r = checkDim(where, 'rank', rank);
+    const opts = checkOptions<LinearLoRAOptions>(where, options);
+    this.dropout = opts.dropout === undefined ? 0 : checkDropout(where, opts.dropout);
+    this.fused = opts.fused === undefined ? true : checkBoolean(where, 'options.fused', opts.fused);
+    this.checkFinite = opts.checkFinite === undefined ? false : checkBoolean(where, 'options.checkFinite', opts.checkFinite);
+    const seed = opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed);
+    const rng = new Random(seed);
+    this.lora = new LoRA(base.inFeatures, base.outFeatures, r, {
+      alpha: opts.alpha, rslora: opts.rslora, seed: rng.nextSeed(), A: opts.A, B: opts.B,
+    });
+    this.#seed = rng.nextSeed();
+    this.#ws = new Workspace(base.inFeatures, r);
+  }
+
+  get rank(): number {
+    return this.lora.rank;
+  }
+
+  get scaling(): number {
+    return this.lora.scaling;
+  }
+
+  get merged(): boolean {
+    return this.#merged;
+  }
+
+  /** The dropout mask of the last training forward, (M, I), 1 = kept; null without dropout. */
+  get lastDropoutMask(): Uint8Array | null {
+    const s = this.#saved;
+    return s && s.dropoutP > 0 ? this.#ws.mask.subarray(0, s.M * this.base.inFeatures) : null;
+  }
+
+  train(mode = true): this {
+    this.training = checkBoolean('LinearLoRA.train', 'mode', mode);
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** y (..., O) for x (..., I); saves x and s for backward. */
+  forward(x: TensorLike, options?: OutOptions): Tensor {
+    this.#checkIdle('LinearLoRA.forward');
+    const { args, y } = this.#forwardArgs('LinearLoRA.forward', x, options);
+    if (args) native.loraForward(args);
+    return y;
+  }
+
+  forwardAsync(x: TensorLike, options?: OutOptions): Promise<Tensor> {
+    return this.#enqueue(async () => {
+      const { args, y } = this.#forwardArgs('LinearLoRA.forwardAsync', x, options);
+      if (args) await native.loraForwardAsync(args);
+      return y;
+    });
+  }
+
+  /**
+   * dx (..., I) for dy (..., O) of the last forward; accumulates dA into lora.A.grad and dB into
+   * lora.B.grad (call zeroGrad between steps). Never computes a gradient for W.
+   */
+  backward(dy: TensorLike, options?: BackwardOptions): Tensor | null {
+    this.#checkIdle('LinearLoRA.backward');
+    const { args, dx } = this.#backwardArgs('LinearLoRA.backward', dy, options);
+    native.loraBackward(args);
+    return dx;
+  }
+
+  backwardAsync(dy: TensorLike, options?: BackwardOptions): Promise<Tensor | null> {
+    return this.#enqueue(async () => {
+      const { args, dx } = this.#backwardArgs('LinearLoRA.backwardAsync', dy, options);
+      await native.loraBackwardAsync(args);
+      return dx;
+    });
+  }
+
+  /** Folds scaling·(A·B)ᵀ into the base weight (fp32). Refuses (ERR_NOT_FINITE) a non-finite result. */
+  merge(): void {
+    this.#checkIdle('LinearLoRA.merge');
+    if (this.#merged) return;
+    this.#mergeSign('LinearLoRA.merge', 1);
+    this.#merged = true;
+    this.#saved = null;
+  }
+
+  /** Subtracts what merge() added; bit-exact wherever that arithmetic was exact. */
+  unmerge(): void {
+    this.#checkIdle('LinearLoRA.unmerge');
+    if (!this.#merged) return;
+    this.#mergeSign('LinearLoRA.unmerge', -1);
+    this.#merged = false;
+  }
+
+  /** r·(I + O). */
+  numTrainable(): number {
+    return this.lora.numTrainable();
+  }
+
+  /** O·I (+ O with a bias). */
+  numFrozen(): number {
+    return this.base.numParameters();
+  }
+
+  /** The trainable parameters: [A, B]. W and b are frozen and not listed. */
+  parameters(): Tensor[] {
+    return this.lora.parameters();
+  }
+
+  zeroGrad(): void {
+    this.lora.zeroGrad();
+  }
+
+  /** Releases the adapter and the workspaces (the base Linear belongs to the caller). */
+  dispose(): void {
+    this.#disposed = true;
+    this.#saved = null;
+    this.lora.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #checkIdle(where: string): void {
+    this.#checkLive(where);
+    if (this.#pending > 0) {
+      throw new LoraError('ERR_BACKEND', `${where}: expected no queued async work on this layer but received a sync call with ${this.#pending} pending; await them first`);
+    }
+  }
+
+  #checkLive(where: string): void {
+    if (this.#disposed) throw new LoraError('ERR_DISPOSED', `${where}: expected a live layer but received a disposed one`);
+  }
+
+  #enqueue<T>(job: () => Promise<T>): Promise<T> {
+    this.#pending++;
+    const run = this.#queue.then(job);
+    this.#queue = run.then(
+      () => this.#pending--,
+      () => this.#pending--,
+    );
+    return run;
+  }
+
+  #mergeSign(where: string, sign: 1 | -1): void {
+    const ok = native.merge({
+      W: this.base.weight.buffer(`${where}: base.weight`),
+      A: this.lora.A.buffer(`${where}: lora.A`),
+      B: this.lora.B.buffer(`${where}: lora.B`),
+      I: this.base.inFeatures, O: this.base.outFeatures, r: this.rank, scaling: this.scaling, sign,
+    });
+    if (!ok) throw new LoraError('ERR_NOT_FINITE', `${where}: expected a finite merged weight but received a non-finite result; the weight is unchanged`);
+  }
+
+  #forwardArgs(where: string, x: TensorLike, options: OutOptions | undefined): { args: LoraForwardArgs | null; y: Tensor } {
+    this.#checkLive(where);
+    const opts = checkOptions<OutOptions>(where, options);
+    const { inFeatures: I, outFeatures: O } = this.base;
+    const r = this.rank;
+    const xin = resolveRows(where, 'x', x, I);
+    if (this.checkFinite) checkFinite(where, 'x', xin.data);
+    const y = output(where, opts.out, [...xin.shape.slice(0, -1), O]);
+    if (this.#merged) {  // the adapter lives in W now: the base GEMM is the whole layer
+      native.linearForward({ M: xin.M, I, O, x: xin.data, W: this.base.weight.buffer(where), bias: this.base.bias?.buffer(where) ?? null, y: y.buffer() });
+      this.#saved = null;
+      return { args: null, y };
+    }
+    const p = this.training ? this.dropout : 0;
+    this.#ws.ensure(xin.M, p > 0);
+    const args: LoraForwardArgs = {
+      M: xin.M, I, O, r, x: xin.data,
+      W: this.base.weight.buffer(`${where}: base.weight`), bias: this.base.bias?.buffer(`${where}: base.bias`) ?? null,
+      A: this.lora.A.buffer(`${where}: lora.A`), B: this.lora.B.buffer(`${where}: lora.B`),
+      scaling: this.scaling, fused: this.fused, s: this.#ws.s, y: y.buffer(),
+    };
+    if (p > 0) Object.assign(args, { dropoutP: p, seed: this.#seed, step: this.#step++, mask: this.#ws.mask, xDrop: this.#ws.xDrop });
+    this.#saved = { x: xin.data, shape: xin.shape, M: xin.M, dropoutP: p };
+    return { args, y };
+  }
+
+  #backwardArgs(where: string, dy: TensorLike, options: BackwardOptions | undefined): { args: LoraBackwardArgs; dx: Tensor | null } {
+    this.#checkLive(where);
+    const opts = checkOptions<BackwardOptions>(where, options);
+    const saved = this.#saved;
+    if (saved === null) {
+      throw new LoraError('ERR_ARGUMENT', `${where}: expected a forward() before backward() but received none${this.#merged ? ' (the layer is merged: unmerge() to train)' : ''}`);
+    }
+    const { inFeatures: I, outFeatures: O } = this.base;
+    const d = resolveRows(where, 'dy', dy, O);
+    if (d.M !== saved.M) {
+      fail('ERR_SHAPE', where, 'dy', `${saved.M} rows of ${O} (shape ${shapeString([...saved.shape.slice(0, -1), O])}, from the last forward)`, `shape ${shapeString(d.shape)}`);
+    }
+    if (this.checkFinite) checkFinite(where, 'dy', d.data);
+    const inputGrad = opts.inputGrad === undefined ? true : checkBoolean(where, 'options.inputGrad', opts.inputGrad);
+    const dx = inputGrad ? output(where, opts.out, saved.shape) : null;
+    const args: LoraBackwardArgs = {
+      M: saved.M, I, O, r: this.rank, x: saved.x, s: this.#ws.s, dy: d.data,
+      W: this.base.weight.buffer(`${where}: base.weight`),
+      A: this.lora.A.buffer(`${where}: lora.A`), B: this.lora.B.buffer(`${where}: lora.B`),
+      scaling: this.scaling, fused: this.fused, ds: this.#ws.ds, dx: dx ? dx.buffer() : null,
+      dA: this.lora.A.grad!.buffer(`${where}: lora.A.grad`), dB: this.lora.B.grad!.buffer(`${where}: lora.B.grad`),
+      accumulate: true,
+    };
+    if (saved.dropoutP > 0) Object.assign(args, { dropoutP: saved.dropoutP, mask: this.#ws.mask, xDrop: this.#ws.xDrop, loraDx: this.#ws.loraDx });
+    return { args, dx };
+  }
+}

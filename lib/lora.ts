@@ -1,0 +1,100 @@
+// LoRA: the trainable pair. A (I, r) starts as kaiming-uniform(a = √5) with fan_in = I, which is
+// U(±1/√I) (PEFT's default, via nn.Linear's reset_parameters); B (r, O) starts at zero, so a fresh
+// adapter changes nothing. scaling = alpha / r, or alpha / √r with rsLoRA.
+import { resolveExact, TensorLike } from './inputs';
+import { Random, randomSeed } from './random';
+import { Tensor, zeros } from './tensor';
+import { checkBoolean, checkDim, checkFinite, checkFiniteNumber, checkOptions, checkSeed } from './validate';
+
+export interface LoRAOptions {
+  /** Default r, so scaling starts at 1. */
+  alpha?: number;
+  /** rsLoRA: scaling = alpha / √r instead of alpha / r. */
+  rslora?: boolean;
+  /** Seed for A's initialisation. */
+  seed?: number;
+  /** Initial A (I, r), our layout. */
+  A?: TensorLike;
+  /** Initial B (r, O), our layout. */
+  B?: TensorLike;
+}
+
+export class LoRA {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly rank: number;
+  readonly A: Tensor;
+  readonly B: Tensor;
+  #alpha: number;
+  #rslora: boolean;
+
+  constructor(inFeatures: number, outFeatures: number, rank: number, options?: LoRAOptions) {
+    const where = 'LoRA';
+    const I = checkDim(where, 'inFeatures', inFeatures);
+    const O = checkDim(where, 'outFeatures', outFeatures);
+    const r = checkDim(where, 'rank', rank);
+    const opts = checkOptions<LoRAOptions>(where, options);
+    this.inFeatures = I;
+    this.outFeatures = O;
+    this.rank = r;
+    this.#alpha = r;
+    this.#rslora = false;
+    this.configure({ alpha: opts.alpha, rslora: opts.rslora });
+    this.A = LoRA.#initial(where, 'options.A', opts.A, [I, r], () => {
+      const rng = new Random(opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed));
+      return rng.fillUniform(new Float32Array(I * r), 1 / Math.sqrt(I));
+    });
+    this.B = LoRA.#initial(where, 'options.B', opts.B, [r, O], () => new Float32Array(r * O));
+    this.A.grad = zeros([I, r]);
+    this.B.grad = zeros([r, O]);
+  }
+
+  get alpha(): number {
+    return this.#alpha;
+  }
+
+  get rslora(): boolean {
+    return this.#rslora;
+  }
+
+  /** alpha / r, or alpha / √r with rsLoRA. */
+  get scaling(): number {
+    return this.#rslora ? this.#alpha / Math.sqrt(this.rank) : this.#alpha / this.rank;
+  }
+
+  /** Changes alpha and rsLoRA (as loading an adapter does); absent fields keep their value. */
+  configure(options: { alpha?: number; rslora?: boolean }): void {
+    const where = 'LoRA.configure';
+    const alpha = options.alpha === undefined ? this.#alpha : checkFiniteNumber(where, 'alpha', options.alpha);
+    const rslora = options.rslora === undefined ? this.#rslora : checkBoolean(where, 'rslora', options.rslora);
+    this.#alpha = alpha;
+    this.#rslora = rslora;
+  }
+
+  /** [A, B]: the trainable parameters, each with a .grad of its shape. */
+  parameters(): Tensor[] {
+    return [this.A, this.B];
+  }
+
+  /** r·(I + O). */
+  numTrainable(): number {
+    return this.rank * (this.inFeatures + this.outFeatures);
+  }
+
+  zeroGrad(): void {
+    this.A.grad!.buffer('LoRA.zeroGrad: A.grad').fill(0);
+    this.B.grad!.buffer('LoRA.zeroGrad: B.grad').fill(0);
+  }
+
+  dispose(): void {
+    this.A.dispose();
+    this.B.dispose();
+  }
+
+  static #initial(where: string, arg: string, given: unknown, shape: number[], make: () => Float32Array): Tensor {
+    if (given === undefined) return new Tensor(make(), shape);
+    const r = resolveExact(where, arg, given, shape);
+    checkFinite(where, arg, r.data);
+    return new Tensor(r.data.slice(), shape);  // our own copy: the optimizer updates it in place
+  }
+}

@@ -1,0 +1,75 @@
+// The LoRA kernels on the CPU: plain C++ on raw pointers, no napi. Layouts (row-major, as in
+// DESIGN.md section 2): x (M, I), W (O, I), bias (O), A (I, r), B (r, O), s (M, r), y (M, O).
+//
+// Callers validate shapes and own every buffer (the addon checks, the TS layer allocates workspaces
+// with the layer), so the fused kernels allocate nothing. The unfused kernels allocate their
+// temporaries on purpose: they reproduce PEFT's order of operations for benchmarks and cross-checks.
+#pragma once
+#include <cstdint>
+
+namespace fused_lora {
+
+struct Dropout {
+  float p = 0.0f;          // in [0, 1); 0 means no dropout and no mask
+  uint64_t seed = 0;       // mask element e of call `step` is a pure function of (seed, step, e)
+  uint64_t step = 0;
+  uint8_t* mask = nullptr; // (M, I) workspace, written by forward, read by backward: 1 = kept
+  float* x_drop = nullptr; // (M, I) workspace: x ⊙ mask / (1 − p), the input of the LoRA path
+};
+
+struct ForwardArgs {
+  int64_t M = 0, I = 0, O = 0, r = 0;
+  const float* x = nullptr;     // (M, I)
+  const float* W = nullptr;     // (O, I) frozen
+  const float* bias = nullptr;  // (O) or null
+  const float* A = nullptr;     // (I, r)
+  const float* B = nullptr;     // (r, O)
+  float scaling = 1.0f;
+  Dropout dropout;
+  float* s = nullptr;  // (M, r) out: x̃·A, unscaled, saved for backward
+  float* y = nullptr;  // (M, O) out
+};
+
+struct BackwardArgs {
+  int64_t M = 0, I = 0, O = 0, r = 0;
+  const float* x = nullptr;   // (M, I) the forward's input (x̃ is taken from dropout.x_drop when p > 0)
+  const float* s = nullptr;   // (M, r) from forward
+  const float* dy = nullptr;  // (M, O)
+  const float* W = nullptr;   // (O, I)
+  const float* A = nullptr;   // (I, r)
+  const float* B = nullptr;   // (r, O)
+  float scaling = 1.0f;
+  Dropout dropout;            // the forward's: p, mask and x_drop
+  float* ds = nullptr;        // (M, r) workspace: scaling·dy·Bᵀ
+  float* lora_dx = nullptr;   // (M, I) workspace, needed only when p > 0 and dx is wanted
+  float* dx = nullptr;        // (M, I) out, or null when the layer below needs no gradient
+  float* dA = nullptr;        // (I, r) out
+  float* dB = nullptr;        // (r, O) out
+  bool accumulate = true;     // dA += …, dB += … (training); false overwrites (ops.loraBackward)
+};
+
+// y (M, O) = x·Wᵀ + b: the frozen layer alone (Linear.forward; the benchmarks' base GEMM).
+void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t I, int64_t O);
+// dx (M, I) = dy·W: the gradient a frozen layer passes to the layer below.
+void linear_backward(const float* dy, const float* W, float* dx, int64_t M, int64_t I, int64_t O);
+
+// y = x·Wᵀ + b + scaling·(x̃·A)·B, each product a GEMM into y with beta = 1: no M×O temporary and no
+// extra pass over y (scaling rides on the GEMM's alpha).
+void lora_forward_fused(const ForwardArgs& a);
+// PEFT's order: base = x·Wᵀ + b; x̃ = dropout(x); t = x̃·A; u = t·B; u = u·scaling; y = base + u.
+void lora_forward_unfused(const ForwardArgs& a);
+
+// dB = scaling·sᵀ·dy, ds = scaling·dy·Bᵀ, dA = x̃ᵀ·ds, dx = dy·W + (ds·Aᵀ) ⊙ mask/(1 − p). Never dW.
+void lora_backward_fused(const BackwardArgs& a);
+// Autograd's order, each step a separate pass with its own temporary.
+void lora_backward_unfused(const BackwardArgs& a);
+
+// Draws the dropout mask of (seed, step) into d.mask and writes d.x_drop = x ⊙ mask / (1 − p).
+void dropout_forward(const float* x, int64_t n, const Dropout& d);
+
+// W (O, I) += sign · scaling · (A·B)ᵀ in fp32, elementwise deterministic (so unmerge undoes merge
+// exactly wherever the arithmetic is exact). Returns false, leaving W untouched, when any result
+// would be non-finite.
+bool lora_merge(float* W, const float* A, const float* B, int64_t I, int64_t O, int64_t r, float scaling, float sign);
+
+}  // namespace fused_lora
