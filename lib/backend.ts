@@ -1,7 +1,7 @@
 // What the package computes with, and why: the BLAS found (or the built-in GEMM), its threads, and
 // the CUDA backend's state.
 import { native } from './binding';
-import { checkDim } from './validate';
+import { fail, isInt } from './validate';
 
 export interface BackendInfo {
   cpu: {
@@ -37,5 +37,6 @@ export function backendInfo(): BackendInfo {
 
 /** Threads for our kernels and the BLAS together (default: all cores, or FUSED_LORA_NUM_THREADS). */
 export function setNumThreads(n: number): void {
-  native.setNumThreads(checkDim('setNumThreads', 'n', n));
+  if (!isInt(n) || n < 1 || n > 1024) fail('ERR_ARGUMENT', 'setNumThreads', 'n', 'an integer in [1, 1024]', n);
+  native.setNumThreads(n);
 }

@@ -12,7 +12,7 @@ export interface Resolved {
 
 /** A Tensor or Float32Array; a Float32Array takes `inferShape(length)` (or [length]) as its shape. */
 export function resolve(where: string, arg: string, value: unknown, inferShape?: (length: number) => readonly number[]): Resolved {
-  if (value instanceof Tensor) return { data: value.buffer(`${where}: ${arg}`), shape: value.shape };
+  if (value instanceof Tensor) { const data = value.buffer(`${where}: ${arg}`); if (data.length !== value.size) fail('ERR_SHAPE', where, arg, `storage of ${value.size} elements for shape ${shapeString(value.shape)}`, `${data.length} elements`); return { data, shape: value.shape }; }
   if (value instanceof Float32Array) return { data: value, shape: inferShape ? inferShape(value.length) : [value.length] };
   if (ArrayBuffer.isView(value)) fail('ERR_DTYPE', where, arg, 'a float32 Tensor or Float32Array', value);
   return fail('ERR_ARGUMENT', where, arg, 'a Tensor or Float32Array', value);

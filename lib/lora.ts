@@ -40,8 +40,9 @@ export class LoRA {
     this.#alpha = r;
     this.#rslora = false;
     this.configure({ alpha: opts.alpha, rslora: opts.rslora });
+    const seed = opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed);
     this.A = LoRA.#initial(where, 'options.A', opts.A, [I, r], () => {
-      const rng = new Random(opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed));
+      const rng = new Random(seed);
       return rng.fillUniform(new Float32Array(I * r), 1 / Math.sqrt(I));
     });
     this.B = LoRA.#initial(where, 'options.B', opts.B, [r, O], () => new Float32Array(r * O));

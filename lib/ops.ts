@@ -4,7 +4,7 @@
 import { native, LoraBackwardArgs, LoraForwardArgs } from './binding';
 import { resolveExact, Resolved, TensorLike } from './inputs';
 import { Tensor } from './tensor';
-import { checkDim, checkFiniteNumber, checkOptions, fail } from './validate';
+import { checkBoolean, checkDim, checkFiniteNumber, fail } from './validate';
 
 export interface LoraForwardInput {
   x: TensorLike;        // (M, I)
@@ -61,12 +61,23 @@ function dims(where: string, input: Record<string, unknown>, names: string[]): D
 }
 
 function operand(where: string, input: Record<string, unknown>, name: string, d: Dims): Resolved {
-  if (!(name in input) || input[name] === undefined) fail('ERR_ARGUMENT', where, name, 'a Tensor or Float32Array', undefined);
   return resolveExact(where, name, input[name], layouts[name].map((k) => d[k]));
 }
 
+/** The input object itself, with its required operands present, before any dimension is inferred. */
+function inputObject(where: string, input: unknown, required: string[]): Record<string, unknown> {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) fail('ERR_ARGUMENT', where, 'input', 'an object of operands', input);
+  const inp = input as Record<string, unknown>;
+  for (const name of required) if (inp[name] === undefined || inp[name] === null) fail('ERR_ARGUMENT', where, name, 'a Tensor or Float32Array', inp[name]);
+  return inp;
+}
+
+function flag(where: string, inp: Record<string, unknown>, name: string): boolean {
+  return inp[name] === undefined ? true : checkBoolean(where, name, inp[name]);
+}
+
 function forwardArgs(where: string, input: LoraForwardInput) {
-  const inp = checkOptions<LoraForwardInput>(where, input) as Record<string, unknown>;
+  const inp = inputObject(where, input, ['x', 'weight', 'A', 'B']);
   const d = dims(where, inp, ['x', 'weight', 'bias', 'A', 'B']);
   const hasBias = inp.bias !== undefined && inp.bias !== null;
   const y = new Tensor(new Float32Array(d.M * d.O), [d.M, d.O]);
@@ -76,23 +87,23 @@ function forwardArgs(where: string, input: LoraForwardInput) {
     x: operand(where, inp, 'x', d).data, W: operand(where, inp, 'weight', d).data,
     bias: hasBias ? operand(where, inp, 'bias', d).data : null,
     A: operand(where, inp, 'A', d).data, B: operand(where, inp, 'B', d).data,
-    scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: inp.fused === false ? false : true,
+    scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: flag(where, inp, 'fused'),
     s: s.buffer(), y: y.buffer(),
   };
   return { args, y, s };
 }
 
 function backwardArgs(where: string, input: LoraBackwardInput) {
-  const inp = checkOptions<LoraBackwardInput>(where, input) as Record<string, unknown>;
+  const inp = inputObject(where, input, ['x', 's', 'dy', 'weight', 'A', 'B']);
   const d = dims(where, inp, ['x', 's', 'dy', 'weight', 'A', 'B']);
-  const dx = inp.inputGrad === false ? null : new Tensor(new Float32Array(d.M * d.I), [d.M, d.I]);
+  const dx = !flag(where, inp, 'inputGrad') ? null : new Tensor(new Float32Array(d.M * d.I), [d.M, d.I]);
   const dA = new Tensor(new Float32Array(d.I * d.r), [d.I, d.r]);
   const dB = new Tensor(new Float32Array(d.r * d.O), [d.r, d.O]);
   const args: LoraBackwardArgs = {
     ...d,
     x: operand(where, inp, 'x', d).data, s: operand(where, inp, 's', d).data, dy: operand(where, inp, 'dy', d).data,
     W: operand(where, inp, 'weight', d).data, A: operand(where, inp, 'A', d).data, B: operand(where, inp, 'B', d).data,
-    scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: inp.fused === false ? false : true,
+    scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: flag(where, inp, 'fused'),
     ds: new Float32Array(d.M * d.r), dx: dx ? dx.buffer() : null, dA: dA.buffer(), dB: dB.buffer(), accumulate: false,
   };
   return { args, dx, dA, dB };

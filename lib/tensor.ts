@@ -82,7 +82,7 @@ export class Tensor {
  */
 export function tensor(data: Float32Array | ArrayLike<number>, shape?: readonly number[], options?: TensorOptions): Tensor {
   const where = 'tensor';
-  if (options !== undefined && (options === null || typeof options !== 'object')) fail('ERR_ARGUMENT', where, 'options', 'an options object', options);
+  if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) fail('ERR_ARGUMENT', where, 'options', 'an options object', options);
   const dtype = options?.dtype ?? 'float32';
   if (dtype !== 'float32') fail('ERR_DTYPE', where, 'options.dtype', "'float32' on the CPU", dtype);
   const device = options?.device ?? 'cpu';

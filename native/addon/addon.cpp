@@ -42,7 +42,8 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double n = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
   if (!(n >= 1 && n <= 1024 && static_cast<int>(n) == n))
-    throw make_error(env, "ERR_ARGUMENT", "setNumThreads: expected an integer in [1, 1024] for n");
+    throw make_error(env, "ERR_ARGUMENT", "setNumThreads: expected an integer in [1, 1024] for n but received " +
+                                              (info.Length() > 0 && info[0].IsNumber() ? std::to_string(n) : std::string("a non-number")));
   set_num_threads(static_cast<int>(n));
   return env.Undefined();
 }
