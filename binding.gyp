@@ -15,7 +15,10 @@
         "native/cpu/gemm_builtin.cpp",
         "native/cpu/lora.cpp",
         "native/cpu/dropout.cpp",
-        "native/cpu/merge.cpp"
+        "native/cpu/merge.cpp",
+        "native/addon/train.cpp",
+        "native/cpu/optim.cpp",
+        "native/cpu/nn.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -55,7 +55,33 @@ export interface MergeArgs {
   W: Float32Array; A: Float32Array; B: Float32Array; I: number; O: number; r: number; scaling: number; sign: 1 | -1;
 }
 
+// Training kernels (native/addon/train.cpp): one call per parameter tensor or per loss, in place.
+export interface AdamWStepArgs {
+  n: number; param: Float32Array; grad: Float32Array; expAvg: Float32Array; expAvgSq: Float32Array;
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;
+}
+export interface SgdStepArgs {
+  n: number; param: Float32Array; grad: Float32Array; momentumBuffer: Float32Array | null;
+  lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; firstStep: boolean;
+}
+export interface ClipGradNormArgs { grads: Float32Array[]; maxNorm: number; errorIfNonfinite: boolean }
+export interface MseLossArgs { n: number; y: Float32Array; target: Float32Array; grad: Float32Array }
+export interface CrossEntropyLossArgs { M: number; C: number; logits: Float32Array; labels: Int32Array; grad: Float32Array }
+export interface ActivationForwardArgs { n: number; x: Float32Array; y: Float32Array }
+export interface ActivationBackwardArgs { n: number; x: Float32Array; dy: Float32Array; dx: Float32Array }
+
 export interface BindingModule {
+  adamwStep(args: AdamWStepArgs): void;
+  sgdStep(args: SgdStepArgs): void;
+  /** Returns the total L2 norm (before clipping). */
+  clipGradNorm(args: ClipGradNormArgs): number;
+  /** Returns the mean loss; writes the gradient into args.grad. */
+  mseLoss(args: MseLossArgs): number;
+  crossEntropyLoss(args: CrossEntropyLossArgs): number;
+  reluForward(args: ActivationForwardArgs): void;
+  reluBackward(args: ActivationBackwardArgs): void;
+  geluForward(args: ActivationForwardArgs): void;
+  geluBackward(args: ActivationBackwardArgs): void;
   setErrorClass(ctor: typeof LoraError): void;
   backendInfo(): NativeBackendInfo;
   setNumThreads(n: number): void;

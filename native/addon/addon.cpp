@@ -8,6 +8,7 @@
 #include "fused_lora/lora.h"
 #include "fused_lora/threads.h"
 #include "workers.h"
+#include "train.h"
 
 namespace fused_lora::addon {
 namespace {
@@ -117,6 +118,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraBackward", Napi::Function::New(env, LoraBackward, "loraBackward"));
   exports.Set("loraForwardAsync", Napi::Function::New(env, LoraForwardAsync, "loraForwardAsync"));
   exports.Set("loraBackwardAsync", Napi::Function::New(env, LoraBackwardAsync, "loraBackwardAsync"));
+  RegisterTrain(env, exports);
   return exports;
 }
 

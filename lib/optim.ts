@@ -1,0 +1,420 @@
+// Optimizers over trainable parameters (Tensors with a .grad, e.g. layer.parameters()) and gradient
+// clipping, with PyTorch's semantics (torch.optim.SGD, torch.optim.AdamW,
+// torch.nn.utils.clip_grad_norm_). The per-element updates run natively, one call per parameter
+// tensor; the state buffers (exp_avg, exp_avg_sq, momentum_buffer) are Float32Arrays allocated once
+// here, and the argument objects of those calls are built once too, so step() allocates nothing.
+//
+// Gradients accumulate: backward() adds into .grad, step() reads whatever is there, zeroGrad()
+// clears it. So two backward calls before one step() train on the summed gradient.
+import { AdamWStepArgs, native, SgdStepArgs } from './binding';
+import { LoraError } from './errors';
+import { Tensor } from './tensor';
+import { checkBoolean, checkOptions, fail, isInt, MAX_ELEMENTS, shapeString } from './validate';
+
+export interface SGDOptions {
+  /** Learning rate, a finite number > 0. Required, as there is no good default for SGD. */
+  lr: number;
+  /** Momentum factor >= 0. Default 0 (plain SGD, no state). */
+  momentum?: number;
+  /** Dampening of the momentum's new term, finite. Default 0. */
+  dampening?: number;
+  /** L2 penalty added to the gradient (coupled, as torch.optim.SGD), >= 0. Default 0. */
+  weightDecay?: number;
+  /** Nesterov momentum; needs momentum > 0 and dampening 0. Default false. */
+  nesterov?: boolean;
+}
+
+export interface AdamWOptions {
+  /** Learning rate, a finite number > 0. Default 1e-3. */
+  lr?: number;
+  /** Decay rates of the first and second moment estimates, each in [0, 1). Default [0.9, 0.999]. */
+  betas?: readonly [number, number];
+  /** Added to the denominator, > 0. Default 1e-8. */
+  eps?: number;
+  /** Decoupled weight decay (p ← p·(1 − lr·wd) before the Adam update), >= 0. Default 1e-2. */
+  weightDecay?: number;
+}
+
+// Type aliases, not interfaces: they are then assignable to Record<string, unknown> (the hyper of a
+// generic state dict, as saveAdapter stores it).
+export type SGDHyper = { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean };
+export type AdamWHyper = { lr: number; betas: [number, number]; eps: number; weightDecay: number };
+
+/**
+ * What an optimizer needs to resume: JSON-able scalars plus Float32Arrays (copies, not views of the
+ * live state), keyed `param.<i>.<name>` by the parameter's position in the list the optimizer was
+ * built with. `step` is the number of step() calls made.
+ */
+export interface OptimizerState<K extends string = string, H extends object = Record<string, unknown>> {
+  kind: K;
+  step: number;
+  hyper: H;
+  tensors: Record<string, Float32Array>;
+}
+export type SGDState = OptimizerState<'sgd', SGDHyper>;
+export type AdamWState = OptimizerState<'adamw', AdamWHyper>;
+
+export interface ClipGradNormOptions {
+  /** Throw ERR_NOT_FINITE (leaving the gradients unchanged) when the total norm is NaN or infinite. Default false. */
+  errorIfNonfinite?: boolean;
+}
+
+function checkLr(where: string, arg: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail('ERR_ARGUMENT', where, arg, 'a finite number > 0', v);
+  return v;
+}
+
+function checkNonNegative(where: string, arg: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail('ERR_ARGUMENT', where, arg, 'a finite number >= 0', v);
+  return v;
+}
+
+function checkBeta(where: string, arg: string, v: unknown): number {
+  if (typeof v !== 'number' || !(v >= 0 && v < 1)) fail('ERR_ARGUMENT', where, arg, 'a number in [0, 1)', v);
+  return v;
+}
+
+function resolveSGD(where: string, options: unknown): SGDHyper {
+  const o = checkOptions<SGDOptions>(where, options);
+  const lr = checkLr(where, 'options.lr', o.lr);
+  const momentum = o.momentum === undefined ? 0 : checkNonNegative(where, 'options.momentum', o.momentum);
+  let dampening = 0;
+  if (o.dampening !== undefined) {
+    if (typeof o.dampening !== 'number' || !Number.isFinite(o.dampening)) fail('ERR_ARGUMENT', where, 'options.dampening', 'a finite number', o.dampening);
+    dampening = o.dampening;
+  }
+  const weightDecay = o.weightDecay === undefined ? 0 : checkNonNegative(where, 'options.weightDecay', o.weightDecay);
+  const nesterov = o.nesterov === undefined ? false : checkBoolean(where, 'options.nesterov', o.nesterov);
+  if (nesterov && (momentum <= 0 || dampening !== 0)) {
+    fail('ERR_ARGUMENT', where, 'options.nesterov', 'momentum > 0 and dampening 0 with nesterov: true', `momentum ${momentum}, dampening ${dampening}`);
+  }
+  return { lr, momentum, dampening, weightDecay, nesterov };
+}
+
+function resolveAdamW(where: string, options: unknown): AdamWHyper {
+  const o = checkOptions<AdamWOptions>(where, options);
+  const lr = o.lr === undefined ? 1e-3 : checkLr(where, 'options.lr', o.lr);
+  let betas: [number, number] = [0.9, 0.999];
+  if (o.betas !== undefined) {
+    if (!Array.isArray(o.betas) || o.betas.length !== 2) fail('ERR_ARGUMENT', where, 'options.betas', 'an array of two numbers in [0, 1)', o.betas);
+    betas = [checkBeta(where, 'options.betas[0]', o.betas[0]), checkBeta(where, 'options.betas[1]', o.betas[1])];
+  }
+  const eps = o.eps === undefined ? 1e-8 : checkLr(where, 'options.eps', o.eps);
+  const weightDecay = o.weightDecay === undefined ? 1e-2 : checkNonNegative(where, 'options.weightDecay', o.weightDecay);
+  return { lr, betas, eps, weightDecay };
+}
+
+interface ParamCheck {
+  /** Refuse an empty list (an optimizer with nothing to train is a mistake). */
+  allowEmpty: boolean;
+  /** Skip parameters whose .grad is null instead of refusing them (clip_grad_norm_ does). */
+  skipNoGrad: boolean;
+}
+
+/**
+ * The parameter list: an array of live Tensors, each once, each with a .grad Tensor of its own shape.
+ * A repeated tensor is refused: it would be updated (or scaled) twice per step.
+ */
+function checkParameters(where: string, params: unknown, how: ParamCheck): Tensor[] {
+  if (!Array.isArray(params)) fail('ERR_ARGUMENT', where, 'params', 'an array of Tensors with a .grad (e.g. layer.parameters())', params);
+  if (params.length === 0 && !how.allowEmpty) fail('ERR_ARGUMENT', where, 'params', 'at least one parameter', 'an empty array');
+  const seen = new Set<Tensor>();
+  const out: Tensor[] = [];
+  params.forEach((p: unknown, i: number) => {
+    const arg = `params[${i}]`;
+    if (!(p instanceof Tensor)) fail('ERR_ARGUMENT', where, arg, 'a Tensor', p);
+    p.buffer(`${where}: ${arg}`);  // ERR_DISPOSED now rather than at the first step
+    if (seen.has(p)) fail('ERR_ARGUMENT', where, arg, 'each parameter once', `a repeat of an earlier entry (shape ${shapeString(p.shape)})`);
+    seen.add(p);
+    if (p.grad === null && how.skipNoGrad) return;
+    checkGrad(where, arg, p);
+    out.push(p);
+  });
+  return out;
+}
+
+/** p.grad is a live Tensor of p's shape; returns its storage. Checked at every step (.grad may be reassigned). */
+function checkGrad(where: string, arg: string, p: Tensor): Float32Array {
+  const g = p.grad;
+  if (!(g instanceof Tensor)) fail('ERR_ARGUMENT', where, `${arg}.grad`, 'a Tensor (a trainable parameter)', g);
+  if (g.shape.length !== p.shape.length || g.shape.some((d, k) => d !== p.shape[k])) {
+    fail('ERR_ARGUMENT', where, `${arg}.grad`, `a Tensor of the parameter's shape ${shapeString(p.shape)}`, `shape ${shapeString(g.shape)}`);
+  }
+  return g.buffer(`${where}: ${arg}.grad`);
+}
+
+/**
+ * What SGD and AdamW share: the parameter list, the step count, zeroGrad, dispose, and the checks of
+ * a state dict. Subclasses name their state buffers and run their kernel.
+ */
+abstract class Optimizer<K extends string, H extends object> {
+  abstract readonly kind: K;
+  protected readonly params: Tensor[];
+  protected hyperparams: H;
+  protected steps = 0;
+  #disposed = false;
+  readonly #bufs: Array<{ param: Float32Array; grad: Float32Array }>;
+
+  protected constructor(where: string, params: unknown, hyper: H) {
+    this.params = checkParameters(where, params, { allowEmpty: false, skipNoGrad: false });
+    this.hyperparams = hyper;
+    this.#bufs = this.params.map(() => ({ param: new Float32Array(0), grad: new Float32Array(0) }));
+  }
+
+  /** The number of step() calls made (restored by loadStateDict). */
+  get stepCount(): number {
+    return this.steps;
+  }
+
+  /** The learning rate; set it between steps for a schedule (a finite number > 0). */
+  get lr(): number {
+    return (this.hyperparams as { lr: number }).lr;
+  }
+
+  set lr(value: number) {
+    (this.hyperparams as { lr: number }).lr = checkLr(`${this.name}.lr`, 'lr', value);
+  }
+
+  /** The hyperparameters in use (a copy). */
+  get hyper(): H {
+    return structuredClone(this.hyperparams);
+  }
+
+  /** Sets every parameter's gradient to zero. */
+  zeroGrad(): void {
+    const where = `${this.name}.zeroGrad`;
+    this.checkLive(where);
+    this.params.forEach((p, i) => checkGrad(where, `params[${i}]`, p).fill(0));
+  }
+
+  /** Releases the optimizer's state; the parameters belong to their layers and are left alone. */
+  dispose(): void {
+    this.#disposed = true;
+    this.releaseState();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** A snapshot of everything needed to resume: copies, so later steps leave it unchanged. */
+  stateDict(): OptimizerState<K, H> {
+    this.checkLive(`${this.name}.stateDict`);
+    const tensors: Record<string, Float32Array> = {};
+    for (const [key, buf] of this.stateBuffers()) tensors[key] = buf.slice();
+    return { kind: this.kind, step: this.steps, hyper: structuredClone(this.hyperparams), tensors };
+  }
+
+  /**
+   * Restores a stateDict() (of this kind, for parameters of the same shapes in the same order):
+   * the step count, the hyperparameters (as torch's load_state_dict does) and the state tensors,
+   * copied in. Everything is checked before anything changes, so a refused dict leaves the optimizer
+   * as it was.
+   */
+  loadStateDict(state: OptimizerState<string, object>): void {
+    const where = `${this.name}.loadStateDict`;
+    this.checkLive(where);
+    if (state === null || typeof state !== 'object') fail('ERR_ARGUMENT', where, 'state', 'an optimizer state dict', state);
+    const s = state as Partial<OptimizerState>;
+    if (s.kind !== this.kind) fail('ERR_ARGUMENT', where, 'state.kind', `'${this.kind}'`, s.kind);
+    const step = s.step;
+    if (!isInt(step) || step < 0 || step > MAX_ELEMENTS) fail('ERR_ARGUMENT', where, 'state.step', 'an integer >= 0', step);
+    const hyper = this.resolveHyper(where, s.hyper);
+    const tensors = s.tensors;
+    if (tensors === null || typeof tensors !== 'object') fail('ERR_ARGUMENT', where, 'state.tensors', 'an object of Float32Arrays', tensors);
+    const expected = this.stateNames(hyper);
+    const keys = new Set(Object.keys(tensors));
+    this.params.forEach((p, i) => {
+      for (const name of expected) {
+        const key = `param.${i}.${name}`;
+        const t = (tensors as Record<string, unknown>)[key];
+        if (!keys.delete(key)) fail('ERR_ARGUMENT', where, `state.tensors['${key}']`, `a Float32Array of ${p.size} elements`, undefined);
+        if (!(t instanceof Float32Array)) {
+          fail(ArrayBuffer.isView(t) ? 'ERR_DTYPE' : 'ERR_ARGUMENT', where, `state.tensors['${key}']`, 'a Float32Array', t);
+        }
+        if (t.length !== p.size) {
+          fail('ERR_SHAPE', where, `state.tensors['${key}']`, `${p.size} elements (params[${i}] has shape ${shapeString(p.shape)})`, `${t.length} elements`);
+        }
+      }
+    });
+    if (keys.size > 0) {
+      const extra = [...keys][0];
+      fail('ERR_ARGUMENT', where, 'state.tensors', `only the keys of ${this.params.length} parameter(s) (${expected.map((n) => `param.<i>.${n}`).join(', ') || 'none'})`, `key '${extra}'`);
+    }
+    // All checked: commit.
+    this.hyperparams = hyper;
+    this.steps = step;
+    this.allocateState();
+    for (const [key, buf] of this.stateBuffers()) buf.set((tensors as Record<string, Float32Array>)[key]);
+  }
+
+  protected abstract get name(): string;
+  /** The state buffer names per parameter for these hyperparameters (e.g. exp_avg, exp_avg_sq). */
+  protected abstract stateNames(hyper: H): string[];
+  /** Checks and completes hyperparameters (the constructor's option checks). */
+  protected abstract resolveHyper(where: string, hyper: unknown): H;
+  /** (Re)allocates state buffers to match the current hyperparameters, keeping the ones that fit. */
+  protected abstract allocateState(): void;
+  protected abstract releaseState(): void;
+  /** [key, buffer] for every state buffer, keyed as in stateDict().tensors. */
+  protected abstract stateBuffers(): Array<[string, Float32Array]>;
+
+  protected checkLive(where: string): void {
+    if (this.#disposed) throw new LoraError('ERR_DISPOSED', `${where}: expected a live optimizer but received a disposed one`);
+  }
+
+  /** Every parameter's storage and gradient, checked before the first update so a bad one changes nothing. */
+  protected buffers(where: string): ReadonlyArray<{ param: Float32Array; grad: Float32Array }> {
+    this.checkLive(where);
+    this.params.forEach((p, i) => {
+      const b = this.#bufs[i];  // reused: a step allocates no JS objects either
+      b.param = p.buffer(`${where}: params[${i}]`);
+      b.grad = checkGrad(where, `params[${i}]`, p);
+    });
+    return this.#bufs;
+  }
+}
+
+/**
+ * Stochastic gradient descent with momentum, as torch.optim.SGD:
+ *   d = g + weightDecay·p
+ *   buf = d on the first step, then momentum·buf + (1 − dampening)·d
+ *   d = nesterov ? d + momentum·buf : buf        (with momentum > 0)
+ *   p = p − lr·d
+ */
+export class SGD extends Optimizer<'sgd', SGDHyper> {
+  readonly kind = 'sgd' as const;
+  #buffers: Float32Array[] = [];  // momentum_buffer per parameter, or none when momentum is 0
+  readonly #args: SgdStepArgs[];
+
+  constructor(params: Tensor[], options: SGDOptions) {
+    super('SGD', params, resolveSGD('SGD', options));
+    this.allocateState();
+    this.#args = this.params.map((p) => ({
+      n: p.size, param: new Float32Array(0), grad: new Float32Array(0), momentumBuffer: null,
+      lr: 0, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, firstStep: true,
+    }));
+  }
+
+  step(): void {
+    const bufs = this.buffers('SGD.step');
+    const h = this.hyperparams;
+    // The momentum buffer is initialised by the first step, as torch's (its state starts as None).
+    const firstStep = this.steps === 0;
+    this.steps++;
+    bufs.forEach(({ param, grad }, i) => {
+      const a = this.#args[i];
+      a.param = param; a.grad = grad; a.momentumBuffer = h.momentum !== 0 ? this.#buffers[i] : null;
+      a.lr = h.lr; a.momentum = h.momentum; a.dampening = h.dampening; a.weightDecay = h.weightDecay;
+      a.nesterov = h.nesterov; a.firstStep = firstStep;
+      native.sgdStep(a);
+    });
+  }
+
+  protected get name(): string {
+    return 'SGD';
+  }
+
+  protected stateNames(hyper: SGDHyper): string[] {
+    return hyper.momentum !== 0 ? ['momentum_buffer'] : [];
+  }
+
+  protected resolveHyper(where: string, hyper: unknown): SGDHyper {
+    return resolveSGD(`${where}: state.hyper`, hyper);
+  }
+
+  protected allocateState(): void {
+    if (this.hyperparams.momentum === 0) this.#buffers = [];
+    else if (this.#buffers.length === 0) this.#buffers = this.params.map((p) => new Float32Array(p.size));
+  }
+
+  protected releaseState(): void {
+    this.#buffers = [];
+  }
+
+  protected stateBuffers(): Array<[string, Float32Array]> {
+    return this.#buffers.map((b, i) => [`param.${i}.momentum_buffer`, b]);
+  }
+}
+
+/**
+ * Adam with decoupled weight decay, as torch.optim.AdamW (step t counts from 1):
+ *   p = p·(1 − lr·weightDecay)
+ *   m = β1·m + (1 − β1)·g          v = β2·v + (1 − β2)·g²
+ *   p = p − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + eps)
+ */
+export class AdamW extends Optimizer<'adamw', AdamWHyper> {
+  readonly kind = 'adamw' as const;
+  #expAvg: Float32Array[] = [];
+  #expAvgSq: Float32Array[] = [];
+  readonly #args: AdamWStepArgs[];
+
+  constructor(params: Tensor[], options?: AdamWOptions) {
+    super('AdamW', params, resolveAdamW('AdamW', options));
+    this.allocateState();
+    this.#args = this.params.map((p) => ({
+      n: p.size, param: new Float32Array(0), grad: new Float32Array(0), expAvg: new Float32Array(0), expAvgSq: new Float32Array(0),
+      lr: 0, beta1: 0, beta2: 0, eps: 0, weightDecay: 0, step: 0,
+    }));
+  }
+
+  step(): void {
+    const bufs = this.buffers('AdamW.step');
+    const h = this.hyperparams;
+    const step = ++this.steps;
+    bufs.forEach(({ param, grad }, i) => {
+      const a = this.#args[i];
+      a.param = param; a.grad = grad; a.expAvg = this.#expAvg[i]; a.expAvgSq = this.#expAvgSq[i];
+      a.lr = h.lr; a.beta1 = h.betas[0]; a.beta2 = h.betas[1]; a.eps = h.eps; a.weightDecay = h.weightDecay; a.step = step;
+      native.adamwStep(a);
+    });
+  }
+
+  protected get name(): string {
+    return 'AdamW';
+  }
+
+  protected stateNames(): string[] {
+    return ['exp_avg', 'exp_avg_sq'];
+  }
+
+  protected resolveHyper(where: string, hyper: unknown): AdamWHyper {
+    return resolveAdamW(`${where}: state.hyper`, hyper);
+  }
+
+  protected allocateState(): void {
+    if (this.#expAvg.length === 0) {
+      this.#expAvg = this.params.map((p) => new Float32Array(p.size));
+      this.#expAvgSq = this.params.map((p) => new Float32Array(p.size));
+    }
+  }
+
+  protected releaseState(): void {
+    this.#expAvg = [];
+    this.#expAvgSq = [];
+  }
+
+  protected stateBuffers(): Array<[string, Float32Array]> {
+    return this.#expAvg.flatMap((m, i): Array<[string, Float32Array]> => [
+      [`param.${i}.exp_avg`, m],
+      [`param.${i}.exp_avg_sq`, this.#expAvgSq[i]],
+    ]);
+  }
+}
+
+/**
+ * Clips gradients by their total L2 norm, as torch.nn.utils.clip_grad_norm_: the norm over all
+ * gradients together is computed natively in double; when maxNorm / (norm + 1e-6) < 1 every gradient
+ * is multiplied by that factor. Returns the norm before clipping. Parameters whose .grad is null are
+ * skipped (as torch skips grad None); an empty list gives 0. A NaN or infinite norm follows torch
+ * (the gradients become NaN) unless errorIfNonfinite, which throws ERR_NOT_FINITE and changes nothing.
+ */
+export function clipGradNorm(params: Tensor[], maxNorm: number, options?: ClipGradNormOptions): number {
+  const where = 'clipGradNorm';
+  const ps = checkParameters(where, params, { allowEmpty: true, skipNoGrad: true });
+  if (typeof maxNorm !== 'number' || !Number.isFinite(maxNorm) || maxNorm < 0) fail('ERR_ARGUMENT', where, 'maxNorm', 'a finite number >= 0', maxNorm);
+  const opts = checkOptions<ClipGradNormOptions>(where, options);
+  const errorIfNonfinite = opts.errorIfNonfinite === undefined ? false : checkBoolean(where, 'options.errorIfNonfinite', opts.errorIfNonfinite);
+  const grads = ps.map((p) => p.grad!.buffer(`${where}: grad of a ${shapeString(p.shape)} parameter`));
+  return native.clipGradNorm({ grads, maxNorm, errorIfNonfinite });
+}
