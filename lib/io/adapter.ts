@@ -1,0 +1,217 @@
+// PEFT adapters on disk (DESIGN.md section 6): a directory with adapter_config.json and
+// adapter_model.safetensors, whose keys are base_model.model.<path>.lora_A.weight (r, I) and
+// ….lora_B.weight (O, r): Aᵀ and Bᵀ of our layout (A (I, r), B (r, O)). Optionally
+// optimizer.safetensors, to resume training.
+//
+// Saving writes optimizer, weights, config in that order, each atomically; the set is not one atomic
+// step, but a mix left by a crash between files is caught on load (ranks against the config, the
+// optimizer's save id against the weights'). Loading checks everything (config, keys, shapes, ranks,
+// finiteness, the optimizer's state) before it changes any layer, so a failed load changes nothing.
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { LoraError } from '../errors';
+import { LinearLoRA } from '../linear-lora';
+import { checkFinite, checkOptions, fail, shapeString } from '../validate';
+import { ioError, writeFileAtomic } from './atomic';
+import { WritableDType } from './dtype';
+import { decodeOptimizerState, encodeOptimizerState, StatefulOptimizer } from './optimizer-state';
+import { AdapterConfig, buildConfig, parseConfig, resolveLayer } from './peft-config';
+import { read, writeSafetensors } from './safetensors';
+
+export const ADAPTER_CONFIG = 'adapter_config.json';
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+export const OPTIMIZER_STATE = 'optimizer.safetensors';
+/** Metadata key tying optimizer.safetensors to the weights it was saved with. */
+const SAVE_ID = 'fused_lora_save_id';
+/** A config larger than this is not a config. */
+const MAX_CONFIG_BYTES = 16 * 2 ** 20;
+
+export interface SaveAdapterOptions {
+  /** Written as base_model_name_or_path. */
+  baseModel?: string;
+  /** Dtype of the adapter weights: 'F32' (default) or 'BF16'. The optimizer state is always F32. */
+  dtype?: WritableDType;
+  /** Also save this optimizer's state (optimizer.safetensors). */
+  optimizer?: StatefulOptimizer;
+}
+
+export interface LoadAdapterOptions {
+  /** Restore this optimizer's state from optimizer.safetensors, when the directory has one. */
+  optimizer?: StatefulOptimizer;
+}
+
+export interface LoadAdapterResult {
+  /** The module paths loaded, in the order given. */
+  modules: string[];
+  /** Whether the optimizer's state was restored (false: no optimizer given, or no file). */
+  optimizer: boolean;
+}
+
+export type { AdapterConfig, StatefulOptimizer };
+
+const keyA = (p: string) => `base_model.model.${p}.lora_A.weight`;
+const keyB = (p: string) => `base_model.model.${p}.lora_B.weight`;
+
+/**
+ * Saves the layers' adapters in PEFT's format. Values are copied when the call starts, so training
+ * may go on while the files are written. Refuses (ERR_NOT_FINITE) non-finite A or B, so a diverged
+ * run cannot overwrite a good checkpoint.
+ */
+export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA>, options?: SaveAdapterOptions): Promise<void> {
+  const where = 'saveAdapter';
+  checkDir(where, dir);
+  const opts = checkOptions<SaveAdapterOptions>(where, options);
+  if (opts.baseModel !== undefined && typeof opts.baseModel !== 'string') fail('ERR_ARGUMENT', where, 'options.baseModel', 'a string', opts.baseModel);
+  const dtype = opts.dtype ?? 'F32';
+  if (dtype !== 'F32' && dtype !== 'BF16') fail('ERR_DTYPE', where, 'options.dtype', "'F32' or 'BF16'", dtype);
+  const optimizer = checkOptimizer(where, opts.optimizer, 'stateDict');
+  const entries = checkLayers(where, layers);
+
+  const tensors: Record<string, { data: Float32Array; shape: number[] }> = {};
+  for (const [p, layer] of entries) {
+    const { inFeatures: I, outFeatures: O } = layer.base;
+    const r = layer.rank;
+    const A = layer.lora.A.buffer(`${where}: layers[${JSON.stringify(p)}].lora.A`);
+    const B = layer.lora.B.buffer(`${where}: layers[${JSON.stringify(p)}].lora.B`);
+    checkFinite(where, `layers[${JSON.stringify(p)}].lora.A`, A);
+    checkFinite(where, `layers[${JSON.stringify(p)}].lora.B`, B);
+    tensors[keyA(p)] = { data: transpose(A, I, r), shape: [r, I] };
+    tensors[keyB(p)] = { data: transpose(B, r, O), shape: [O, r] };
+  }
+  const config = buildConfig(where, entries.map(([p, l]) => ({ path: p, rank: l.rank, alpha: l.lora.alpha, rslora: l.lora.rslora, dropout: l.dropout })), opts.baseModel ?? null);
+  const saveId = randomUUID();
+  const state = optimizer ? encodeOptimizerState(where, optimizer, entries.map(([p]) => p), saveId) : null;
+
+  try {
+    await fs.mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw ioError(where, `could not create the directory ${dir}`, e);
+  }
+  if (state) await writeSafetensors(path.join(dir, OPTIMIZER_STATE), state.tensors, { metadata: state.metadata });
+  // "format": "pt" is what PEFT writes, and what transformers checks before loading a safetensors file.
+  await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, { dtype, metadata: { format: 'pt', [SAVE_ID]: saveId } });
+  const json = Buffer.from(JSON.stringify(config, null, 2) + '\n');
+  await writeFileAtomic(where, path.join(dir, ADAPTER_CONFIG), (put) => put(json));
+}
+
+/**
+ * Loads a PEFT LoRA adapter into `layers` (module path → layer): A and B (transposed from PEFT's
+ * layout), and alpha and rsLoRA from the config. Modules in the file but not in `layers` are ignored
+ * (a partial load); a layer without its keys is ERR_IO; a rank other than the layer's is ERR_SHAPE.
+ * Reads F32, F16 and BF16 weights.
+ */
+export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA>, options?: LoadAdapterOptions): Promise<LoadAdapterResult> {
+  const where = 'loadAdapter';
+  checkDir(where, dir);
+  const opts = checkOptions<LoadAdapterOptions>(where, options);
+  const optimizer = checkOptimizer(where, opts.optimizer, 'loadStateDict');
+  const entries = checkLayers(where, layers);
+  for (const [p, layer] of entries) {
+    if (layer.merged) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', 'a merged one');
+    layer.lora.A.buffer(`${where}: layers[${JSON.stringify(p)}].lora.A`);  // ERR_DISPOSED now, not halfway through
+  }
+
+  const config = parseConfig(where, path.join(dir, ADAPTER_CONFIG), await readConfig(where, path.join(dir, ADAPTER_CONFIG)));
+  const weightsFile = path.join(dir, ADAPTER_WEIGHTS);
+  const wanted = new Set(entries.flatMap(([p]) => [keyA(p), keyB(p)]));
+  const weights = await read(where, weightsFile, { select: (name) => wanted.has(name) });
+
+  // Everything each layer will receive, checked before any layer changes.
+  const plans = entries.map(([p, layer]) => {
+    const { inFeatures: I, outFeatures: O } = layer.base;
+    const r = layer.rank;
+    const a = weights.tensors[keyA(p)], b = weights.tensors[keyB(p)];
+    for (const [key, t] of [[keyA(p), a], [keyB(p), b]] as const) {
+      if (!Object.hasOwn(weights.tensors, key) || t === undefined) throw new LoraError('ERR_IO', `${where}: ${weightsFile} has no ${key} for module ${JSON.stringify(p)}`);
+    }
+    const wrongShape = (key: string, want: string, expected: number[], got: number[]) =>
+      new LoraError('ERR_SHAPE', `${where}: expected ${key} of shape ${want} = ${shapeString(expected)} for module ${JSON.stringify(p)} but received shape ${shapeString(got)}`);
+    if (a.shape.length !== 2) throw wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
+    if (b.shape.length !== 2) throw wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
+    if (a.shape[0] !== r || b.shape[1] !== r) {
+      const ranks = a.shape[0] === b.shape[1] ? `${a.shape[0]}` : `${a.shape[0]} in lora_A and ${b.shape[1]} in lora_B`;
+      throw new LoraError('ERR_SHAPE', `${where}: expected rank ${r} (the layer's) for module ${JSON.stringify(p)} but received rank ${ranks} in ${weightsFile}`);
+    }
+    if (a.shape[1] !== I) throw wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
+    if (b.shape[0] !== O) throw wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
+    const { rank: configRank, alpha } = resolveLayer(config, p);
+    if (configRank !== r) {
+      throw new LoraError('ERR_IO', `${where}: ${dir} is inconsistent: ${ADAPTER_CONFIG} gives module ${JSON.stringify(p)} rank ${configRank} but ${ADAPTER_WEIGHTS} has rank ${r}`);
+    }
+    checkFinite(where, keyA(p), a.data);
+    checkFinite(where, keyB(p), b.data);
+    return { layer, A: transpose(a.data, r, I), B: transpose(b.data, O, r), alpha };
+  });
+
+  // The optimizer checks its own state; it goes first, so if it refuses, no layer has changed.
+  const restored = optimizer ? await loadOptimizer(where, dir, optimizer, entries.map(([p]) => p), weights.metadata[SAVE_ID]) : false;
+
+  for (const { layer, A, B, alpha } of plans) {
+    layer.lora.configure({ alpha, rslora: config.use_rslora });
+    layer.lora.A.buffer(where).set(A);
+    layer.lora.B.buffer(where).set(B);
+  }
+  return { modules: entries.map(([p]) => p), optimizer: restored };
+}
+
+async function loadOptimizer(where: string, dir: string, optimizer: StatefulOptimizer, modules: string[], saveId: string | undefined): Promise<boolean> {
+  const file = path.join(dir, OPTIMIZER_STATE);
+  try {
+    await fs.stat(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw ioError(where, `could not read ${file}`, e);
+  }
+  const state = decodeOptimizerState(where, file, await read(where, file), modules, saveId);
+  optimizer.loadStateDict!(state);
+  return true;
+}
+
+async function readConfig(where: string, file: string): Promise<unknown> {
+  let text: string;
+  try {
+    const st = await fs.stat(file);
+    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) throw new LoraError('ERR_IO', `${where}: expected ${file} to be a file of at most ${MAX_CONFIG_BYTES} bytes but received ${st.isFile() ? `${st.size} bytes` : 'something else'}`);
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    throw e instanceof LoraError ? e : ioError(where, `could not read ${file}`, e);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw ioError(where, `${file} is not JSON`, e);
+  }
+}
+
+/** (rows, cols) row-major → (cols, rows) row-major, as a new array. */
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) out[j * rows + i] = src[i * cols + j];
+  }
+  return out;
+}
+
+function checkDir(where: string, dir: unknown): void {
+  if (typeof dir !== 'string' || dir === '') fail('ERR_ARGUMENT', where, 'dir', 'a non-empty path', dir);
+}
+
+function checkLayers(where: string, layers: unknown): [string, LinearLoRA][] {
+  if (layers === null || typeof layers !== 'object' || Array.isArray(layers)) fail('ERR_ARGUMENT', where, 'layers', 'an object of LinearLoRA by module path', layers);
+  const entries = Object.entries(layers as Record<string, unknown>);
+  if (entries.length === 0) fail('ERR_ARGUMENT', where, 'layers', 'at least one layer', 'an empty object');
+  for (const [p, layer] of entries) {
+    if (p === '' || p.startsWith('.') || p.endsWith('.')) fail('ERR_ARGUMENT', where, 'layers', 'module paths like "model.layers.0.self_attn.q_proj"', p);
+    if (!(layer instanceof LinearLoRA)) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'a LinearLoRA', layer);
+  }
+  return entries as [string, LinearLoRA][];
+}
+
+function checkOptimizer(where: string, optimizer: unknown, method: 'stateDict' | 'loadStateDict'): StatefulOptimizer | null {
+  if (optimizer === undefined) return null;
+  if (optimizer === null || typeof optimizer !== 'object' || typeof (optimizer as Record<string, unknown>)[method] !== 'function') {
+    fail('ERR_ARGUMENT', where, 'options.optimizer', `an optimizer with ${method}()`, optimizer);
+  }
+  return optimizer as StatefulOptimizer;
+}
