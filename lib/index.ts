@@ -25,3 +25,5 @@ export { readSafetensors, writeSafetensors, loadSafetensors } from './io/safeten
 export type { SafetensorsContents, SafetensorsTensor, ReadSafetensorsOptions, WriteSafetensorsOptions, ReadableDType, WritableDType } from './io/safetensors';
 export { saveAdapter, loadAdapter } from './io/adapter';
 export type { SaveAdapterOptions, LoadAdapterOptions, LoadAdapterResult, AdapterConfig, StatefulOptimizer } from './io/adapter';
+export { Sequential, applyLoRA } from './sequential';
+export type { Module, ApplyLoRAOptions } from './sequential';

@@ -1,0 +1,101 @@
+// The JSON model description of `fused-lora train`, checked field by field (ERR_ARGUMENT naming the
+// JSON path), and the Sequential it describes. Example:
+//   { "layers": [ { "name": "fc1", "type": "linear", "in": 16, "out": 32, "bias": true },
+//                 { "name": "act", "type": "gelu" },
+//                 { "name": "fc2", "type": "linear", "in": 32, "out": 4 } ],
+//     "weights": "base.safetensors",                 // optional: "<name>.weight" (O, I), "<name>.bias"
+//     "lora": { "rank": 4, "alpha": 8, "targets": ["fc1", "fc2"], "dropout": 0 },
+//     "loss": "mse",                                   // or "cross_entropy"
+//     "optimizer": { "type": "adamw", "lr": 0.001, "weightDecay": 0 },
+//     "steps": 200, "batchSize": 32, "clipGradNorm": 1.0, "seed": 1, "baseModel": "my-model" }
+import { GELU, ReLU } from '../activations';
+import { LoraError } from '../errors';
+import { Linear } from '../linear';
+import { Sequential } from '../sequential';
+import { Tensor } from '../tensor';
+
+export interface LayerSpec { name: string; type: 'linear' | 'relu' | 'gelu'; in?: number; out?: number; bias?: boolean }
+
+export interface ModelSpec {
+  layers: LayerSpec[];
+  weights?: string;
+  lora: { rank: number; alpha?: number; targets?: string[]; dropout?: number; rslora?: boolean };
+  loss: 'mse' | 'cross_entropy';
+  optimizer: { type: 'adamw' | 'sgd'; lr: number; weightDecay?: number; momentum?: number; betas?: [number, number] };
+  steps: number;
+  batchSize: number;
+  clipGradNorm?: number;
+  seed: number;
+  baseModel?: string;
+}
+
+function bad(path: string, expected: string, received: unknown): never {
+  throw new LoraError('ERR_ARGUMENT', `model: expected ${expected} for ${path} but received ${JSON.stringify(received)}`);
+}
+
+const posInt = (path: string, v: unknown) => (Number.isInteger(v) && (v as number) > 0 ? (v as number) : bad(path, 'a positive integer', v));
+const posNum = (path: string, v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : bad(path, 'a positive number', v));
+
+/** Checks a parsed JSON value against the schema above and fills the defaults. */
+export function parseModelSpec(raw: unknown): ModelSpec {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) bad('the model file', 'a JSON object', raw);
+  const m = raw as Record<string, unknown>;
+  if (!Array.isArray(m.layers) || m.layers.length === 0) bad('layers', 'a non-empty array', m.layers);
+  const names = new Set<string>();
+  const layers = m.layers.map((l: unknown, i: number): LayerSpec => {
+    const at = `layers[${i}]`;
+    if (l === null || typeof l !== 'object') bad(at, 'an object', l);
+    const o = l as Record<string, unknown>;
+    if (typeof o.name !== 'string' || !/^[A-Za-z0-9_]+$/.test(o.name) || names.has(o.name)) bad(`${at}.name`, 'a unique name of letters, digits and _', o.name);
+    names.add(o.name);
+    if (o.type === 'relu' || o.type === 'gelu') return { name: o.name, type: o.type };
+    if (o.type !== 'linear') bad(`${at}.type`, '"linear", "relu" or "gelu"', o.type);
+    if (o.bias !== undefined && typeof o.bias !== 'boolean') bad(`${at}.bias`, 'a boolean', o.bias);
+    return { name: o.name, type: 'linear', in: posInt(`${at}.in`, o.in), out: posInt(`${at}.out`, o.out), bias: (o.bias as boolean) ?? true };
+  });
+  let prev: number | undefined;
+  for (const [i, l] of layers.entries()) {
+    if (l.type !== 'linear') continue;
+    if (prev !== undefined && l.in !== prev) bad(`layers[${i}].in`, `${prev} (the previous linear layer's out)`, l.in);
+    prev = l.out;
+  }
+  const lora = (m.lora ?? {}) as Record<string, unknown>;
+  if (typeof lora !== 'object' || Array.isArray(lora)) bad('lora', 'an object', m.lora);
+  if (lora.targets !== undefined && (!Array.isArray(lora.targets) || lora.targets.some((t) => typeof t !== 'string'))) bad('lora.targets', 'an array of layer names', lora.targets);
+  const opt = (m.optimizer ?? { type: 'adamw', lr: 1e-3 }) as Record<string, unknown>;
+  if (opt.type !== 'adamw' && opt.type !== 'sgd') bad('optimizer.type', '"adamw" or "sgd"', opt.type);
+  if (m.loss !== undefined && m.loss !== 'mse' && m.loss !== 'cross_entropy') bad('loss', '"mse" or "cross_entropy"', m.loss);
+  if (m.weights !== undefined && typeof m.weights !== 'string') bad('weights', 'a file path', m.weights);
+  if (m.baseModel !== undefined && typeof m.baseModel !== 'string') bad('baseModel', 'a string', m.baseModel);
+  return {
+    layers,
+    weights: m.weights as string | undefined,
+    lora: {
+      rank: posInt('lora.rank', lora.rank ?? 8), alpha: lora.alpha === undefined ? undefined : posNum('lora.alpha', lora.alpha),
+      targets: lora.targets as string[] | undefined, dropout: (lora.dropout as number | undefined) ?? 0, rslora: (lora.rslora as boolean | undefined) ?? false,
+    },
+    loss: (m.loss as ModelSpec['loss']) ?? 'mse',
+    optimizer: { ...(opt as object), type: opt.type, lr: posNum('optimizer.lr', opt.lr ?? 1e-3) } as ModelSpec['optimizer'],
+    steps: posInt('steps', m.steps ?? 100),
+    batchSize: posInt('batchSize', m.batchSize ?? 32),
+    clipGradNorm: m.clipGradNorm === undefined ? undefined : posNum('clipGradNorm', m.clipGradNorm),
+    seed: m.seed === undefined ? 1 : posInt('seed', m.seed),
+    baseModel: m.baseModel as string | undefined,
+  };
+}
+
+/** The Sequential of the spec: Linear layers from `weights` where given, else seeded initialisation. */
+export function buildModel(spec: ModelSpec, weights: Record<string, Tensor> | null): Sequential {
+  const layers: Record<string, Linear | ReLU | GELU> = {};
+  for (const [i, l] of spec.layers.entries()) {
+    if (l.type === 'relu') layers[l.name] = new ReLU();
+    else if (l.type === 'gelu') layers[l.name] = new GELU();
+    else {
+      const w = weights?.[`${l.name}.weight`];
+      const b = weights?.[`${l.name}.bias`];
+      if (weights && !w) throw new LoraError('ERR_IO', `model: expected a tensor ${l.name}.weight in the weights file but received none`);
+      layers[l.name] = new Linear(l.in!, l.out!, { weight: w, bias: b ?? (weights ? false : l.bias), seed: spec.seed * 1000 + i });
+    }
+  }
+  return new Sequential(layers);
+}

@@ -1,0 +1,101 @@
+// Models of several layers: a Sequential of two LinearLoRA layers around a GELU against a float64
+// reference end to end, and applyLoRA's PEFT-style targeting.
+import { describe, expect, it } from 'vitest';
+import { GELU, Linear, LinearLoRA, LoraError, ReLU, Sequential, applyLoRA, tensor } from '../lib/index';
+import { makeProblem, Problem, randomArray, refBackward, refForward, relErr } from './reference';
+
+// erf to ~1e-15 relative: Taylor series near 0, continued fraction (Lentz) in the tail.
+function erf(x: number): number {
+  const ax = Math.abs(x);
+  if (ax < 2.5) {
+    let term = ax, sum = ax;
+    for (let n = 1; n < 80; n++) {
+      term *= (-ax * ax) / n;
+      sum += term / (2 * n + 1);
+    }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + …))))
+  let f = ax, C = ax, D = 0;
+  for (let n = 1; n < 200; n++) {
+    const a = n / 2;
+    D = ax + a * D;
+    C = ax + a / C;
+    D = 1 / D;
+    f *= C * D;
+  }
+  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f);
+}
+const Phi = (x: number) => 0.5 * (1 + erf(x / Math.SQRT2));
+const phi = (x: number) => Math.exp(-x * x / 2) / Math.sqrt(2 * Math.PI);
+
+describe('Sequential', () => {
+  it('two LinearLoRA layers around a GELU match a float64 reference: output and all four adapter gradients', () => {
+    const M = 19, I = 23, H = 31, O = 13;
+    const P1 = makeProblem(M, I, H, 4, 101);
+    const P2raw = makeProblem(M, H, O, 3, 202);
+    const l1 = new LinearLoRA(new Linear(I, H, { weight: P1.W, bias: P1.bias! }), 4, { alpha: P1.scaling * 4, A: P1.A, B: P1.B });
+    const l2 = new LinearLoRA(new Linear(H, O, { weight: P2raw.W, bias: P2raw.bias! }), 3, { alpha: P2raw.scaling * 3, A: P2raw.A, B: P2raw.B });
+    const model = new Sequential({ fc1: l1, act: new GELU(), fc2: l2 });
+
+    // float64 forward: h = layer1(x), a = gelu(h), y = layer2(a)
+    const h = refForward(P1).y;
+    const a = h.map((v) => v * Phi(v));
+    const P2: Problem = { ...P2raw, x: a as unknown as Float32Array };
+    const y = refForward(P2).y;
+    const out = model.forward(tensor(P1.x, [M, I]));
+    expect(relErr(out.dataSync(), y)).toBeLessThanOrEqual(1e-5);
+
+    // float64 backward: dy -> layer2 -> gelu' -> layer1
+    const dy = randomArray(M * O, 5);
+    const g2 = refBackward(P2, dy);
+    const dh = g2.dx.map((v, i) => v * (Phi(h[i]) + h[i] * phi(h[i])));
+    const g1 = refBackward(P1, dh as unknown as Float32Array);  // dh stays float64: the reference reads any array
+    const dx = model.backward(dy)!;
+    expect(relErr(l2.lora.A.grad!.dataSync(), g2.dA)).toBeLessThanOrEqual(1e-5);
+    expect(relErr(l2.lora.B.grad!.dataSync(), g2.dB)).toBeLessThanOrEqual(1e-5);
+    expect(relErr(l1.lora.A.grad!.dataSync(), g1.dA)).toBeLessThanOrEqual(1e-5);
+    expect(relErr(l1.lora.B.grad!.dataSync(), g1.dB)).toBeLessThanOrEqual(1e-5);
+    expect(relErr(dx.dataSync(), g1.dx)).toBeLessThanOrEqual(1e-5);
+    expect(model.parameters()).toEqual([l1.lora.A, l1.lora.B, l2.lora.A, l2.lora.B]);
+  });
+
+  it('backward with inputGrad: false returns null; a frozen Linear passes gradients through and trains nothing', () => {
+    const base = new Linear(6, 5, { seed: 1 });
+    const top = new LinearLoRA(new Linear(5, 4, { seed: 2 }), 2, { seed: 3, B: randomArray(8, 4) });
+    const model = new Sequential([base, new ReLU(), top]);
+    model.forward(randomArray(3 * 6, 5));
+    expect(model.backward(randomArray(12, 6), { inputGrad: false })).toBeNull();
+    expect(model.parameters()).toEqual(top.parameters());
+    expect(top.lora.A.grad!.dataSync().some((v) => v !== 0)).toBe(true);
+  });
+});
+
+describe('applyLoRA', () => {
+  const model = () => new Sequential({
+    layers: new Sequential({ q_proj: new Linear(8, 8, { seed: 1 }), v_proj: new Linear(8, 8, { seed: 2 }), act: new GELU(), o_proj: new Linear(8, 8, { seed: 3 }) }),
+    head: new Linear(8, 3, { seed: 4 }),
+  });
+
+  it('wraps the Linear layers whose path ends with a target, as PEFT target_modules does', () => {
+    const m = model();
+    const x = randomArray(4 * 8, 1);
+    const before = m.forward(x).dataSync();
+    const wrapped = applyLoRA(m, { rank: 2, alpha: 4, targets: ['q_proj', 'v_proj'], seed: 9 });
+    expect(Object.keys(wrapped)).toEqual(['layers.q_proj', 'layers.v_proj']);
+    expect(Object.keys(m.loraLayers())).toEqual(['layers.q_proj', 'layers.v_proj']);
+    expect(wrapped['layers.q_proj'].scaling).toBe(2);
+    expect(m.parameters().length).toBe(4);
+    expect(m.forward(x).dataSync()).toEqual(before);  // B = 0: the wrapped model computes the same
+    expect(wrapped['layers.q_proj'].lora.A.dataSync()).not.toEqual(wrapped['layers.v_proj'].lora.A.dataSync());
+  });
+
+  it('targets every Linear by default, or those matching a RegExp', () => {
+    expect(Object.keys(applyLoRA(model(), { rank: 1 }))).toEqual(['layers.q_proj', 'layers.v_proj', 'layers.o_proj', 'head']);
+    expect(Object.keys(applyLoRA(model(), { rank: 1, targets: /^layers\.(q|o)_proj$/ }))).toEqual(['layers.q_proj', 'layers.o_proj']);
+  });
+
+  it('refuses targets that match nothing', () => {
+    expect(() => applyLoRA(model(), { rank: 1, targets: ['k_proj'] })).toThrow(LoraError);
+  });
+});
