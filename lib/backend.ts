@@ -1,6 +1,7 @@
 // What the package computes with, and why: the BLAS found (or the built-in GEMM), its threads, and
 // the CUDA backend's state.
 import { native } from './binding';
+import { cudaStatus } from './cuda';
 import { fail, isInt } from './validate';
 
 export interface BackendInfo {
@@ -21,7 +22,20 @@ export interface BackendInfo {
     /** The built-in GEMM's micro-kernel on this CPU: "avx512", "avx2" or "generic". */
     builtinKernel: string;
   };
-  cuda: { available: boolean; reason: string };
+  cuda: {
+    /** The CUDA addon (build-cuda/Release/fused_lora_cuda.node) loaded. */
+    loaded: boolean;
+    /** It loaded and a device answered. */
+    available: boolean;
+    /** Why not: no addon built, no driver, no device ("" when available). */
+    reason: string;
+    addonPath: string;
+    name: string;
+    computeCapability: string;
+    memoryBytes: number;
+    driverVersion: number;
+    runtimeVersion: number;
+  };
 }
 
 export function backendInfo(): BackendInfo {
@@ -31,7 +45,17 @@ export function backendInfo(): BackendInfo {
       blas: n.blas.name, blasPath: n.blas.path, request: n.blas.request, reason: n.blas.reason, tried: n.blas.tried,
       threads: n.threads, blasThreads: n.blas.threads, builtinKernel: n.builtinKernel,
     },
-    cuda: { available: false, reason: 'this build has no CUDA addon (fused_lora_cuda.node is not built)' },
+    cuda: cudaInfo(),
+  };
+}
+
+function cudaInfo(): BackendInfo['cuda'] {
+  const c = cudaStatus();
+  const d = c.device;
+  return {
+    loaded: c.loaded, available: c.available, reason: c.reason, addonPath: c.addonPath,
+    name: d?.name ?? '', computeCapability: d?.computeCapability ?? '', memoryBytes: d?.memoryBytes ?? 0,
+    driverVersion: d?.driverVersion ?? 0, runtimeVersion: d?.runtimeVersion ?? 0,
   };
 }
 

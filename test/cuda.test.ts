@@ -1,0 +1,97 @@
+// The CUDA addon builds (with nvcc, through cmake-js), loads on a machine without a GPU, and says
+// why no device is available; backendInfo().cuda and the device choice report the same.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const root = path.join(__dirname, '..');
+const addon = path.join(root, 'build-cuda', 'Release', 'fused_lora_cuda.node');
+const hasNvcc = spawnSync('nvcc', ['--version']).status === 0;
+if (!hasNvcc) console.warn('test/cuda.test.ts: skipped, nvcc is not on the PATH (the CUDA addon cannot be built here)');
+
+function node(code: string, env: Record<string, string> = {}): string {
+  return execFileSync(process.execPath, ['-e', code], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
+}
+
+describe.skipIf(!hasNvcc)('the CUDA addon', () => {
+  it('builds with cmake-js and nvcc (incrementally: up to date is a few seconds)', () => {
+    const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+    execFileSync(process.execPath, [cmakeJs, 'build', '--out', 'build-cuda', '--config', 'Release'],
+      { cwd: root, stdio: 'pipe', timeout: 600_000 });
+    expect(fs.existsSync(addon)).toBe(true);
+  }, 600_000);
+
+  it('links the CUDA runtime statically (no libcudart.so needed to load)', () => {
+    const ldd = spawnSync('ldd', [addon], { encoding: 'utf8' });
+    if (ldd.status === 0) expect(ldd.stdout).not.toMatch(/libcudart/);
+    expect(ldd.stdout ?? '').not.toMatch(/libcublas/);
+  });
+
+  it('loads, and deviceInfo() says whether a device answers and, if not, why', () => {
+    const info = JSON.parse(node(`console.log(JSON.stringify(require(${JSON.stringify(addon)}).deviceInfo()))`));
+    expect(info.runtimeVersion).toBeGreaterThanOrEqual(12000);
+    if (info.available) {
+      expect(info.name).not.toBe('');
+      expect(info.computeCapability).toMatch(/^\d+\.\d+$/);
+      expect(info.memoryBytes).toBeGreaterThan(0);
+    } else {
+      expect(info.reason).toMatch(/no CUDA driver|no CUDA device|driver too old|compute capability|unavailable/);
+      expect(info.name).toBe('');
+    }
+  });
+
+  it('without a device, ops throw ERR_DEVICE with the reason, and the process survives', () => {
+    const out = JSON.parse(node(`
+      const { loadCuda } = require('./dist/cuda.js');
+      const b = loadCuda().binding;
+      const info = b.deviceInfo();
+      let err = null;
+      try { b.alloc(1024).dispose(); } catch (e) { err = { code: e.code, name: e.name, message: e.message }; }
+      console.log(JSON.stringify({ available: info.available, err }));`));
+    if (!out.available) {
+      expect(out.err.code).toBe('ERR_DEVICE');
+      expect(out.err.name).toBe('LoraError');
+      expect(out.err.message).toMatch(/no CUDA/);
+    } else {
+      expect(out.err).toBe(null);
+    }
+  });
+
+  it('backendInfo().cuda reports the addon: loaded, and available or the reason', () => {
+    const info = JSON.parse(node(`console.log(JSON.stringify(require('./dist/index.js').backendInfo().cuda))`));
+    expect(info.loaded).toBe(true);
+    expect(info.addonPath).toBe(addon);
+    if (!info.available) expect(info.reason).toMatch(/no CUDA|driver|compute capability/);
+    else expect(info.name).not.toBe('');
+  });
+
+  it("device 'auto' falls back to the CPU with the reason; 'cuda' without a device is ERR_DEVICE", () => {
+    const out = JSON.parse(node(`
+      const c = require('./dist/cuda.js');
+      const auto = c.resolveDevice('auto');
+      let err = null;
+      try { c.resolveDevice('cuda'); } catch (e) { err = e.code; }
+      console.log(JSON.stringify({ auto, err, avail: c.cudaAvailable() }));`));
+    if (!out.avail) {
+      expect(out.auto.device).toBe('cpu');
+      expect(out.auto.reason).toMatch(/CPU, because/);
+      expect(out.err).toBe('ERR_DEVICE');
+    } else {
+      expect(out.auto.device).toBe('cuda');
+    }
+  });
+});
+
+describe('without the CUDA addon', () => {
+  it('backendInfo().cuda says no addon is built, and auto picks the CPU', () => {
+    const out = JSON.parse(node(`
+      const info = require('./dist/index.js').backendInfo().cuda;
+      const choice = require('./dist/cuda.js').resolveDevice('auto');
+      console.log(JSON.stringify({ info, choice }));`, { FUSED_LORA_CUDA_ADDON: path.join(root, 'build-cuda', 'nowhere.node') }));
+    expect(out.info.loaded).toBe(false);
+    expect(out.info.available).toBe(false);
+    expect(out.info.reason).toMatch(/no CUDA addon built/);
+    expect(out.choice.device).toBe('cpu');
+  });
+});
