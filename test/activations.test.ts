@@ -7,38 +7,13 @@
 // still catches a wrong derivative (e.g. Φ without the x·φ term is off by ~30%).
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/binding';
-import { gelu, GELU, LoraError, relu, ReLU, tensor } from '../lib/index';
-import { randomArray, relErr } from './reference';
+import { gelu, GELU, relu, ReLU, tensor } from '../lib/index';
+import { erf, geluGradRef, geluRef, randomArray, relErr } from './reference';
+import { expectCode } from './expect-code';
 
-/** erf in float64: 2/√π · e^(−x²) · Σ 2ⁿx^(2n+1)/(1·3·…·(2n+1)); all terms positive, so no cancellation. */
-function erf(x: number): number {
-  if (Math.abs(x) > 6) return Math.sign(x);  // 1 − erf(6) < 3e-17
-  let term = x, sum = x;
-  for (let n = 1; n < 500 && Math.abs(term) > 1e-17 * Math.abs(sum); n++) {
-    term *= (2 * x * x) / (2 * n + 1);
-    sum += term;
-  }
-  return (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x) * sum;
-}
-
-const Phi = (x: number) => 0.5 * (1 + erf(x / Math.SQRT2));
-const phi = (x: number) => Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
-const geluRef = (x: number) => x * Phi(x);
-const geluGradRef = (x: number) => Phi(x) + x * phi(x);
 
 function finiteDiff(f: (x: number) => number, x: number, h = 1e-5): number {
   return (f(x + h) - f(x - h)) / (2 * h);
-}
-
-function expectCode(fn: () => unknown, code: string): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a throw').toBeInstanceOf(LoraError);
-  expect((err as LoraError).code).toBe(code);
 }
 
 describe('the float64 erf used as reference', () => {

@@ -11,8 +11,9 @@
 // exponentials make the loss noisy at ~1e-7, which h = 1e-3 would magnify to ~1e-4.
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/binding';
-import { crossEntropyLoss, LoraError, mseLoss, Tensor, tensor, zeros } from '../lib/index';
+import { crossEntropyLoss, mseLoss, Tensor, tensor, zeros } from '../lib/index';
 import { randomArray, relErr } from './reference';
+import { expectCode } from './expect-code';
 
 function mseRef(y: ArrayLike<number>, t: ArrayLike<number>): { loss: number; grad: Float64Array } {
   const n = y.length;
@@ -54,17 +55,6 @@ function finiteDiff(f: (x: Float64Array) => number, x: ArrayLike<number>, h = 1e
     out[i] = (up - down) / (2 * h);
   }
   return out;
-}
-
-function expectCode(fn: () => unknown, code: string): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a throw').toBeInstanceOf(LoraError);
-  expect((err as LoraError).code).toBe(code);
 }
 
 describe('mseLoss', () => {

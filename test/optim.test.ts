@@ -8,8 +8,9 @@
 // the numbers by 1e-2 or more here).
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/binding';
-import { AdamW, backendInfo, clipGradNorm, Linear, LinearLoRA, LoraError, setNumThreads, SGD, Tensor, tensor, zeros } from '../lib/index';
+import { AdamW, backendInfo, clipGradNorm, Linear, LinearLoRA, setNumThreads, SGD, Tensor, tensor, zeros } from '../lib/index';
 import { randomArray, relErr } from './reference';
+import { expectCode } from './expect-code';
 
 /** A trainable parameter: values, shape, and a zero .grad. */
 function param(values: ArrayLike<number>, shape: number[] = [values.length]): Tensor {
@@ -56,17 +57,6 @@ function refSGD(p0: ArrayLike<number>, grads: ArrayLike<number>[], h: SGDRef) {
     }
   });
   return { p, buf };
-}
-
-function expectCode(fn: () => unknown, code: string): void {
-  let err: unknown;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err, 'expected a throw').toBeInstanceOf(LoraError);
-  expect((err as LoraError).code).toBe(code);
 }
 
 describe('AdamW', () => {

@@ -140,3 +140,20 @@ export function shapeSweep(): Array<[number, number, number, number]> {
     }
   return out;
 }
+
+/** erf in float64: 2/√π · e^(−x²) · Σ 2ⁿx^(2n+1)/(1·3·…·(2n+1)); all terms positive, so no cancellation. */
+export function erf(x: number): number {
+  if (Math.abs(x) > 6) return Math.sign(x);  // 1 − erf(6) < 3e-17
+  let term = x, sum = x;
+  for (let n = 1; n < 500 && Math.abs(term) > 1e-17 * Math.abs(sum); n++) {
+    term *= (2 * x * x) / (2 * n + 1);
+    sum += term;
+  }
+  return (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x) * sum;
+}
+
+/** The standard normal CDF and density, and the exact (erf) GELU with its derivative. */
+export const Phi = (x: number) => 0.5 * (1 + erf(x / Math.SQRT2));
+export const phi = (x: number) => Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+export const geluRef = (x: number) => x * Phi(x);
+export const geluGradRef = (x: number) => Phi(x) + x * phi(x);

@@ -2,32 +2,8 @@
 // reference end to end, and applyLoRA's PEFT-style targeting.
 import { describe, expect, it } from 'vitest';
 import { GELU, Linear, LinearLoRA, LoraError, ReLU, Sequential, applyLoRA, tensor } from '../lib/index';
-import { makeProblem, Problem, randomArray, refBackward, refForward, relErr } from './reference';
+import { makeProblem, Phi, phi, Problem, randomArray, refBackward, refForward, relErr } from './reference';
 
-// erf to ~1e-15 relative: Taylor series near 0, continued fraction (Lentz) in the tail.
-function erf(x: number): number {
-  const ax = Math.abs(x);
-  if (ax < 2.5) {
-    let term = ax, sum = ax;
-    for (let n = 1; n < 80; n++) {
-      term *= (-ax * ax) / n;
-      sum += term / (2 * n + 1);
-    }
-    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
-  }
-  // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + …))))
-  let f = ax, C = ax, D = 0;
-  for (let n = 1; n < 200; n++) {
-    const a = n / 2;
-    D = ax + a * D;
-    C = ax + a / C;
-    D = 1 / D;
-    f *= C * D;
-  }
-  return Math.sign(x) * (1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f);
-}
-const Phi = (x: number) => 0.5 * (1 + erf(x / Math.SQRT2));
-const phi = (x: number) => Math.exp(-x * x / 2) / Math.sqrt(2 * Math.PI);
 
 describe('Sequential', () => {
   it('two LinearLoRA layers around a GELU match a float64 reference: output and all four adapter gradients', () => {
