@@ -1,6 +1,8 @@
 // Loads the CUDA addon (build-cuda/Release/fused_lora_cuda.node, built by `npm run build:cuda`) if it
 // is there, and types its exports once. Loading never throws: a missing or broken addon is recorded
-// with the reason, and the CPU backend carries on. Device tensors on top of this are phase 2.
+// with the reason, and the CPU backend carries on. Device tensors (lib/device/) call the addon only
+// through cudaBinding(), so a test can put a CPU fake of the same interface in its place
+// (__setCudaBindingForTests) and run the very same TS code.
 import fs from 'node:fs';
 import path from 'node:path';
 import { LoraError } from './errors';
@@ -148,6 +150,16 @@ export function resolveDevice(request: DeviceRequest = 'auto'): DeviceChoice {
   return st.available
     ? { device: 'cuda', reason: `device 'auto': CUDA device ${st.device!.name} (compute capability ${st.device!.computeCapability})` }
     : { device: 'cpu', reason: `device 'auto': CPU, because ${st.reason}` };
+}
+
+/**
+ * Tests only: `binding` replaces the CUDA addon for this process (a fake implementing CudaBinding,
+ * e.g. test/fixtures/fake-cuda.ts); null forgets it, so the next use loads the real addon again.
+ * Tensors made with one binding must not be used with another.
+ */
+export function __setCudaBindingForTests(binding: CudaBinding | null): void {
+  if (binding) binding.setErrorClass(LoraError);
+  loaded = binding ? { binding, path: '<test binding>', reason: '' } : undefined;
 }
 
 /** The loaded binding, or ERR_DEVICE saying why there is none. */

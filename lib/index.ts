@@ -11,7 +11,7 @@ export type { LinearOptions, OutOptions } from './linear';
 export { LoRA } from './lora';
 export type { LoRAOptions } from './lora';
 export { LinearLoRA } from './linear-lora';
-export type { LinearLoRAOptions, BackwardOptions } from './linear-lora';
+export type { LinearLoRAOptions, BackwardOptions, AsyncOptions, ForwardAsyncOptions, BackwardAsyncOptions } from './linear-lora';
 export { backendInfo, setNumThreads } from './backend';
 export type { BackendInfo } from './backend';
 export { ops };

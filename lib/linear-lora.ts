@@ -4,9 +4,16 @@
 // lora.A.grad and lora.B.grad and returns dx. Async calls on one layer run one at a time in call
 // order on the libuv pool; a sync call while async work is queued is refused (it would race the
 // queued work for the layer's workspaces).
+//
+// Cancelling: an async call that has not started yet (it waits behind earlier calls on this layer)
+// is rejected at once when its options.signal aborts, or when the layer is disposed: a LoraError with
+// code ERR_ARGUMENT and name 'AbortError' (cause: signal.reason) for an abort, ERR_DISPOSED for a
+// dispose. A call whose kernel has started runs to the end and resolves: a kernel cannot be
+// interrupted, and the native side holds every buffer it touches until it is done, so dispose()
+// never frees memory a running kernel uses (it releases the JS references; the GC frees the rest).
 import { LoraBackwardArgs, LoraForwardArgs, native } from './binding';
 import { LoraError } from './errors';
-import { output, resolveRows, TensorLike } from './inputs';
+import { checkNoOverlap, output, resolveRows, TensorLike } from './inputs';
 import { checkLinear, Linear, OutOptions } from './linear';
 import { LoRA } from './lora';
 import { Random, randomSeed } from './random';
@@ -36,6 +43,18 @@ export interface BackwardOptions extends OutOptions {
   inputGrad?: boolean;
 }
 
+export interface AsyncOptions {
+  /**
+   * Cancels the call while it waits behind earlier calls on this layer: it rejects at once with a
+   * LoraError (code ERR_ARGUMENT, name 'AbortError', cause signal.reason) and never runs. No effect
+   * once its kernel has started.
+   */
+  signal?: AbortSignal;
+}
+
+export type ForwardAsyncOptions = OutOptions & AsyncOptions;
+export type BackwardAsyncOptions = BackwardOptions & AsyncOptions;
+
 interface Saved {
   x: Float32Array;
   shape: readonly number[];
@@ -59,6 +78,8 @@ export class LinearLoRA {
   #saved: Saved | null = null;
   #queue: Promise<unknown> = Promise.resolve();
   #pending = 0;
+  /** Calls queued but not started, each with the function that rejects it now (abort, dispose). */
+  readonly #waiting = new Set<(reason: 'abort' | 'dispose') => void>();
 
   constructor(base: Linear, rank: number, options?: LinearLoRAOptions) {
     const where = 'LinearLoRA';
@@ -112,9 +133,12 @@ export class LinearLoRA {
     return y;
   }
 
-  forwardAsync(x: TensorLike, options?: OutOptions): Promise<Tensor> {
-    return this.#enqueue(async () => {
-      const { args, y } = this.#forwardArgs('LinearLoRA.forwardAsync', x, options);
+  /** forward() on the libuv pool, after the calls already queued on this layer; see AsyncOptions. */
+  forwardAsync(x: TensorLike, options?: ForwardAsyncOptions): Promise<Tensor> {
+    const where = 'LinearLoRA.forwardAsync';
+    const training = this.training;  // the mode at call time, even if train()/eval() comes before it runs
+    return this.#enqueue(where, options, async () => {
+      const { args, y } = this.#forwardArgs(where, x, options, training);
       if (args) await native.loraForwardAsync(args);
       return y;
     });
@@ -131,9 +155,11 @@ export class LinearLoRA {
     return dx;
   }
 
-  backwardAsync(dy: TensorLike, options?: BackwardOptions): Promise<Tensor | null> {
-    return this.#enqueue(async () => {
-      const { args, dx } = this.#backwardArgs('LinearLoRA.backwardAsync', dy, options);
+  /** backward() on the libuv pool, after the calls already queued on this layer; see AsyncOptions. */
+  backwardAsync(dy: TensorLike, options?: BackwardAsyncOptions): Promise<Tensor | null> {
+    const where = 'LinearLoRA.backwardAsync';
+    return this.#enqueue(where, options, async () => {
+      const { args, dx } = this.#backwardArgs(where, dy, options);
       await native.loraBackwardAsync(args);
       return dx;
     });
@@ -171,14 +197,20 @@ export class LinearLoRA {
     return this.lora.parameters();
   }
 
+  /** Zeroes lora.A.grad and lora.B.grad; refused (ERR_BACKEND) while async calls are queued, like any sync call. */
   zeroGrad(): void {
+    this.#checkIdle('LinearLoRA.zeroGrad');
     this.lora.zeroGrad();
   }
 
-  /** Releases the adapter and the workspaces (the base Linear belongs to the caller). */
+  /**
+   * Releases the adapter and the workspaces (the base Linear belongs to the caller). Async calls
+   * still queued reject with ERR_DISPOSED now; one whose kernel is running finishes and resolves.
+   */
   dispose(): void {
     this.#disposed = true;
     this.#saved = null;
+    for (const reject of [...this.#waiting]) reject('dispose');
     this.lora.dispose();
   }
 
@@ -197,14 +229,40 @@ export class LinearLoRA {
     if (this.#disposed) throw new LoraError('ERR_DISPOSED', `${where}: expected a live layer but received a disposed one`);
   }
 
-  #enqueue<T>(job: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `job` after every call queued before it. Until it starts it can be rejected early (abort,
+   * dispose); it then never runs, and the queue behind it goes on.
+   */
+  #enqueue<T>(where: string, options: unknown, job: () => Promise<T>): Promise<T> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = abortSignal(where, options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (signal?.aborted) return Promise.reject(abortError(where, signal));
     this.#pending++;
-    const run = this.#queue.then(job);
-    this.#queue = run.then(
-      () => this.#pending--,
-      () => this.#pending--,
-    );
-    return run;
+    let cancelled = false;
+    let rejectNow!: (e: LoraError) => void;
+    const early = new Promise<never>((_, reject) => { rejectNow = reject; });
+    const cancel = (reason: 'abort' | 'dispose') => {
+      cancelled = true;
+      this.#waiting.delete(cancel);
+      signal?.removeEventListener('abort', onAbort);
+      rejectNow(reason === 'abort' ? abortError(where, signal!) : new LoraError('ERR_DISPOSED', `${where}: expected a live layer but received one disposed while this call was queued; it did not run`));
+    };
+    const onAbort = () => cancel('abort');
+    this.#waiting.add(cancel);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const run = this.#queue.then(() => {
+      if (cancelled) return undefined as T;  // already rejected through `early`
+      this.#waiting.delete(cancel);
+      signal?.removeEventListener('abort', onAbort);
+      return job();
+    });
+    const done = () => { this.#pending--; };
+    this.#queue = run.then(done, done);
+    return Promise.race([run, early]);
   }
 
   #mergeSign(where: string, sign: 1 | -1): void {
@@ -217,25 +275,26 @@ export class LinearLoRA {
     if (!ok) throw new LoraError('ERR_NOT_FINITE', `${where}: expected a finite merged weight but received a non-finite result; the weight is unchanged`);
   }
 
-  #forwardArgs(where: string, x: TensorLike, options: OutOptions | undefined): { args: LoraForwardArgs | null; y: Tensor } {
+  #forwardArgs(where: string, x: TensorLike, options: OutOptions | undefined, training = this.training): { args: LoraForwardArgs | null; y: Tensor } {
     this.#checkLive(where);
     const opts = checkOptions<OutOptions>(where, options);
     const { inFeatures: I, outFeatures: O } = this.base;
     const r = this.rank;
     const xin = resolveRows(where, 'x', x, I);
     if (this.checkFinite) checkFinite(where, 'x', xin.data);
-    const y = output(where, opts.out, [...xin.shape.slice(0, -1), O]);
+    const W = this.base.weight.buffer(`${where}: base.weight`);
+    const bias = this.base.bias?.buffer(`${where}: base.bias`) ?? null;
+    const A = this.lora.A.buffer(`${where}: lora.A`), B = this.lora.B.buffer(`${where}: lora.B`);
+    const y = output(where, opts.out, [...xin.shape.slice(0, -1), O], [['x', xin.data], ['base.weight', W], ['base.bias', bias], ['lora.A', A], ['lora.B', B]]);
     if (this.#merged) {  // the adapter lives in W now: the base GEMM is the whole layer
-      native.linearForward({ M: xin.M, I, O, x: xin.data, W: this.base.weight.buffer(where), bias: this.base.bias?.buffer(where) ?? null, y: y.buffer() });
+      native.linearForward({ M: xin.M, I, O, x: xin.data, W, bias, y: y.buffer() });
       this.#saved = null;
       return { args: null, y };
     }
-    const p = this.training ? this.dropout : 0;
+    const p = training && Math.fround(this.dropout) > 0 ? this.dropout : 0;  // as the float32 kernel sees it
     this.#ws.ensure(xin.M, p > 0);
     const args: LoraForwardArgs = {
-      M: xin.M, I, O, r, x: xin.data,
-      W: this.base.weight.buffer(`${where}: base.weight`), bias: this.base.bias?.buffer(`${where}: base.bias`) ?? null,
-      A: this.lora.A.buffer(`${where}: lora.A`), B: this.lora.B.buffer(`${where}: lora.B`),
+      M: xin.M, I, O, r, x: xin.data, W, bias, A, B,
       scaling: this.scaling, fused: this.fused, s: this.#ws.s, y: y.buffer(),
     };
     if (p > 0) Object.assign(args, { dropoutP: p, seed: this.#seed, step: this.#step++, mask: this.#ws.mask, xDrop: this.#ws.xDrop });
@@ -257,16 +316,37 @@ export class LinearLoRA {
     }
     if (this.checkFinite) checkFinite(where, 'dy', d.data);
     const inputGrad = opts.inputGrad === undefined ? true : checkBoolean(where, 'options.inputGrad', opts.inputGrad);
-    const dx = inputGrad ? output(where, opts.out, saved.shape) : null;
+    const W = this.base.weight.buffer(`${where}: base.weight`);
+    const A = this.lora.A.buffer(`${where}: lora.A`), B = this.lora.B.buffer(`${where}: lora.B`);
+    const dA = this.lora.A.grad!.buffer(`${where}: lora.A.grad`), dB = this.lora.B.grad!.buffer(`${where}: lora.B.grad`);
+    // The kernel reads x (saved by forward) and dy while it accumulates into the gradients.
+    const reads = [['dy', d.data], ['x (saved by forward)', saved.x], ['base.weight', W], ['lora.A', A], ['lora.B', B]] as const;
+    checkNoOverlap(where, 'lora.A.grad', dA, reads);
+    checkNoOverlap(where, 'lora.B.grad', dB, reads);
+    const dx = inputGrad ? output(where, opts.out, saved.shape, [...reads, ['lora.A.grad', dA], ['lora.B.grad', dB]]) : null;
     const args: LoraBackwardArgs = {
-      M: saved.M, I, O, r: this.rank, x: saved.x, s: this.#ws.s, dy: d.data,
-      W: this.base.weight.buffer(`${where}: base.weight`),
-      A: this.lora.A.buffer(`${where}: lora.A`), B: this.lora.B.buffer(`${where}: lora.B`),
-      scaling: this.scaling, fused: this.fused, ds: this.#ws.ds, dx: dx ? dx.buffer() : null,
-      dA: this.lora.A.grad!.buffer(`${where}: lora.A.grad`), dB: this.lora.B.grad!.buffer(`${where}: lora.B.grad`),
+      M: saved.M, I, O, r: this.rank, x: saved.x, s: this.#ws.s, dy: d.data, W, A, B,
+      scaling: this.scaling, fused: this.fused, ds: this.#ws.ds, dx: dx ? dx.buffer() : null, dA, dB,
       accumulate: true,
     };
     if (saved.dropoutP > 0) Object.assign(args, { dropoutP: saved.dropoutP, mask: this.#ws.mask, xDrop: this.#ws.xDrop, loraDx: this.#ws.loraDx });
     return { args, dx };
   }
+}
+
+/** options.signal, checked; undefined when absent (a bad options object is reported by the call itself). */
+function abortSignal(where: string, options: unknown): AbortSignal | undefined {
+  if (options === null || typeof options !== 'object') return undefined;
+  const signal = (options as AsyncOptions).signal;
+  if (signal === undefined) return undefined;
+  if (!(signal instanceof AbortSignal)) fail('ERR_ARGUMENT', where, 'options.signal', 'an AbortSignal', signal);
+  return signal;
+}
+
+/** The rejection of a call cancelled by its signal before it started. */
+function abortError(where: string, signal: AbortSignal): LoraError {
+  const err = new LoraError('ERR_ARGUMENT', `${where}: expected options.signal not to abort before the call started but received an abort; the call did not run`);
+  err.name = 'AbortError';
+  err.cause = signal.reason;
+  return err;
 }

@@ -1,6 +1,10 @@
 // LoRA: the trainable pair. A (I, r) starts as kaiming-uniform(a = √5) with fan_in = I, which is
 // U(±1/√I) (PEFT's default, via nn.Linear's reset_parameters); B (r, O) starts at zero, so a fresh
-// adapter changes nothing. scaling = alpha / r, or alpha / √r with rsLoRA.
+// adapter changes nothing. scaling = alpha / r, or alpha / √r with rsLoRA. On the CUDA device A, B
+// and their gradients are float32 device tensors (the masters), whatever the layer's compute dtype.
+import { Device } from './device/dtype';
+import { placeParameter, uploadParameter } from './device/params';
+import { placeDevice } from './device/placement';
 import { resolveExact, TensorLike } from './inputs';
 import { Random, randomSeed } from './random';
 import { Tensor, zeros } from './tensor';
@@ -17,6 +21,8 @@ export interface LoRAOptions {
   A?: TensorLike;
   /** Initial B (r, O), our layout. */
   B?: TensorLike;
+  /** 'cpu' (default), 'cuda' or 'auto': where A, B and their gradients live (float32 either way). */
+  device?: Device | 'auto';
 }
 
 export class LoRA {
@@ -25,6 +31,7 @@ export class LoRA {
   readonly rank: number;
   readonly A: Tensor;
   readonly B: Tensor;
+  readonly device: Device;
   #alpha: number;
   #rslora: boolean;
 
@@ -41,13 +48,15 @@ export class LoRA {
     this.#rslora = false;
     this.configure({ alpha: opts.alpha, rslora: opts.rslora });
     const seed = opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed);
-    this.A = LoRA.#initial(where, 'options.A', opts.A, [I, r], () => {
+    const device = placeDevice(where, 'options.device', opts.device).device;
+    this.device = device;
+    this.A = LoRA.#initial(where, 'options.A', opts.A, [I, r], device, () => {
       const rng = new Random(seed);
       return rng.fillUniform(new Float32Array(I * r), 1 / Math.sqrt(I));
     });
-    this.B = LoRA.#initial(where, 'options.B', opts.B, [r, O], () => new Float32Array(r * O));
-    this.A.grad = zeros([I, r]);
-    this.B.grad = zeros([r, O]);
+    this.B = LoRA.#initial(where, 'options.B', opts.B, [r, O], device, () => new Float32Array(r * O));
+    this.A.grad = zeros([I, r], { device });
+    this.B.grad = zeros([r, O], { device });
   }
 
   get alpha(): number {
@@ -66,8 +75,9 @@ export class LoRA {
   /** Changes alpha and rsLoRA (as loading an adapter does); absent fields keep their value. */
   configure(options: { alpha?: number; rslora?: boolean }): void {
     const where = 'LoRA.configure';
-    const alpha = options.alpha === undefined ? this.#alpha : checkFiniteNumber(where, 'alpha', options.alpha);
-    const rslora = options.rslora === undefined ? this.#rslora : checkBoolean(where, 'rslora', options.rslora);
+    const opts = checkOptions<{ alpha: number; rslora: boolean }>(where, options);
+    const alpha = opts.alpha === undefined ? this.#alpha : checkFiniteNumber(where, 'alpha', opts.alpha);
+    const rslora = opts.rslora === undefined ? this.#rslora : checkBoolean(where, 'rslora', opts.rslora);
     this.#alpha = alpha;
     this.#rslora = rslora;
   }
@@ -83,6 +93,11 @@ export class LoRA {
   }
 
   zeroGrad(): void {
+    if (this.device === 'cuda') {
+      this.A.grad!.deviceStorage('LoRA.zeroGrad: A.grad').fill(0);
+      this.B.grad!.deviceStorage('LoRA.zeroGrad: B.grad').fill(0);
+      return;
+    }
     this.A.grad!.buffer('LoRA.zeroGrad: A.grad').fill(0);
     this.B.grad!.buffer('LoRA.zeroGrad: B.grad').fill(0);
   }
@@ -92,8 +107,12 @@ export class LoRA {
     this.B.dispose();
   }
 
-  static #initial(where: string, arg: string, given: unknown, shape: number[], make: () => Float32Array): Tensor {
+  static #initial(where: string, arg: string, given: unknown, shape: number[], device: Device, make: () => Float32Array): Tensor {
+    if (device === 'cuda') {
+      return given === undefined ? uploadParameter(make(), shape, 'float32') : placeParameter(where, arg, given, shape, 'float32', true);
+    }
     if (given === undefined) return new Tensor(make(), shape);
+    if (given instanceof Tensor && given.device === 'cuda') given = given.to('cpu');  // a host copy of device values
     const r = resolveExact(where, arg, given, shape);
     checkFinite(where, arg, r.data);
     return new Tensor(r.data.slice(), shape);  // our own copy: the optimizer updates it in place

@@ -4,7 +4,7 @@
 import { native, LoraBackwardArgs, LoraForwardArgs } from './binding';
 import { resolveExact, Resolved, TensorLike } from './inputs';
 import { Tensor } from './tensor';
-import { checkBoolean, checkDim, checkFiniteNumber, fail } from './validate';
+import { allocFloats, checkBoolean, checkDim, checkFiniteNumber, fail } from './validate';
 
 export interface LoraForwardInput {
   x: TensorLike;        // (M, I)
@@ -56,6 +56,7 @@ function dims(where: string, input: Record<string, unknown>, names: string[]): D
   }
   for (const k of ['M', 'I', 'O', 'r'] as const) {
     if (found[k] === undefined) fail('ERR_SHAPE', where, k, `${k} from a Tensor's shape or given as a number`, undefined);
+    checkDim(where, k, found[k], k === 'r' ? 1 : 0);  // values read from a Tensor's shape are checked here
   }
   return found as Dims;
 }
@@ -80,8 +81,8 @@ function forwardArgs(where: string, input: LoraForwardInput) {
   const inp = inputObject(where, input, ['x', 'weight', 'A', 'B']);
   const d = dims(where, inp, ['x', 'weight', 'bias', 'A', 'B']);
   const hasBias = inp.bias !== undefined && inp.bias !== null;
-  const y = new Tensor(new Float32Array(d.M * d.O), [d.M, d.O]);
-  const s = new Tensor(new Float32Array(d.M * d.r), [d.M, d.r]);
+  const y = new Tensor(allocFloats(where, 'y', d.M * d.O, [d.M, d.O]), [d.M, d.O]);
+  const s = new Tensor(allocFloats(where, 's', d.M * d.r, [d.M, d.r]), [d.M, d.r]);
   const args: LoraForwardArgs = {
     ...d,
     x: operand(where, inp, 'x', d).data, W: operand(where, inp, 'weight', d).data,
@@ -96,15 +97,15 @@ function forwardArgs(where: string, input: LoraForwardInput) {
 function backwardArgs(where: string, input: LoraBackwardInput) {
   const inp = inputObject(where, input, ['x', 's', 'dy', 'weight', 'A', 'B']);
   const d = dims(where, inp, ['x', 's', 'dy', 'weight', 'A', 'B']);
-  const dx = !flag(where, inp, 'inputGrad') ? null : new Tensor(new Float32Array(d.M * d.I), [d.M, d.I]);
-  const dA = new Tensor(new Float32Array(d.I * d.r), [d.I, d.r]);
-  const dB = new Tensor(new Float32Array(d.r * d.O), [d.r, d.O]);
+  const dx = !flag(where, inp, 'inputGrad') ? null : new Tensor(allocFloats(where, 'dx', d.M * d.I, [d.M, d.I]), [d.M, d.I]);
+  const dA = new Tensor(allocFloats(where, 'dA', d.I * d.r, [d.I, d.r]), [d.I, d.r]);
+  const dB = new Tensor(allocFloats(where, 'dB', d.r * d.O, [d.r, d.O]), [d.r, d.O]);
   const args: LoraBackwardArgs = {
     ...d,
     x: operand(where, inp, 'x', d).data, s: operand(where, inp, 's', d).data, dy: operand(where, inp, 'dy', d).data,
     W: operand(where, inp, 'weight', d).data, A: operand(where, inp, 'A', d).data, B: operand(where, inp, 'B', d).data,
     scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: flag(where, inp, 'fused'),
-    ds: new Float32Array(d.M * d.r), dx: dx ? dx.buffer() : null, dA: dA.buffer(), dB: dB.buffer(), accumulate: false,
+    ds: allocFloats(where, 'ds', d.M * d.r), dx: dx ? dx.buffer() : null, dA: dA.buffer(), dB: dB.buffer(), accumulate: false,
   };
   return { args, dx, dA, dB };
 }

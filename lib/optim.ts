@@ -6,7 +6,14 @@
 //
 // Gradients accumulate: backward() adds into .grad, step() reads whatever is there, zeroGrad()
 // clears it. So two backward calls before one step() train on the summed gradient.
+//
+// Parameters on the CUDA device (a LinearLoRA there) are float32 masters with float32 gradients:
+// AdamW steps them on the device with its state there (lib/device/optim.ts), and a list may mix
+// CPU and device parameters. SGD runs on the CPU only for now (ERR_DEVICE for a device parameter).
+// clipGradNorm takes device gradients through the host (they are r·(I + O) elements per layer).
 import { AdamWStepArgs, native, SgdStepArgs } from './binding';
+import { checkDeviceParam, deviceAdamWStep, deviceGrad, newState, StateBuffer, stateCopy, stateRelease, stateWrite } from './device/optim';
+import { DeviceStorage } from './device/storage';
 import { LoraError } from './errors';
 import { Tensor } from './tensor';
 import { checkBoolean, checkOptions, fail, isInt, MAX_ELEMENTS, shapeString } from './validate';
@@ -123,11 +130,13 @@ function checkParameters(where: string, params: unknown, how: ParamCheck): Tenso
   params.forEach((p: unknown, i: number) => {
     const arg = `params[${i}]`;
     if (!(p instanceof Tensor)) fail('ERR_ARGUMENT', where, arg, 'a Tensor', p);
-    p.buffer(`${where}: ${arg}`);  // ERR_DISPOSED now rather than at the first step
+    if (p.device === 'cuda') checkDeviceParam(where, arg, p);
+    else p.buffer(`${where}: ${arg}`);  // ERR_DISPOSED now rather than at the first step
     if (seen.has(p)) fail('ERR_ARGUMENT', where, arg, 'each parameter once', `a repeat of an earlier entry (shape ${shapeString(p.shape)})`);
     seen.add(p);
     if (p.grad === null && how.skipNoGrad) return;
-    checkGrad(where, arg, p);
+    if (p.device === 'cuda') deviceGrad(where, arg, p);
+    else checkGrad(where, arg, p);
     out.push(p);
   });
   return out;
@@ -184,7 +193,10 @@ abstract class Optimizer<K extends string, H extends object> {
   zeroGrad(): void {
     const where = `${this.name}.zeroGrad`;
     this.checkLive(where);
-    this.params.forEach((p, i) => checkGrad(where, `params[${i}]`, p).fill(0));
+    this.params.forEach((p, i) => {
+      if (p.device === 'cuda') deviceGrad(where, `params[${i}]`, p).storage.fill(0, where);
+      else checkGrad(where, `params[${i}]`, p).fill(0);
+    });
   }
 
   /** Releases the optimizer's state; the parameters belong to their layers and are left alone. */
@@ -201,7 +213,7 @@ abstract class Optimizer<K extends string, H extends object> {
   stateDict(): OptimizerState<K, H> {
     this.checkLive(`${this.name}.stateDict`);
     const tensors: Record<string, Float32Array> = {};
-    for (const [key, buf] of this.stateBuffers()) tensors[key] = buf.slice();
+    for (const [key, buf] of this.stateBuffers()) tensors[key] = stateCopy(buf, `${this.name}.stateDict`);
     return { kind: this.kind, step: this.steps, hyper: structuredClone(this.hyperparams), tensors };
   }
 
@@ -245,7 +257,7 @@ abstract class Optimizer<K extends string, H extends object> {
     this.hyperparams = hyper;
     this.steps = step;
     this.allocateState();
-    for (const [key, buf] of this.stateBuffers()) buf.set((tensors as Record<string, Float32Array>)[key]);
+    for (const [key, buf] of this.stateBuffers()) stateWrite(buf, (tensors as Record<string, Float32Array>)[key], where);
   }
 
   protected abstract get name(): string;
@@ -257,7 +269,7 @@ abstract class Optimizer<K extends string, H extends object> {
   protected abstract allocateState(): void;
   protected abstract releaseState(): void;
   /** [key, buffer] for every state buffer, keyed as in stateDict().tensors. */
-  protected abstract stateBuffers(): Array<[string, Float32Array]>;
+  protected abstract stateBuffers(): Array<[string, StateBuffer]>;
 
   protected checkLive(where: string): void {
     if (this.#disposed) throw new LoraError('ERR_DISPOSED', `${where}: expected a live optimizer but received a disposed one`);
@@ -267,6 +279,11 @@ abstract class Optimizer<K extends string, H extends object> {
   protected buffers(where: string): ReadonlyArray<{ param: Float32Array; grad: Float32Array }> {
     this.checkLive(where);
     this.params.forEach((p, i) => {
+      if (p.device === 'cuda') {  // checked here too, so a bad one changes nothing; stepped on the device
+        checkDeviceParam(where, `params[${i}]`, p);
+        deviceGrad(where, `params[${i}]`, p);
+        return;
+      }
       const b = this.#bufs[i];  // reused: a step allocates no JS objects either
       b.param = p.buffer(`${where}: params[${i}]`);
       b.grad = checkGrad(where, `params[${i}]`, p);
@@ -289,6 +306,11 @@ export class SGD extends Optimizer<'sgd', SGDHyper> {
 
   constructor(params: Tensor[], options: SGDOptions) {
     super('SGD', params, resolveSGD('SGD', options));
+    this.params.forEach((p, i) => {
+      if (p.device === 'cuda') {
+        throw new LoraError('ERR_DEVICE', `SGD: expected a cpu tensor for params[${i}] (SGD runs on the CPU only for now) but received a cuda one of shape ${shapeString(p.shape)}; use AdamW, or train on the CPU`);
+      }
+    });
     this.allocateState();
     this.#args = this.params.map((p) => ({
       n: p.size, param: new Float32Array(0), grad: new Float32Array(0), momentumBuffer: null,
@@ -345,8 +367,8 @@ export class SGD extends Optimizer<'sgd', SGDHyper> {
  */
 export class AdamW extends Optimizer<'adamw', AdamWHyper> {
   readonly kind = 'adamw' as const;
-  #expAvg: Float32Array[] = [];
-  #expAvgSq: Float32Array[] = [];
+  #expAvg: StateBuffer[] = [];
+  #expAvgSq: StateBuffer[] = [];
   readonly #args: AdamWStepArgs[];
 
   constructor(params: Tensor[], options?: AdamWOptions) {
@@ -364,8 +386,13 @@ export class AdamW extends Optimizer<'adamw', AdamWHyper> {
     const step = ++this.steps;
     bufs.forEach(({ param, grad }, i) => {
       const a = this.#args[i];
-      a.param = param; a.grad = grad; a.expAvg = this.#expAvg[i]; a.expAvgSq = this.#expAvgSq[i];
+      const m = this.#expAvg[i], v = this.#expAvgSq[i];
       a.lr = h.lr; a.beta1 = h.betas[0]; a.beta2 = h.betas[1]; a.eps = h.eps; a.weightDecay = h.weightDecay; a.step = step;
+      if (m instanceof DeviceStorage) {
+        deviceAdamWStep('AdamW.step', `params[${i}]`, this.params[i], m, v as DeviceStorage, a);
+        return;
+      }
+      a.param = param; a.grad = grad; a.expAvg = m; a.expAvgSq = v as Float32Array;
       native.adamwStep(a);
     });
   }
@@ -384,18 +411,19 @@ export class AdamW extends Optimizer<'adamw', AdamWHyper> {
 
   protected allocateState(): void {
     if (this.#expAvg.length === 0) {
-      this.#expAvg = this.params.map((p) => new Float32Array(p.size));
-      this.#expAvgSq = this.params.map((p) => new Float32Array(p.size));
+      this.#expAvg = this.params.map((p) => newState(p));
+      this.#expAvgSq = this.params.map((p) => newState(p));
     }
   }
 
   protected releaseState(): void {
+    for (const b of [...this.#expAvg, ...this.#expAvgSq]) stateRelease(b);
     this.#expAvg = [];
     this.#expAvgSq = [];
   }
 
-  protected stateBuffers(): Array<[string, Float32Array]> {
-    return this.#expAvg.flatMap((m, i): Array<[string, Float32Array]> => [
+  protected stateBuffers(): Array<[string, StateBuffer]> {
+    return this.#expAvg.flatMap((m, i): Array<[string, StateBuffer]> => [
       [`param.${i}.exp_avg`, m],
       [`param.${i}.exp_avg_sq`, this.#expAvgSq[i]],
     ]);
@@ -415,6 +443,10 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, options?: ClipGr
   if (typeof maxNorm !== 'number' || !Number.isFinite(maxNorm) || maxNorm < 0) fail('ERR_ARGUMENT', where, 'maxNorm', 'a finite number >= 0', maxNorm);
   const opts = checkOptions<ClipGradNormOptions>(where, options);
   const errorIfNonfinite = opts.errorIfNonfinite === undefined ? false : checkBoolean(where, 'options.errorIfNonfinite', opts.errorIfNonfinite);
-  const grads = ps.map((p) => p.grad!.buffer(`${where}: grad of a ${shapeString(p.shape)} parameter`));
-  return native.clipGradNorm({ grads, maxNorm, errorIfNonfinite });
+  // Device gradients take part as host copies (a download each), written back only when scaled.
+  const device = ps.map((p) => (p.device === 'cuda' ? p.grad!.deviceStorage(`${where}: grad of a ${shapeString(p.shape)} parameter`) : null));
+  const grads = ps.map((p, i) => device[i]?.download(where) ?? p.grad!.buffer(`${where}: grad of a ${shapeString(p.shape)} parameter`));
+  const norm = native.clipGradNorm({ grads, maxNorm, errorIfNonfinite });
+  if (!(maxNorm / (norm + 1e-6) >= 1)) device.forEach((d, i) => d?.write(grads[i], where));  // scaled (or NaN), as the kernel did
+  return norm;
 }

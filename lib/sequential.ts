@@ -6,7 +6,7 @@ import { TensorLike } from './inputs';
 import { Linear } from './linear';
 import { LinearLoRA, LinearLoRAOptions } from './linear-lora';
 import { Tensor } from './tensor';
-import { checkDim, checkOptions, fail } from './validate';
+import { checkDim, checkOptions, checkSeed, fail } from './validate';
 
 /** What a Sequential can hold: anything with forward, backward and parameters. */
 export interface Module {
@@ -67,6 +67,8 @@ export class Sequential implements Module {
 
   /** Replaces the layer at a dotted path (used by applyLoRA). */
   replace(path: string, layer: Layer): void {
+    if (typeof path !== 'string') fail('ERR_ARGUMENT', 'Sequential.replace', 'path', 'a dotted layer path', path);
+    if (!(layer instanceof Linear) && !isModule(layer)) fail('ERR_ARGUMENT', 'Sequential.replace', 'layer', 'a Linear, LinearLoRA, activation or Sequential', layer);
     const [head, ...rest] = path.split('.');
     const i = this.#layers.findIndex(([n]) => n === head);
     if (i < 0) throw new LoraError('ERR_ARGUMENT', `Sequential.replace: expected a layer path of this model for path but received ${JSON.stringify(path)}`);
@@ -133,6 +135,8 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<
   if (!(model instanceof Sequential)) fail('ERR_ARGUMENT', where, 'model', 'a Sequential', model);
   const opts = checkOptions<ApplyLoRAOptions>(where, options);
   const rank = checkDim(where, 'options.rank', opts.rank);
+  // Checked here, not only by LinearLoRA: the per-layer seeds below are computed from it.
+  if (opts.seed !== undefined) checkSeed(where, opts.seed);
   const { targets, rank: _r, ...layerOptions } = opts;
   const matches = (path: string): boolean => {
     if (targets === undefined) return true;

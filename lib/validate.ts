@@ -35,8 +35,22 @@ export function checkShape(where: string, arg: string, shape: unknown): number {
   return n;
 }
 
+/**
+ * A new Float32Array of `n` elements for `arg`. A size the shape checks allow can still be more than
+ * a typed array holds (2^32 elements in Node 20) or than the process can allocate: that is ERR_BACKEND
+ * naming the argument, not a RangeError from deep inside a call.
+ */
+export function allocFloats(where: string, arg: string, n: number, shape?: readonly number[]): Float32Array {
+  try {
+    return new Float32Array(n);
+  } catch (e) {
+    throw new LoraError('ERR_BACKEND', `${where}: expected to allocate ${n} float32 elements for ${arg}${shape ? ` (shape ${shapeString(shape)})` : ''} but received: ${(e as Error).message}`);
+  }
+}
+
+/** A number the float32 kernels see as finite (|v| below 3.4e38: a larger double would become Infinity). */
 export function checkFiniteNumber(where: string, arg: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) fail('ERR_ARGUMENT', where, arg, 'a finite number', v);
+  if (typeof v !== 'number' || !Number.isFinite(Math.fround(v))) fail('ERR_ARGUMENT', where, arg, 'a finite number (finite in float32)', v);
   return v;
 }
 
@@ -50,9 +64,13 @@ export function checkBoolean(where: string, arg: string, v: unknown): boolean {
   return v;
 }
 
-/** Dropout probability in [0, 1). */
+/**
+ * Dropout probability in [0, 1). The kernel computes in float32, so p must stay below 1 once rounded
+ * to float32 too (1 - 1e-9 would round to 1 and drop everything); callers treat a p whose float32 is
+ * 0 (a subnormal double) as no dropout, as the kernel does.
+ */
 export function checkDropout(where: string, v: unknown): number {
-  if (typeof v !== 'number' || !(v >= 0 && v < 1)) fail('ERR_ARGUMENT', where, 'dropout', 'a number in [0, 1)', v);
+  if (typeof v !== 'number' || !(v >= 0 && Math.fround(v) < 1)) fail('ERR_ARGUMENT', where, 'dropout', 'a number in [0, 1) (below 1 in float32)', v);
   return v;
 }
 

@@ -96,6 +96,8 @@ Napi::Value Merge(const Napi::CallbackInfo& info) {
     const float* A = f.floats("A", product(I, r, "merge"));
     const float* B = f.floats("B", product(r, O, "merge"));
     const float scaling = static_cast<float>(f.number("scaling")), sign = static_cast<float>(f.number("sign"));
+    if (sign != 1.0f && sign != -1.0f)
+      throw ArgError{"ERR_ARGUMENT", "merge: expected 1 or -1 for sign but received " + std::to_string(sign)};
     return Napi::Boolean::New(env, lora_merge(W, A, B, I, O, r, scaling, sign));
   } catch (const ArgError& e) {
     throw make_error(env, e.code, e.message);

@@ -8,10 +8,14 @@ namespace {
 constexpr int64_t kMaxDim = 2147483647;        // int32: BLAS's index type
 constexpr int64_t kMaxElems = 9007199254740992;  // 2^53
 
-Napi::FunctionReference& error_class() {
-  static Napi::FunctionReference ref;
-  return ref;
-}
+// The LoraError class is per environment (the main thread and each worker_thread have their own
+// isolate and their own class): it lives in the env's instance data, never in a static, so a
+// reference made in one isolate is never used from another, and it is released with its env.
+struct EnvData {
+  Napi::FunctionReference error_class;
+};
+
+EnvData* env_data(Napi::Env env) { return env.GetInstanceData<EnvData>(); }
 
 std::string type_name(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
@@ -34,13 +38,19 @@ std::string type_name(const Napi::Value& v) {
 }  // namespace
 
 void set_error_class(const Napi::Function& ctor) {
-  error_class() = Napi::Persistent(ctor);
-  error_class().SuppressDestruct();
+  Napi::Env env = ctor.Env();
+  EnvData* data = env_data(env);
+  if (data == nullptr) {
+    data = new EnvData();
+    env.SetInstanceData(data);  // deleted (and the reference released) when this env is torn down
+  }
+  data->error_class = Napi::Persistent(ctor);
 }
 
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
-  if (!error_class().IsEmpty()) {
-    Napi::Object e = error_class().New({Napi::String::New(env, code), Napi::String::New(env, message)});
+  EnvData* data = env_data(env);
+  if (data != nullptr && !data->error_class.IsEmpty()) {
+    Napi::Object e = data->error_class.New({Napi::String::New(env, code), Napi::String::New(env, message)});
     return Napi::Error(env, e);
   }
   Napi::Error e = Napi::Error::New(env, message);
@@ -102,6 +112,7 @@ float* Fields::floats(const char* key, int64_t need, bool optional) const {
   if (static_cast<int64_t>(a.ElementLength()) < need)
     throw ArgError{"ERR_SHAPE", what + ": expected at least " + std::to_string(need) + " elements in " + key +
                                     " but received " + std::to_string(a.ElementLength())};
+  if (keep != nullptr) keep->push_back(v);
   return a.Data();
 }
 
@@ -114,6 +125,7 @@ uint8_t* Fields::bytes(const char* key, int64_t need, bool optional) const {
   if (static_cast<int64_t>(a.ElementLength()) < need)
     throw ArgError{"ERR_SHAPE", what + ": expected at least " + std::to_string(need) + " elements in " + key +
                                     " but received " + std::to_string(a.ElementLength())};
+  if (keep != nullptr) keep->push_back(v);
   return a.Data();
 }
 

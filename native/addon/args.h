@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace fused_lora::addon {
 
@@ -16,7 +17,8 @@ struct ArgError {
   std::string message;
 };
 
-// Registers the JS LoraError class used for native errors (called once by lib/binding.ts).
+// Registers the JS LoraError class used for native errors in the calling env (lib/binding.ts calls it
+// once per env: the main thread and each worker_thread).
 void set_error_class(const Napi::Function& ctor);
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message);
 
@@ -24,6 +26,10 @@ Napi::Error make_error(Napi::Env env, const std::string& code, const std::string
 struct Fields {
   Napi::Object obj;
   std::string what;
+  // When set, every buffer whose pointer floats()/bytes() hand out is recorded here, so an async job
+  // can hold the typed arrays themselves (not only the arguments object, whose fields could be
+  // reassigned, letting the GC free a buffer the kernel is still using).
+  std::vector<Napi::Value>* keep = nullptr;
 
   bool has(const char* key) const;
   // An integer in [0, 2^31 − 1]: the native index type of BLAS and our kernels.

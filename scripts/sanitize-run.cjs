@@ -1,0 +1,93 @@
+// What scripts/asan.sh and scripts/valgrind.sh run against an instrumented addon: a training loop over
+// many shapes (sync and async, dropout, fused and unfused, every optimizer, loss and activation,
+// merge), two worker_threads doing the same, and random calls straight into the addon's exports
+// (test/fixtures/native-fuzz.cjs: the second line of argument checks, and the kernels behind it).
+//
+//   FUSED_LORA_ROOT  the package root to load (a copy with the instrumented addon); default: this repo
+//   FUZZ_CALLS       random native calls (default 20000); STEPS training steps per shape (default 6)
+'use strict';
+const path = require('node:path');
+const { Worker, isMainThread, workerData, parentPort } = require('node:worker_threads');
+
+const root = process.env.FUSED_LORA_ROOT || path.join(__dirname, '..');
+const lib = require(path.join(root, 'dist', 'index.js'));
+const { native } = require(path.join(root, 'dist', 'binding.js'));
+const { fuzzNative } = require(path.join(__dirname, '..', 'test', 'fixtures', 'native-fuzz.cjs'));
+
+const STEPS = Number(process.env.STEPS || 6);
+const CALLS = Number(process.env.FUZZ_CALLS || 20000);
+
+function data(n, seed) {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = s / 2 ** 31 - 1; }
+  return a;
+}
+
+// Shapes that reach every code path: empty batches, 1-wide layers, rank above the width, sizes
+// around the kernels' tile edges, and one large enough to thread and to take the BLAS gate.
+const SHAPES = [
+  [0, 5, 3, 2], [1, 1, 1, 1], [1, 7, 9, 8], [3, 2, 17, 4], [7, 33, 15, 3], [8, 16, 16, 16], [9, 65, 63, 5], [17, 129, 31, 2], [64, 256, 192, 16],
+];
+
+async function train(seedBase) {
+  let checks = 0;
+  for (const [k, [M, I, O, r]] of SHAPES.entries()) {
+    for (const fused of [true, false]) {
+      const seed = seedBase + k;
+      const layer = new lib.LinearLoRA(new lib.Linear(I, O, { seed, bias: k % 2 === 0 }), r, { seed, fused, dropout: k % 3 === 0 ? 0 : 0.25, alpha: 2 * r, rslora: k % 4 === 1 });
+      const opts = [new lib.AdamW(layer.parameters(), { lr: 1e-3 }), new lib.SGD(layer.parameters(), { lr: 1e-2, momentum: 0.9, nesterov: k % 2 === 0 })];
+      const act = k % 2 ? new lib.GELU() : new lib.ReLU();
+      for (let s = 0; s < STEPS; s++) {
+        const x = lib.tensor(data(M * I, seed * 100 + s), [M, I]);
+        const y = s % 2 ? await layer.forwardAsync(x) : layer.forward(x);
+        const h = act.forward(y);
+        const loss = M > 0 ? (s % 3 ? lib.mseLoss(h, data(M * O, s)) : lib.crossEntropyLoss(h, Int32Array.from({ length: M }, (_, m) => (m + s) % O))) : null;
+        const dh = loss ? loss.grad : lib.zeros([M, O]);
+        const dy = act.backward(dh);
+        const dx = s % 2 ? await layer.backwardAsync(dy, { inputGrad: s % 4 !== 1 }) : layer.backward(dy);
+        if (dx) checks += dx.size;
+        lib.clipGradNorm(layer.parameters(), 1.0);
+        opts[s % 2].step();
+        opts[s % 2].zeroGrad();
+      }
+      layer.eval();
+      layer.merge();
+      layer.forward(data(M * I, 5));
+      layer.unmerge();
+      const ops = lib.ops.loraForward({ x: data(M * I, 1), weight: layer.base.weight, A: layer.lora.A, B: layer.lora.B, scaling: layer.scaling, M, I, O, r });
+      lib.ops.loraBackward({ x: data(M * I, 1), s: ops.s, dy: data(M * O, 2), weight: layer.base.weight, A: layer.lora.A, B: layer.lora.B, scaling: layer.scaling });
+      lib.relu(data(M * O, 3));
+      lib.gelu(data(M * O, 4));
+      opts.forEach((o) => o.dispose());
+      layer.dispose();
+    }
+  }
+  return checks;
+}
+
+async function main() {
+  const info = lib.backendInfo();
+  const blas = info.cpu ? info.cpu.blas : info.blas && info.blas.name;
+  const started = Date.now();
+  const workers = [1, 2].map((w) => new Promise((resolve, reject) => {
+    const t = new Worker(__filename, { workerData: { seed: 1000 * w }, env: process.env });
+    t.on('message', resolve);
+    t.on('error', reject);
+    t.on('exit', (code) => code !== 0 && reject(new Error(`worker exited with ${code}`)));
+  }));
+  await train(1);
+  const fuzz = await fuzzNative(native, lib.LoraError, { seed: 4242, iterations: CALLS, guarded: false });
+  await Promise.all(workers);
+  // After the workers are gone, the main thread's errors still come from its own LoraError class.
+  let ok = false;
+  try { native.loraForward({ M: -1 }); } catch (e) { ok = e instanceof lib.LoraError; }
+  if (!ok) throw new Error('native error after the workers exited is not a LoraError');
+  console.log(JSON.stringify({ blas, shapes: SHAPES.length, steps: STEPS, workers: 2, nativeCalls: CALLS, ran: fuzz.ran, refused: fuzz.refused, async: fuzz.async, seconds: (Date.now() - started) / 1000 }));
+}
+
+if (isMainThread) {
+  main().catch((e) => { console.error(e); process.exit(1); });
+} else {
+  train(workerData.seed).then(() => parentPort.postMessage('done'), (e) => { throw e; });
+}
