@@ -11,7 +11,13 @@
 // dispose. A call whose kernel has started runs to the end and resolves: a kernel cannot be
 // interrupted, and the native side holds every buffer it touches until it is done, so dispose()
 // never frees memory a running kernel uses (it releases the JS references; the GC frees the rest).
+//
+// On the CUDA device (the base Linear lives there) forward, backward and merge are
+// lib/device/lora-layer.ts's; this class keeps the queue, the training mode and disposal.
 import { LoraBackwardArgs, LoraForwardArgs, native } from './binding';
+import { Device, DType } from './device/dtype';
+import { DeviceForwardState, DeviceLoraLayer } from './device/lora-layer';
+import { whenDeviceDone } from './device/sync';
 import { LoraError } from './errors';
 import { checkNoOverlap, output, resolveRows, TensorLike } from './inputs';
 import { checkLinear, Linear, OutOptions } from './linear';
@@ -76,6 +82,8 @@ export class LinearLoRA {
   #step = 0;
   readonly #ws: Workspace;
   #saved: Saved | null = null;
+  /** The layer on the CUDA device (lib/device/lora-layer.ts) when its base lives there; null on the CPU. */
+  readonly #dev: DeviceLoraLayer | null;
   #queue: Promise<unknown> = Promise.resolve();
   #pending = 0;
   /** Calls queued but not started, each with the function that rejects it now (abort, dispose). */
@@ -92,10 +100,21 @@ export class LinearLoRA {
     const seed = opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed);
     const rng = new Random(seed);
     this.lora = new LoRA(base.inFeatures, base.outFeatures, r, {
-      alpha: opts.alpha, rslora: opts.rslora, seed: rng.nextSeed(), A: opts.A, B: opts.B,
+      alpha: opts.alpha, rslora: opts.rslora, seed: rng.nextSeed(), A: opts.A, B: opts.B, device: base.device,
     });
     this.#seed = rng.nextSeed();
     this.#ws = new Workspace(base.inFeatures, r);
+    this.#dev = base.device === 'cuda' ? new DeviceLoraLayer(base, this.lora, this.fused, this.checkFinite) : null;
+  }
+
+  /** Where the layer computes: its base's device. */
+  get device(): Device {
+    return this.base.device;
+  }
+
+  /** The compute dtype (its base's); A and B stay float32 either way. */
+  get dtype(): DType {
+    return this.base.dtype;
   }
 
   get rank(): number {
@@ -128,6 +147,7 @@ export class LinearLoRA {
   /** y (..., O) for x (..., I); saves x and s for backward. */
   forward(x: TensorLike, options?: OutOptions): Tensor {
     this.#checkIdle('LinearLoRA.forward');
+    if (this.#dev) return this.#dev.forward('LinearLoRA.forward', x, options, this.#deviceState());
     const { args, y } = this.#forwardArgs('LinearLoRA.forward', x, options);
     if (args) native.loraForward(args);
     return y;
@@ -138,6 +158,10 @@ export class LinearLoRA {
     const where = 'LinearLoRA.forwardAsync';
     const training = this.training;  // the mode at call time, even if train()/eval() comes before it runs
     return this.#enqueue(where, options, async () => {
+      if (this.#dev) {
+        this.#checkLive(where);
+        return whenDeviceDone(this.#dev.forward(where, x, options, this.#deviceState(training)));
+      }
       const { args, y } = this.#forwardArgs(where, x, options, training);
       if (args) await native.loraForwardAsync(args);
       return y;
@@ -150,6 +174,7 @@ export class LinearLoRA {
    */
   backward(dy: TensorLike, options?: BackwardOptions): Tensor | null {
     this.#checkIdle('LinearLoRA.backward');
+    if (this.#dev) return this.#dev.backward('LinearLoRA.backward', dy, options, this.#merged);
     const { args, dx } = this.#backwardArgs('LinearLoRA.backward', dy, options);
     native.loraBackward(args);
     return dx;
@@ -159,6 +184,10 @@ export class LinearLoRA {
   backwardAsync(dy: TensorLike, options?: BackwardAsyncOptions): Promise<Tensor | null> {
     const where = 'LinearLoRA.backwardAsync';
     return this.#enqueue(where, options, async () => {
+      if (this.#dev) {
+        this.#checkLive(where);
+        return whenDeviceDone(this.#dev.backward(where, dy, options, this.#merged));
+      }
       const { args, dx } = this.#backwardArgs(where, dy, options);
       await native.loraBackwardAsync(args);
       return dx;
@@ -169,7 +198,8 @@ export class LinearLoRA {
   merge(): void {
     this.#checkIdle('LinearLoRA.merge');
     if (this.#merged) return;
-    this.#mergeSign('LinearLoRA.merge', 1);
+    if (this.#dev) this.#dev.merge('LinearLoRA.merge', 1);
+    else this.#mergeSign('LinearLoRA.merge', 1);
     this.#merged = true;
     this.#saved = null;
   }
@@ -178,7 +208,8 @@ export class LinearLoRA {
   unmerge(): void {
     this.#checkIdle('LinearLoRA.unmerge');
     if (!this.#merged) return;
-    this.#mergeSign('LinearLoRA.unmerge', -1);
+    if (this.#dev) this.#dev.merge('LinearLoRA.unmerge', -1);
+    else this.#mergeSign('LinearLoRA.unmerge', -1);
     this.#merged = false;
   }
 
@@ -210,6 +241,7 @@ export class LinearLoRA {
   dispose(): void {
     this.#disposed = true;
     this.#saved = null;
+    this.#dev?.dispose();
     for (const reject of [...this.#waiting]) reject('dispose');
     this.lora.dispose();
   }
@@ -223,6 +255,11 @@ export class LinearLoRA {
     if (this.#pending > 0) {
       throw new LoraError('ERR_BACKEND', `${where}: expected no queued async work on this layer but received a sync call with ${this.#pending} pending; await them first`);
     }
+  }
+
+  /** What the device forward needs to know of this layer's mode. */
+  #deviceState(training = this.training): DeviceForwardState {
+    return { merged: this.#merged, dropout: training && Math.fround(this.dropout) > 0 ? this.dropout : 0 };
   }
 
   #checkLive(where: string): void {

@@ -2,28 +2,41 @@
 // The CUDA device suite: every op of the CUDA addon against a float64 CPU reference, in each dtype,
 // over the shape sweep of DESIGN.md section 7, with NaN-poisoned outputs and guard bands after each
 // buffer (and in the gaps of leading dimensions larger than the width), and fused against unfused.
+// Then the public TS API on the device (phase 2): device tensors and .to() round trips, Linear and
+// LinearLoRA on 'cuda' against the same layers on the CPU (fused and unfused, each dtype), AdamW on
+// the device and the W_ext refresh it triggers, the losses, merge, the async twins, mixed-device
+// errors, and every device byte given back after dispose().
 // A plain node script (no vitest), so it runs on a GPU machine that has node but no node_modules:
-// it needs only dist/ and build-cuda/Release/fused_lora_cuda.node.
+// it needs only dist/, build-cuda/Release/fused_lora_cuda.node and (for the API checks, which use
+// the CPU layers as their reference) build/Release/fused_lora.node.
 //
-//   node bench/gpu/device-suite.cjs [--quick] [--json FILE]
-//     --quick   small shapes only (for compute-sanitizer runs)
+//   node bench/gpu/device-suite.cjs [--quick] [--api-only] [--json FILE]
+//     --quick      small shapes only (for compute-sanitizer runs)
+//     --api-only   only the public API checks (phase 2), not the kernel sweep
 //   exit 0: all passed; 1: a check failed; 3: no device (prints "no device: <reason>").
+// Required as a module (test/device-suite-api.test.ts does, with a CPU fake of the addon), it runs
+// nothing and exports apiCases and its results.
 'use strict';
 const path = require('node:path');
 const fs = require('node:fs');
 
 const root = path.join(__dirname, '..', '..');
-const { loadCuda } = require(path.join(root, 'dist', 'cuda.js'));
-const argv = process.argv.slice(2);
-const quick = argv.includes('--quick');
+const isMain = require.main === module;
+const argv = isMain ? process.argv.slice(2) : [];
+let quick = argv.includes('--quick');
+const apiOnly = argv.includes('--api-only');
 const jsonOut = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : null;
 
-const loaded = loadCuda();
-if (!loaded.binding) { console.log(`no device: ${loaded.reason}`); process.exit(3); }
-const cu = loaded.binding;
-const info = cu.deviceInfo();
-if (!info.available) { console.log(`no device: ${info.reason}`); process.exit(3); }
-console.log(`device: ${info.name} (sm_${info.computeCapability.replace('.', '')}), ${(info.memoryBytes / 2 ** 30).toFixed(1)} GiB`);
+let cu = null, info = null;
+if (isMain) {
+  const { loadCuda } = require(path.join(root, 'dist', 'cuda.js'));
+  const loaded = loadCuda();
+  if (!loaded.binding) { console.log(`no device: ${loaded.reason}`); process.exit(3); }
+  cu = loaded.binding;
+  info = cu.deviceInfo();
+  if (!info.available) { console.log(`no device: ${info.reason}`); process.exit(3); }
+  console.log(`device: ${info.name} (sm_${info.computeCapability.replace('.', '')}), ${(info.memoryBytes / 2 ** 30).toFixed(1)} GiB`);
+}
 
 // ---- helpers -------------------------------------------------------------------------------------
 const SENTINEL = 7;  // exact in every dtype
@@ -271,10 +284,96 @@ function adamwCase() {
   freeAll();
 }
 
+// ---- the public API on the device (phase 2) ----------------------------------------------------------
+// Each case builds the same LinearLoRA twice, on 'cuda' and on the CPU, from the values as rounded on
+// the device, and compares forward, backward, the gradients, an AdamW step (then a forward, which must
+// see the refreshed W_ext), a loss, and merge; fused and unfused agree with each other.
+async function apiCases(api, binding = cu, options = {}) {
+  const cu = binding;
+  if (options.quick) quick = true;
+  const { tensor, Linear, LinearLoRA, AdamW, mseLoss, crossEntropyLoss } = api;
+  const live0 = cu.memoryStats().allocatedBytes;
+  const shapes = quick ? [[7, 33, 17, 4]] : [[1, 64, 48, 16], [33, 72, 40, 8], [130, 257, 129, 16], [17, 1000, 64, 64]];
+  const expectCode = (name, code, fn) => {
+    let got = null;
+    try { fn(); } catch (e) { got = e.code; }
+    record(got === code, name, `expected ${code}, got ${got}`);
+  };
+  for (const mode of MODES) {
+    const { dtype, math, tol, label } = mode;
+    for (const [M, I, O, r] of shapes) {
+      const W0 = randArr(O * I, 1 / Math.sqrt(I)), b0 = randArr(O, 0.1), A0 = randArr(I * r, 1 / Math.sqrt(I)), B0 = randArr(r * O, 0.2);
+      const x0 = randArr(M * I), dy0 = randArr(M * O), t0 = randArr(M * O);
+      const x = tensor(x0, [M, I], { device: 'cuda', dtype }), dy = tensor(dy0, [M, O], { device: 'cuda', dtype });
+      const target = tensor(t0, [M, O], { device: 'cuda', dtype });
+      const base = new Linear(I, O, { weight: W0, bias: b0, device: 'cuda', dtype, math });
+      const cpuBase = new Linear(I, O, { weight: base.weight.dataSync(), bias: base.bias.dataSync() });
+      const xr = x.dataSync(), dyr = dy.dataSync(), tr = target.dataSync();
+      const ys = {};
+      for (const fused of [true, false]) {
+        const name = `api ${label} ${fused ? 'fused' : 'unfused'} M=${M} I=${I} O=${O} r=${r}`;
+        const opts = { alpha: 2 * r, A: A0, B: B0, fused };
+        const dev = new LinearLoRA(base, r, opts), cpu = new LinearLoRA(cpuBase, r, opts);
+        const y = dev.forward(x), yc = cpu.forward(xr);
+        record(y.device === 'cuda' && y.dtype === dtype, `${name} y placement`, `${y.device} ${y.dtype}`);
+        check(`${name} forward`, y.dataSync(), Float64Array.from(yc.dataSync()), tol);
+        ys[fused] = y.dataSync();
+        const dx = dev.backward(dy), dxc = cpu.backward(dyr);
+        check(`${name} dx`, dx.dataSync(), Float64Array.from(dxc.dataSync()), tol);
+        check(`${name} dA`, dev.lora.A.grad.dataSync(), Float64Array.from(cpu.lora.A.grad.dataSync()), 2 * tol);
+        check(`${name} dB`, dev.lora.B.grad.dataSync(), Float64Array.from(cpu.lora.B.grad.dataSync()), 2 * tol);
+        // One AdamW step each, the CPU one on the device's gradients (Adam's first step is close to
+        // lr·sign(g), so tiny gradient differences would flip elements): this checks the device kernel
+        // and that the next forward sees the stepped A and B through the refreshed W_ext.
+        cpu.lora.A.grad.buffer().set(dev.lora.A.grad.dataSync());
+        cpu.lora.B.grad.buffer().set(dev.lora.B.grad.dataSync());
+        const od = new AdamW(dev.parameters(), { lr: 0.05, weightDecay: 0.01 }), oc = new AdamW(cpu.parameters(), { lr: 0.05, weightDecay: 0.01 });
+        od.step(); oc.step();
+        check(`${name} AdamW A`, dev.lora.A.dataSync(), Float64Array.from(cpu.lora.A.dataSync()), 1e-5);
+        check(`${name} AdamW B`, dev.lora.B.dataSync(), Float64Array.from(cpu.lora.B.dataSync()), 1e-5);
+        const y2 = dev.forward(x), y2c = cpu.forward(xr);
+        check(`${name} forward after the step (W_ext refreshed)`, y2.dataSync(), Float64Array.from(y2c.dataSync()), tol);
+        const ld = mseLoss(y2, target), lc = mseLoss(y2c, tr);
+        record(Math.abs(ld.loss - lc.loss) <= 2 * tol * Math.abs(lc.loss), `${name} mseLoss`, `${ld.loss} vs ${lc.loss}`);
+        check(`${name} mseLoss grad`, ld.grad.dataSync(), Float64Array.from(lc.grad.dataSync()), 2 * tol);
+        dev.merge(); cpu.merge();
+        const ym = dev.forward(x);
+        check(`${name} merged forward`, ym.dataSync(), Float64Array.from(cpu.forward(xr).dataSync()), 2 * tol);
+        dev.unmerge(); cpu.unmerge();
+        for (const t of [y, dx, y2, ld.grad, ym]) t.dispose();
+        od.dispose(); dev.dispose();
+      }
+      check(`api ${label} fused = unfused M=${M} I=${I} O=${O} r=${r}`, ys.true, Float64Array.from(ys.false), 2 * tol);
+      // the async twins, and cross-entropy over the outputs as logits
+      const layer = new LinearLoRA(base, r, { alpha: 2 * r, A: A0, B: B0 });
+      const ya = await layer.forwardAsync(x), ys2 = layer.forward(x);
+      check(`api ${label} forwardAsync = forward M=${M}`, ya.dataSync(), Float64Array.from(ys2.dataSync()), 0);
+      const labels = Int32Array.from({ length: M }, (_, i) => (i * 7) % O);
+      const ce = crossEntropyLoss(ya, labels), cec = crossEntropyLoss(ya.dataSync(), labels);
+      record(Math.abs(ce.loss - cec.loss) <= 1e-4 * Math.max(1, Math.abs(cec.loss)), `api ${label} crossEntropyLoss M=${M}`, `${ce.loss} vs ${cec.loss}`);
+      check(`api ${label} crossEntropyLoss grad M=${M}`, ce.grad.dataSync(), Float64Array.from(cec.grad.dataSync()), Math.max(tol, 1e-4));
+      expectCode(`api ${label} cpu x into a cuda layer`, 'ERR_DEVICE', () => layer.forward(tensor(x0, [M, I])));
+      expectCode(`api ${label} cuda x into a cpu layer`, 'ERR_DEVICE', () => new LinearLoRA(cpuBase, r).forward(x));
+      // .to() round trips
+      const back = x.to('cpu').to('cuda', { dtype });
+      check(`api ${label} .to() round trip`, back.dataSync(), Float64Array.from(xr), 0);
+      for (const t of [ya, ys2, ce.grad, back, x, dy, target, base.weight, base.bias]) t.dispose();
+      layer.dispose();
+    }
+  }
+  cu.synchronize();
+  const live = cu.memoryStats().allocatedBytes;
+  record(live === live0, 'api: every device byte given back after dispose()', `${live - live0} bytes still allocated`);
+}
+
 // ---- run -------------------------------------------------------------------------------------------
+if (!isMain) {
+  module.exports = { apiCases, results };
+  return;
+}
 const t0 = Date.now();
-adamwCase();
-for (const mode of MODES) {
+if (!apiOnly) adamwCase();
+for (const mode of apiOnly ? [] : MODES) {
   smallOps(mode);
   const S = SWEEP;
   for (let i = 0; i < S.length; ++i) {
@@ -293,7 +392,24 @@ for (const mode of MODES) {
   console.log(`${mode.label}: ${results.passed} passed, ${results.failed} failed so far (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
 cu.synchronize();
-const stats = cu.memoryStats();
-console.log(`device suite: ${results.passed} passed, ${results.failed} failed; allocator ${JSON.stringify(stats)}`);
-if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify({ gpu: info.name, quick, ...results }, null, 2));
-process.exit(results.failed === 0 ? 0 : 1);
+(async () => {
+  let api = null;
+  try {
+    api = require(path.join(root, 'dist', 'index.js'));
+  } catch (e) {
+    record(false, 'api: load dist/index.js (needs build/Release/fused_lora.node too)', e.message);
+  }
+  if (api) {
+    const ta = Date.now();
+    try {
+      await apiCases(api);
+    } catch (e) {
+      record(false, 'api: a check threw', `${e.code ?? ''} ${e.stack}`);
+    }
+    console.log(`api: ${results.passed} passed, ${results.failed} failed so far (${((Date.now() - ta) / 1000).toFixed(1)} s)`);
+  }
+  const stats = cu.memoryStats();
+  console.log(`device suite: ${results.passed} passed, ${results.failed} failed; allocator ${JSON.stringify(stats)}`);
+  if (jsonOut) fs.writeFileSync(jsonOut, JSON.stringify({ gpu: info.name, quick, apiOnly, ...results }, null, 2));
+  process.exit(results.failed === 0 ? 0 : 1);
+})();
