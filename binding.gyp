@@ -14,6 +14,7 @@
         "native/cpu/gemm.cpp",
         "native/cpu/gemm_builtin.cpp",
         "native/cpu/lora.cpp",
+        "native/cpu/rank_r.cpp",
         "native/cpu/dropout.cpp",
         "native/cpu/merge.cpp",
         "native/addon/train.cpp",

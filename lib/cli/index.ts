@@ -49,6 +49,7 @@ export function program(): Command {
       await runTrain({ model: o.model, data: o.data, out: o.out, steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed, progress: o.progress });
     });
 
+  (require('./bench') as typeof import('./bench')).registerBench(cmd);  // `fused-lora bench` (lib/cli/bench.ts)
   return cmd;
 }
 

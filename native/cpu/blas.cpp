@@ -113,7 +113,17 @@ void use_builtin(Blas& b, const std::string& reason) {
   b.info.reason = reason;
 }
 
+// OpenBLAS's idle workers spin (a sched_yield loop) for 2^OPENBLAS_THREAD_TIMEOUT cycles after each
+// call before they sleep; the default, 28, is ~0.1 s. A LoRA step alternates BLAS calls (the frozen
+// GEMMs) with our own kernels (the rank-r products) on the same cores, so the spinning took a core
+// from ours: on 2 cores the rank-r products ran at 2.1-3.2 ms each inside a step against 1.3-1.6 ms
+// with the timeout at its minimum, 4 (bench/NOTES.md). OpenBLAS reads the variable when it loads, so
+// it is set just before the first dlopen; a value the user set is kept, and an OpenBLAS some other
+// module already loaded into the process keeps its own.
+void shorten_openblas_spin() { setenv("OPENBLAS_THREAD_TIMEOUT", "4", /*overwrite=*/0); }
+
 void load(Blas& b) {
+  shorten_openblas_spin();
   const char* env = std::getenv("FUSED_LORA_BLAS");
   std::string req = (env != nullptr && *env != '\0') ? env : "auto";
   b.info.request = req;

@@ -1,26 +1,35 @@
 // Forward and backward of a LoRA layer on the CPU, fused and unfused (PEFT's order).
 //
-// The fused path is a sequence of GEMMs that write into the outputs with beta = 1, scaling folded
-// into alpha: the frozen GEMM reads W once, the rank-r products are small, and no M×O temporary or
-// extra pass over y, dy or dx exists. DESIGN.md's concatenation [x | s]·[W | scaling·Bᵀ]ᵀ is the
-// same arithmetic; on the CPU, with a BLAS we cannot feed two K-ranges, beta = 1 avoids copying x.
+// The fused path writes the rank-r term into the output first (one write-only pass, rank_r.h, with
+// scaling and the bias folded in), then the frozen GEMM adds into it with beta = 1: W is read once,
+// the rank-r products are small, and no M×O temporary or extra pass over y or dx exists.
+// DESIGN.md's concatenation [x | s]·[W | scaling·Bᵀ]ᵀ is the same arithmetic; with a BLAS we cannot
+// feed two K-ranges, and beta = 1 gets the same passes without copying x.
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "fused_lora/blas.h"
 #include "fused_lora/gemm.h"
 #include "fused_lora/lora.h"
 #include "fused_lora/threads.h"
+#include "rank_r.h"
 
 namespace fused_lora {
 namespace {
 
 constexpr Trans N = Trans::N, T = Trans::T;
 
+// dst[0, n) = src[0, n). A zero-length buffer may have a null pointer (an empty Float32Array), and
+// memcpy with a null pointer is undefined even for 0 bytes, so n == 0 copies nothing.
+inline void copy_floats(float* dst, const float* src, int64_t n) {
+  if (n > 0) std::memcpy(dst, src, sizeof(float) * n);
+}
+
 // y (M, O) = bias broadcast along rows, so the frozen GEMM can add into it with beta = 1.
 void fill_bias(float* y, const float* bias, int64_t M, int64_t O) {
   parallel_for(M, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(O, 1)), [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) std::memcpy(y + m * O, bias, sizeof(float) * O);
+    for (int64_t m = b; m < e; ++m) copy_floats(y + m * O, bias, O);
   });
 }
 
@@ -36,57 +45,136 @@ void add(float* dst, const float* a, const float* b, int64_t n) {
 
 const float* lora_input(const float* x, const Dropout& d) { return d.p > 0.0f ? d.x_drop : x; }
 
+// Which GEMM runs each product (bench/NOTES.md has the measurements). A loaded BLAS is not the
+// fastest kernel for every shape here:
+//  - the rank-r products with a skinny output (x·A, dy·Bᵀ, sᵀ·dy, x̃ᵀ·ds: N or M = r, K = I, O or
+//    M) run at 20-80 GFLOP/s in OpenBLAS and 65-160 in the built-in GEMM's dot-product path;
+//  - the K = r products of the unfused path (u = s·B, ds·Aᵀ) are written with beta = 0, which the
+//    built-in kernel does in one write pass, where OpenBLAS first zeroes C in a pass of its own (the
+//    fused path writes them with rank_r_product, faster than either);
+//  - OpenBLAS's GEMV (M = 1) reads W on one thread: 4-10x slower than the built-in GEMV, and its
+//    M <= 8 GEMMs are 1.2-2.4x slower than ours.
+// So those go to the built-in kernel even when a BLAS is loaded; the frozen-size products from
+// M = 9 up stay on the BLAS (level with ours at M >= 512 on this machine, well ahead at 32-256).
+enum class Route : uint8_t { Any, Builtin };
+
+void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  // Degenerate shapes (and the no-BLAS case) go through sgemm(), which settles them once.
+  if (route == Route::Builtin && M > 0 && N > 0 && K > 0 && alpha != 0.0f && blas_loaded())
+    builtin::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  else
+    sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+constexpr int64_t kBuiltinMaxRowsFrozen = 8;  // frozen-size GEMMs: built-in GEMV/GEMM for M <= 8
+Route frozen_route(int64_t M) { return M <= kBuiltinMaxRowsFrozen ? Route::Builtin : Route::Any; }
+constexpr Route kRankRoute = Route::Builtin;  // every product with r as one of its dimensions
+
+// Aᵀ (r, I) from A (I, r), for dx = ds·Aᵀ through rank_r_product (which wants R row-major). I·r
+// floats, per-thread scratch that grows to the largest size seen.
+const float* transpose_A(const float* A, int64_t I, int64_t r) {
+  thread_local std::vector<float> At;
+  if (At.size() < size_t(I * r)) At.resize(size_t(I * r));
+  for (int64_t i = 0; i < I; ++i)
+    for (int64_t j = 0; j < r; ++j) At[size_t(j * I + i)] = A[i * r + j];
+  return At.data();
+}
+
+// dx (M, I) = ds·Aᵀ, written without reading dx. rank_r_product wants Aᵀ row-major, a transpose of
+// I·r floats (~30 µs at I = 2048, r = 16) that pays only on large outputs, where its streaming
+// stores save a read of dx from memory; below that the built-in GEMM reads A in place.
+void lora_term_dx(const float* ds, const float* A, float* dx, int64_t M, int64_t I, int64_t r) {
+  constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
+  if (4.0 * double(M) * double(I) >= kRankRMinBytes)
+    rank_r_product(M, I, r, 1.0f, ds, r, transpose_A(A, I, r), I, nullptr, dx, I);
+  else
+    gemm(kRankRoute, N, T, M, I, r, 1.0f, ds, r, A, r, 0.0f, dx, I);
+}
+
+// M = 1 (decode), y = x·Wᵀ + b + scaling·s·B, s already computed. Both products are GEMVs bound by
+// memory: W (O×I) and B (r×O). Run one after the other, the second reads B single-threaded from
+// L3 after W has flushed it from L2 (measured ~10 µs of the ~20 µs the LoRA term cost at I = O =
+// 2048). So each thread takes a slice of the outputs and does both for its slice, W's rows then
+// B's columns, while the slice of y is still in L1: B is read in parallel, right behind W.
+void decode_forward(const ForwardArgs& a) {
+  const int64_t I = a.I, O = a.O, r = a.r;
+  if (a.bias != nullptr) copy_floats(a.y, a.bias, O);
+  const float beta = a.bias != nullptr ? 1.0f : 0.0f;
+  // Split like the built-in GEMV: a thread per 4 MiB of W, slices on 16-output boundaries.
+  constexpr double kMinBytesPerThread = 4.0 * 1024 * 1024;
+  const int64_t blocks = (O + 15) / 16;
+  const int64_t threads = std::max<int64_t>(
+      1, std::min<int64_t>({int64_t(num_threads()), int64_t(4.0 * double(O) * double(I) / kMinBytesPerThread), blocks}));
+  parallel_for(blocks, (blocks + threads - 1) / threads, [&](int64_t b0, int64_t b1) {
+    const int64_t n0 = b0 * 16, n1 = std::min(O, b1 * 16);
+    if (n0 >= n1) return;
+    // Nested inside parallel_for, these run serially on this thread (threads.h).
+    gemm(Route::Builtin, N, T, 1, n1 - n0, I, 1.0f, a.x, I, a.W + n0 * I, I, beta, a.y + n0, O);
+    gemm(Route::Builtin, N, N, 1, n1 - n0, r, a.scaling, a.s, r, a.B + n0, O, 1.0f, a.y + n0, O);
+  });
+}
+
 }  // namespace
 
 void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
   if (bias != nullptr) fill_bias(y, bias, M, O);
-  sgemm(N, T, M, O, I, 1.0f, x, I, W, I, bias != nullptr ? 1.0f : 0.0f, y, O);
+  gemm(frozen_route(M), N, T, M, O, I, 1.0f, x, I, W, I, bias != nullptr ? 1.0f : 0.0f, y, O);
 }
 
 void linear_backward(const float* dy, const float* W, float* dx, int64_t M, int64_t I, int64_t O) {
-  sgemm(N, N, M, I, O, 1.0f, dy, O, W, I, 0.0f, dx, I);
+  gemm(frozen_route(M), N, N, M, I, O, 1.0f, dy, O, W, I, 0.0f, dx, I);
 }
 
 void lora_forward_fused(const ForwardArgs& a) {
   const int64_t M = a.M, I = a.I, O = a.O, r = a.r;
   if (a.dropout.p > 0.0f) dropout_forward(a.x, M * I, a.dropout);
   const float* xin = lora_input(a.x, a.dropout);
-  sgemm(N, N, M, r, I, 1.0f, xin, I, a.A, r, 0.0f, a.s, r);  // s = x̃·A  (M, r)
-  linear_forward(a.x, a.W, a.bias, a.y, M, I, O);                 // y = x·Wᵀ + b
-  sgemm(N, N, M, O, r, a.scaling, a.s, r, a.B, O, 1.0f, a.y, O);  // y += scaling·s·B
+  gemm(kRankRoute, N, N, M, r, I, 1.0f, xin, I, a.A, r, 0.0f, a.s, r);  // s = x̃·A  (M, r)
+  if (M == 1) {
+    decode_forward(a);
+    return;
+  }
+  // y = scaling·s·B + b, written in one pass without reading y; then the frozen GEMM adds x·Wᵀ
+  // with beta = 1. Bias fill, GEMM and a separate y += scaling·s·B would be three passes over y.
+  rank_r_product(M, O, r, a.scaling, a.s, r, a.B, O, a.bias, a.y, O);
+  gemm(frozen_route(M), N, T, M, O, I, 1.0f, a.x, I, a.W, I, 1.0f, a.y, O);  // y += x·Wᵀ
 }
 
 void lora_backward_fused(const BackwardArgs& a) {
   const int64_t M = a.M, I = a.I, O = a.O, r = a.r;
   const float beta = a.accumulate ? 1.0f : 0.0f;
   const float* xin = lora_input(a.x, a.dropout);
-  sgemm(N, T, M, r, O, a.scaling, a.dy, O, a.B, O, 0.0f, a.ds, r);  // ds = scaling·dy·Bᵀ  (M, r)
-  sgemm(T, N, r, O, M, a.scaling, a.s, r, a.dy, O, beta, a.dB, O);  // dB (+)= scaling·sᵀ·dy  (r, O)
-  sgemm(T, N, I, r, M, 1.0f, xin, I, a.ds, r, beta, a.dA, r);       // dA (+)= x̃ᵀ·ds  (I, r)
+  // ds and dB each read dy: a fused dy-pass (one read) was measured slower here (bench/NOTES.md).
+  gemm(kRankRoute, N, T, M, r, O, a.scaling, a.dy, O, a.B, O, 0.0f, a.ds, r);  // ds = scaling·dy·Bᵀ  (M, r)
+  gemm(kRankRoute, T, N, r, O, M, a.scaling, a.s, r, a.dy, O, beta, a.dB, O);  // dB (+)= scaling·sᵀ·dy  (r, O)
+  gemm(kRankRoute, T, N, I, r, M, 1.0f, xin, I, a.ds, r, beta, a.dA, r);       // dA (+)= x̃ᵀ·ds  (I, r)
   if (a.dx == nullptr) return;
-  linear_backward(a.dy, a.W, a.dx, M, I, O);  // dx = dy·W  (M, I)
-  if (a.dropout.p <= 0.0f) {
-    sgemm(N, T, M, I, r, 1.0f, a.ds, r, a.A, r, 1.0f, a.dx, I);  // dx += ds·Aᵀ
-    return;
+  // dx = ds·Aᵀ first, written in one pass, then dx += dy·W with beta = 1 (as y in the forward).
+  float* lora_dx = a.dropout.p <= 0.0f ? a.dx : a.lora_dx;
+  lora_term_dx(a.ds, a.A, lora_dx, M, I, r);
+  if (a.dropout.p > 0.0f) {
+    // With dropout the LoRA term is masked: dx = (ds·Aᵀ) ⊙ mask / (1 − p).
+    const float inv_keep = 1.0f / (1.0f - a.dropout.p);
+    const uint8_t* mask = a.dropout.mask;
+    parallel_for(M * I, 1 << 16, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) a.dx[i] = mask[i] ? a.lora_dx[i] * inv_keep : 0.0f;
+    });
   }
-  // With dropout the LoRA term is masked: dx += (ds·Aᵀ) ⊙ mask / (1 − p).
-  sgemm(N, T, M, I, r, 1.0f, a.ds, r, a.A, r, 0.0f, a.lora_dx, I);
-  const float inv_keep = 1.0f / (1.0f - a.dropout.p);
-  const uint8_t* mask = a.dropout.mask;
-  parallel_for(M * I, 1 << 16, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) a.dx[i] += mask[i] ? a.lora_dx[i] * inv_keep : 0.0f;
-  });
+  gemm(frozen_route(M), N, N, M, I, O, 1.0f, a.dy, O, a.W, I, 1.0f, a.dx, I);  // dx += dy·W  (M, I)
 }
 
+// The unfused path runs each product on the same kernel as the fused one (the routes above), so
+// fused against unfused measures the fusion, the temporaries and passes, not a choice of GEMM.
 void lora_forward_unfused(const ForwardArgs& a) {
   const int64_t M = a.M, I = a.I, O = a.O, r = a.r;
   std::vector<float> base(static_cast<size_t>(M * O));  // result = base_layer(x)
   linear_forward(a.x, a.W, a.bias, base.data(), M, I, O);
   if (a.dropout.p > 0.0f) dropout_forward(a.x, M * I, a.dropout);  // nn.Dropout makes a new tensor
   const float* xin = lora_input(a.x, a.dropout);
-  sgemm(N, N, M, r, I, 1.0f, xin, I, a.A, r, 0.0f, a.s, r);  // t = lora_A(x̃)
+  gemm(kRankRoute, N, N, M, r, I, 1.0f, xin, I, a.A, r, 0.0f, a.s, r);  // t = lora_A(x̃)
   std::vector<float> u(static_cast<size_t>(M * O));           // u = lora_B(t)
-  sgemm(N, N, M, O, r, 1.0f, a.s, r, a.B, O, 0.0f, u.data(), O);
+  gemm(kRankRoute, N, N, M, O, r, 1.0f, a.s, r, a.B, O, 0.0f, u.data(), O);
   std::vector<float> scaled(static_cast<size_t>(M * O));  // u * scaling, a new tensor
   parallel_for(M * O, 1 << 16, [&](int64_t s, int64_t e) {
     for (int64_t i = s; i < e; ++i) scaled[i] = u[i] * a.scaling;
@@ -102,23 +190,23 @@ void lora_backward_unfused(const BackwardArgs& a) {
     for (int64_t i = s; i < e; ++i) du[i] = a.dy[i] * a.scaling;
   });
   std::vector<float> dB(static_cast<size_t>(r * O));  // lora_B.weight.grad, then accumulated
-  sgemm(T, N, r, O, M, 1.0f, a.s, r, du.data(), O, 0.0f, dB.data(), O);
+  gemm(kRankRoute, T, N, r, O, M, 1.0f, a.s, r, du.data(), O, 0.0f, dB.data(), O);
   if (a.accumulate)
     add(a.dB, dB.data(), nullptr, r * O);
   else
-    std::memcpy(a.dB, dB.data(), sizeof(float) * r * O);
+    copy_floats(a.dB, dB.data(), r * O);
   std::vector<float> dt(static_cast<size_t>(M * r));  // grad of t
-  sgemm(N, T, M, r, O, 1.0f, du.data(), O, a.B, O, 0.0f, dt.data(), r);
+  gemm(kRankRoute, N, T, M, r, O, 1.0f, du.data(), O, a.B, O, 0.0f, dt.data(), r);
   std::vector<float> dA(static_cast<size_t>(I * r));
-  sgemm(T, N, I, r, M, 1.0f, xin, I, dt.data(), r, 0.0f, dA.data(), r);
+  gemm(kRankRoute, T, N, I, r, M, 1.0f, xin, I, dt.data(), r, 0.0f, dA.data(), r);
   if (a.accumulate)
     add(a.dA, dA.data(), nullptr, I * r);
   else
-    std::memcpy(a.dA, dA.data(), sizeof(float) * I * r);
-  std::memcpy(a.ds, dt.data(), sizeof(float) * M * r);  // keep the workspace contract of the fused path
+    copy_floats(a.dA, dA.data(), I * r);
+  copy_floats(a.ds, dt.data(), M * r);  // keep the workspace contract of the fused path
   if (a.dx == nullptr) return;
   std::vector<float> dxd(static_cast<size_t>(M * I));  // grad of x̃
-  sgemm(N, T, M, I, r, 1.0f, dt.data(), r, a.A, r, 0.0f, dxd.data(), I);
+  gemm(kRankRoute, N, T, M, I, r, 1.0f, dt.data(), r, a.A, r, 0.0f, dxd.data(), I);
   if (a.dropout.p > 0.0f) {  // grad through nn.Dropout, a new tensor
     std::vector<float> masked(static_cast<size_t>(M * I));
     const float inv_keep = 1.0f / (1.0f - a.dropout.p);
