@@ -4,9 +4,10 @@
 // scaling changed (after each optimizer step); workspaces grow only with M; dispose() gives every
 // byte back; mixed-device arguments are ERR_DEVICE naming the argument; merge, async and training.
 import { describe, expect, it } from 'vitest';
-import { AdamW, applyLoRA, Linear, LinearLoRA, LoraError, mseLoss, Sequential, Tensor, tensor } from '../lib/index';
+import { AdamW, applyLoRA, Linear, LinearLoRA, mseLoss, Sequential, Tensor, tensor } from '../lib/index';
 import { expectCode } from './expect-code';
 import { relErr, useFakeCuda } from './fixtures/fake-cuda-env';
+import { message } from './expect-code';
 
 const M = 6, I = 9, O = 5, r = 3;
 const seq = (n: number, f: (i: number) => number) => Float32Array.from({ length: n }, (_, i) => f(i));
@@ -19,16 +20,6 @@ const DY0 = seq(M * O, (i) => 0.5 * Math.cos(1.3 * i));
 const T0 = seq(M * O, (i) => 0.4 * Math.sin(0.9 * i));
 
 type DT = 'float32' | 'bfloat16' | 'float16';
-
-function message(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(LoraError);
-    return `${(e as LoraError).code} ${(e as LoraError).message}`;
-  }
-  throw new Error('expected a throw');
-}
 
 /** The same layer on the device and, from the values as rounded there, on the CPU. */
 function pair(dtype: DT, options: { fused?: boolean; math?: 'tf32' | 'exact'; alpha?: number } = {}) {

@@ -2,9 +2,10 @@
 // the CPU layer on the same (rounded) values, TF32 against exact fp32, the mixed-device and dtype
 // rules for its inputs, `out`, and the async twins.
 import { describe, expect, it } from 'vitest';
-import { Linear, LoraError, tensor } from '../lib/index';
+import { Linear, tensor } from '../lib/index';
 import { expectCode } from './expect-code';
 import { relErr, useFakeCuda } from './fixtures/fake-cuda-env';
+import { message } from './expect-code';
 
 const M = 5, I = 7, O = 3;
 const seq = (n: number, f: (i: number) => number) => Float32Array.from({ length: n }, (_, i) => f(i));
@@ -12,16 +13,6 @@ const W0 = seq(O * I, (i) => 0.4 * Math.sin(i + 1) + 0.01 * i);
 const b0 = seq(O, (i) => 0.1 * (i - 1));
 const X0 = seq(M * I, (i) => Math.cos(0.7 * i) + 0.001 * i);
 const DY0 = seq(M * O, (i) => 0.3 * Math.sin(2 * i + 0.5));
-
-function message(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(LoraError);
-    return `${(e as LoraError).code} ${(e as LoraError).message}`;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('Linear on the device (fake CUDA binding)', () => {
   const fake = useFakeCuda();

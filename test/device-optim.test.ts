@@ -3,23 +3,14 @@
 // CPU-only with a clear ERR_DEVICE, clipGradNorm takes device gradients, and the losses run where the
 // prediction is.
 import { describe, expect, it } from 'vitest';
-import { AdamW, clipGradNorm, crossEntropyLoss, LoRA, LoraError, mseLoss, SGD, Tensor, tensor } from '../lib/index';
+import { AdamW, clipGradNorm, crossEntropyLoss, LoRA, mseLoss, SGD, Tensor, tensor } from '../lib/index';
 import { relErr, useFakeCuda } from './fixtures/fake-cuda-env';
+import { message } from './expect-code';
 
 const seq = (n: number, f: (i: number) => number) => Float32Array.from({ length: n }, (_, i) => f(i));
 const P0 = seq(37, (i) => Math.sin(i + 0.3));
 const Q0 = seq(12, (i) => 0.5 * Math.cos(i));
 const grads = (step: number) => [seq(37, (i) => 0.1 * Math.cos(i * step + 1)), seq(12, (i) => 0.2 * Math.sin(i - step))];
-
-function message(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(LoraError);
-    return `${(e as LoraError).code} ${(e as LoraError).message}`;
-  }
-  throw new Error('expected a throw');
-}
 
 /** Two parameters with grads, on `device`. */
 function params(device: 'cpu' | 'cuda'): Tensor[] {
