@@ -22,6 +22,24 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
     expect(fs.existsSync(addon)).toBe(true);
   }, 600_000);
 
+  it('is loaded per worker_thread: after a worker that used it exits, the main thread still gets LoraErrors', () => {
+    // A JS class kept in a process-wide static, made in one thread's env and used from another, crashed
+    // the CPU addon (segfault); each env keeps its own references.
+    const out = node(`
+      const { Worker } = require('node:worker_threads');
+      const { LoraError } = require('./dist/errors.js');
+      const main = require(${JSON.stringify(addon)});
+      main.setErrorClass(LoraError);  // registered here first; the worker then registers its own
+      const w = new Worker(\`const m = require(${JSON.stringify(addon)}); m.setErrorClass(require('./dist/errors.js').LoraError);
+        try { m.alloc(-1); } catch (e) { require('node:worker_threads').parentPort.postMessage(e.code); }\`, { eval: true });
+      w.on('message', (code) => console.log('worker ' + code));
+      w.on('exit', () => {
+        try { main.alloc(-1); } catch (e) { console.log('main ' + (e instanceof LoraError) + ' ' + e.code); }
+      });`);
+    expect(out).toMatch(/worker ERR_ARGUMENT/);
+    expect(out).toMatch(/main true ERR_ARGUMENT/);
+  });
+
   it('links the CUDA runtime statically (no libcudart.so needed to load)', () => {
     const ldd = spawnSync('ldd', [addon], { encoding: 'utf8' });
     if (ldd.status === 0) expect(ldd.stdout).not.toMatch(/libcudart/);

@@ -5,25 +5,34 @@
 namespace fused_lora::cuda_addon {
 namespace {
 
-Napi::FunctionReference& error_class() {
-  static Napi::FunctionReference ref;
-  return ref;
+// The JS classes this addon uses, per Node environment: the main thread and each worker_thread load
+// the addon into their own env, and a reference made in one must never be used from another (a
+// process-wide static did exactly that in the CPU addon and crashed once a worker had exited).
+struct EnvData {
+  Napi::FunctionReference error_class;
+  Napi::FunctionReference buffer_ctor;
+};
+
+EnvData& env_data(Napi::Env env) {
+  EnvData* d = env.GetInstanceData<EnvData>();
+  if (d == nullptr) {
+    d = new EnvData();
+    env.SetInstanceData(d);  // deleted, and its references released, when this env is torn down
+  }
+  return *d;
 }
-Napi::FunctionReference& buffer_ctor() {
-  static Napi::FunctionReference ref;
-  return ref;
-}
+
+Napi::FunctionReference& error_class(Napi::Env env) { return env_data(env).error_class; }
+Napi::FunctionReference& buffer_ctor(Napi::Env env) { return env_data(env).buffer_ctor; }
 
 }  // namespace
 
-void set_error_class(const Napi::Function& ctor) {
-  error_class() = Napi::Persistent(ctor);
-  error_class().SuppressDestruct();
-}
+void set_error_class(const Napi::Function& ctor) { error_class(ctor.Env()) = Napi::Persistent(ctor); }
 
 Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
-  if (!error_class().IsEmpty()) {
-    Napi::Object e = error_class().New({Napi::String::New(env, code), Napi::String::New(env, message)});
+  Napi::FunctionReference& cls = error_class(env);
+  if (!cls.IsEmpty()) {
+    Napi::Object e = cls.New({Napi::String::New(env, code), Napi::String::New(env, message)});
     return Napi::Error(env, e);
   }
   Napi::Error e = Napi::Error::New(env, message);
@@ -59,14 +68,13 @@ Napi::Function DeviceBuffer::Init(Napi::Env env) {
                                  {InstanceMethod("dispose", &DeviceBuffer::Dispose),
                                   InstanceAccessor("bytes", &DeviceBuffer::GetBytes, nullptr),
                                   InstanceAccessor("disposed", &DeviceBuffer::GetDisposed, nullptr)});
-  buffer_ctor() = Napi::Persistent(f);
-  buffer_ctor().SuppressDestruct();
+  buffer_ctor(env) = Napi::Persistent(f);
   return f;
 }
 
 // alloc(bytes): the only way to make one (the constructor takes a bytes count too).
 Napi::Value DeviceBuffer::Alloc(const Napi::CallbackInfo& info) {
-  return buffer_ctor().New({info.Length() > 0 ? info[0] : info.Env().Undefined()});
+  return buffer_ctor(info.Env()).New({info.Length() > 0 ? info[0] : info.Env().Undefined()});
 }
 
 DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {
@@ -164,7 +172,7 @@ fc::Math Args::math() const {
 DeviceBuffer* Args::buffer(const char* name, size_t min_bytes, bool optional) const {
   Napi::Value v = obj.Get(name);
   if ((v.IsUndefined() || v.IsNull()) && optional) return nullptr;
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(buffer_ctor().Value()))
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(buffer_ctor(env).Value()))
     throw make_error(env, "ERR_ARGUMENT", std::string(op) + ": expected a DeviceBuffer for " + name);
   DeviceBuffer* b = DeviceBuffer::Unwrap(v.As<Napi::Object>());
   if (!b->ptr()) throw make_error(env, "ERR_DISPOSED", std::string(op) + ": " + name + " was disposed");
