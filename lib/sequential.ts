@@ -107,8 +107,15 @@ export class Sequential implements Module {
     return Object.fromEntries(this.namedModules().filter(([, l]) => l instanceof LinearLoRA)) as Record<string, LinearLoRA>;
   }
 
+  /** Zeroes every parameter's gradient, where it lives (a fill on the CUDA device). */
   zeroGrad(): void {
-    for (const p of this.parameters()) p.grad?.buffer('Sequential.zeroGrad').fill(0);
+    const where = 'Sequential.zeroGrad';
+    for (const p of this.parameters()) {
+      const g = p.grad;
+      if (g === null) continue;
+      if (g.device === 'cuda') g.deviceStorage(where).fill(0, where);
+      else g.buffer(where).fill(0);
+    }
   }
 }
 
