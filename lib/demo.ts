@@ -18,6 +18,7 @@ import { mseLoss } from './losses';
 import { AdamW } from './optim';
 import { Random } from './random';
 import { Tensor, tensor } from './tensor';
+import { median } from './stats';
 
 export interface DemoOptions {
   inFeatures: number;
@@ -67,7 +68,8 @@ function relErr(got: Float32Array, want: Float32Array): number {
 
 /**
  * ‖s·A·B − Aₜ·Bₜ‖_F / ‖Aₜ·Bₜ‖_F without forming the I × O products: for P = [A | Aₜ] and
- * Q = [s·B ; −Bₜ], ‖P·Q‖² = tr(PᵀP · QQᵀ), built from (2r × 2r) Gram matrices.
+ * Q = [s·B ; −Bₜ], ‖P·Q‖² = tr(PᵀP · QQᵀ), built from (2r × 2r) Gram matrices. ‖Aₜ·Bₜ‖² is the
+ * same trace over the two Grams' lower-right (Aₜ, Bₜ) blocks alone.
  */
 function updateRelErr(A: Float32Array, B: Float32Array, s: number, At: Float32Array, Bt: Float32Array, I: number, O: number, r: number): number {
   const k = 2 * r;
@@ -83,15 +85,14 @@ function updateRelErr(A: Float32Array, B: Float32Array, s: number, At: Float32Ar
   };
   const P = gram(I, (i, c) => (c < r ? A[i * r + c] : At[i * r + c - r]));                // PᵀP
   const Q = gram(O, (o, c) => (c < r ? s * B[c * O + o] : -Bt[(c - r) * O + o]));        // Q·Qᵀ
-  const Qt = gram(O, (o, c) => (c < r ? 0 : -Bt[(c - r) * O + o]));
-  const Pt = gram(I, (i, c) => (c < r ? 0 : At[i * r + c - r]));
-  const tr = (X: Float64Array, Y: Float64Array) => X.reduce((acc, v, idx) => acc + v * Y[idx], 0);  // tr(X·Y), both symmetric
-  return Math.sqrt(Math.max(tr(P, Q), 0) / tr(Pt, Qt));
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+  let all = 0, teacher = 0;  // tr(X·Y) = Σ X∘Y for symmetric X, Y
+  for (let a = 0; a < k; a++)
+    for (let b = 0; b < k; b++) {
+      const v = P[a * k + b] * Q[a * k + b];
+      all += v;
+      if (a >= r && b >= r) teacher += v;
+    }
+  return Math.sqrt(Math.max(all, 0) / teacher);
 }
 
 export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoResult> {

@@ -18,6 +18,7 @@ import { LinearLoRA } from '../linear-lora';
 import { tensor } from '../tensor';
 import { stepChartSvg, svgToPng, ChartRow } from './bench-chart';
 import { PeerTask, TorchPeer } from './bench-peer';
+import { median, quantile } from '../stats';
 
 export interface BenchOptions {
   quick: boolean;
@@ -67,12 +68,6 @@ export interface BenchRow {
   load1: number;
 }
 
-const median = (xs: number[]) => quantile(xs, 0.5);
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const pos = (s.length - 1) * q, lo = Math.floor(pos), hi = Math.ceil(pos);
-  return s[lo] + (s[hi] - s[lo]) * (pos - lo);
-}
 const round = (v: number, digits = 3) => +v.toFixed(digits);
 const kPeerSettleMs = 150;  // see benchShape
 
