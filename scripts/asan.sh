@@ -28,7 +28,7 @@ ADDON_INC=$(node -p "require('node-addon-api').include_dir")
 
 # Every check halts the run: no report is recoverable.
 FLAGS=(-std=c++17 -fPIC -pthread -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-       -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DBUILDING_NODE_EXTENSION -I"$NAPI_INC" -I"$ADDON_INC" -Inative/include)
+       -DNAPI_VERSION=8 -DFUSED_LORA_DCHECK -DNAPI_CPP_EXCEPTIONS -DBUILDING_NODE_EXTENSION -I"$NAPI_INC" -I"$ADDON_INC" -Inative/include)
 
 echo "asan: compiling ${#SOURCES[@]} sources with -fsanitize=address,undefined"
 OBJS=()

@@ -16,6 +16,7 @@
 // M == 1 and N == 1 (GEMV, the LoRA decode case) skip packing entirely and stream the matrix once.
 #include "fused_lora/gemm.h"
 #include "fused_lora/threads.h"
+#include "fused_lora/check.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -76,6 +77,9 @@ struct Kernel {
 };
 
 constexpr int kMaxTile = 24 * 48;  // >= MR*NR of every kernel below (edge-tile scratch)
+
+inline int64_t round_up(int64_t v, int64_t q) { return (v + q - 1) / q * q; }
+inline int64_t round_down(int64_t v, int64_t q) { return v / q * q; }
 
 // ------------------------------------------------------------------------------------------------
 // Packing. A sliver: for each k, MR consecutive values a(i, k). B sliver: for each k, NR consecutive
@@ -429,8 +433,11 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
   // round trip for few FMAs).
   const int64_t kslabs = (K + kr.kc - 1) / kr.kc;
   const int64_t KC = std::min<int64_t>(kr.kc, ((K + kslabs - 1) / kslabs + 15) / 16 * 16);
-  const int64_t MC = std::min<int64_t>(kr.mc, (m + mr - 1) / mr * mr);
-  const int64_t NC = std::min<int64_t>(kr.nc, (n + nr - 1) / nr * nr);
+  // MC and NC are whole slivers: packing fills round_up(mc, MR) rows and round_up(nc, NR) columns
+  // (zero-padded), so a block size that is not a multiple of the sliver (NC = 4096 with NR = 48)
+  // would pack past a buffer sized MC·KC or NC·KC on every layer wider than one panel.
+  const int64_t MC = std::min(round_down(kr.mc, mr), round_up(m, mr));
+  const int64_t NC = std::min(round_down(kr.nc, nr), round_up(n, nr));
   // Packing pays for itself through reuse: a packed B sliver serves m/MR micro-kernel calls, a
   // packed A sliver n/NR. For skinny outputs that reuse is a handful of calls while packing the big
   // operand costs a full extra pass over it, so when its slivers are already laid out k-major with
@@ -438,8 +445,9 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
   // slivers go direct; a partial one is still packed (zero padding keeps the kernel branch-free).
   const bool direct_a = ta == Trans::T && n <= 2 * nr;
   const bool direct_b = tb == Trans::N && m <= 2 * mr;
-  float* ap = tl_pack_a.get(size_t(direct_a ? mr : MC) * KC);
-  float* bp = tl_pack_b.get(size_t(direct_b ? nr : NC) * KC);
+  const int64_t ap_cap = (direct_a ? mr : MC) * KC, bp_cap = (direct_b ? nr : NC) * KC;
+  float* ap = tl_pack_a.get(size_t(ap_cap));
+  float* bp = tl_pack_b.get(size_t(bp_cap));
   alignas(64) float tile[kMaxTile];
 
   for (int64_t jc = 0; jc < n; jc += NC) {
@@ -448,15 +456,21 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
       const int64_t kc = std::min(KC, K - pc);
       const float beta_eff = pc == 0 ? beta : 1.f;  // later K slabs accumulate onto the first
       const float* Bpc = tb == Trans::N ? B + pc * ldb + jc : B + jc * ldb + pc;
-      if (!direct_b) pack_b(tb, Bpc, ldb, kc, nc, nr, bp);
+      if (!direct_b) {
+        FL_DCHECK(round_up(nc, nr) * kc <= bp_cap);
+        pack_b(tb, Bpc, ldb, kc, nc, nr, bp);
+      }
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
         const float* Apc = ta == Trans::N ? A + ic * lda + pc : A + pc * lda + ic;
         const int64_t mfull = mc / mr * mr;  // rows covered by full slivers
-        if (!direct_a)
+        if (!direct_a) {
+          FL_DCHECK(round_up(mc, mr) * kc <= ap_cap);
           pack_a(ta, Apc, lda, mc, kc, mr, ap);
-        else if (mfull < mc)
+        } else if (mfull < mc) {
+          FL_DCHECK(mr * kc <= ap_cap);
           pack_a(ta, Apc + mfull, lda, mc - mfull, kc, mr, ap);  // the partial sliver only
+        }
         for (int64_t jr = 0; jr < nc; jr += nr) {
           const int64_t nv = std::min<int64_t>(nr, nc - jr);
           const float* bs;
@@ -468,6 +482,7 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
             bs = Bpc + jr;
             bstride = ldb;
           } else {
+            FL_DCHECK(nr * kc <= bp_cap);
             pack_b(tb, Bpc + jr, ldb, kc, nv, nr, bp);
             bs = bp;
             bstride = nr;
