@@ -113,8 +113,8 @@ export function checkOptions<T extends object>(where: string, v: unknown, keys: 
 
 /**
  * ERR_ARGUMENT for the first own key of `v` that is not in `keys`, naming it, the keys the call takes
- * and the one it most likely meant. `arg` is the object's name ('' for a top-level document). Runs on
- * every call that takes options, so it allocates nothing when every key is known.
+ * and the one it most likely meant. `arg` is the object's name ('' for a top-level document). It runs
+ * on every call that takes options (forward too): with every key known it is one loop over them.
  */
 export function checkKeys(where: string, arg: string, v: object, keys: OptionKeys<unknown>): void {
   for (const key in v) {
