@@ -5,7 +5,7 @@ import { ActivationBackwardArgs, ActivationForwardArgs, native } from './binding
 import { LoraError } from './errors';
 import { resolve, resolveExact, TensorLike } from './inputs';
 import { Tensor } from './tensor';
-import { checkBoolean, checkOptions } from './validate';
+import { checkBoolean, checkOptions, optionKeys } from './validate';
 
 type Kernel = (args: ActivationForwardArgs) => void;
 type BackwardKernel = (args: ActivationBackwardArgs) => void;
@@ -14,6 +14,7 @@ export interface ActivationBackwardOptions {
   /** false skips dx (the layer below needs no gradient); backward then returns null. Default true. */
   inputGrad?: boolean;
 }
+const BACKWARD_KEYS = optionKeys<ActivationBackwardOptions>({ inputGrad: true });
 
 function apply(where: string, kernel: Kernel, x: unknown): { y: Tensor; x: Float32Array; shape: readonly number[] } {
   const xin = resolve(where, 'x', x);
@@ -49,7 +50,7 @@ abstract class Activation {
   /** dx for dy of the last forward's shape (a Float32Array of its length is taken with that shape). */
   backward(dy: TensorLike, options?: ActivationBackwardOptions): Tensor | null {
     const where = `${this.name}.backward`;
-    const opts = checkOptions<ActivationBackwardOptions>(where, options);
+    const opts = checkOptions(where, options, BACKWARD_KEYS);
     const saved = this.#saved;
     if (saved === null) throw new LoraError('ERR_ARGUMENT', `${where}: expected a forward() before backward() but received none`);
     const d = resolveExact(where, 'dy', dy, saved.shape);

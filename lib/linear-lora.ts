@@ -20,11 +20,11 @@ import { DeviceForwardState, DeviceLoraLayer } from './device/lora-layer';
 import { whenDeviceDone } from './device/sync';
 import { LoraError } from './errors';
 import { checkNoOverlap, output, resolveRows, TensorLike } from './inputs';
-import { checkLinear, Linear, OutOptions } from './linear';
+import { checkLinear, Linear, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
-import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, fail, shapeString } from './validate';
+import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, fail, OptionKeys, optionKeys, shapeString } from './validate';
 import { Workspace } from './workspace';
 
 export interface LinearLoRAOptions {
@@ -43,11 +43,15 @@ export interface LinearLoRAOptions {
   /** Refuse non-finite inputs (x, dy) with ERR_NOT_FINITE; costs one pass over each. Default false. */
   checkFinite?: boolean;
 }
+export const LINEAR_LORA_KEYS = optionKeys<LinearLoRAOptions>({
+  alpha: true, rslora: true, dropout: true, fused: true, seed: true, A: true, B: true, checkFinite: true,
+});
 
 export interface BackwardOptions extends OutOptions {
   /** false skips dx (the layer below needs no gradient); backward then returns null. Default true. */
   inputGrad?: boolean;
 }
+const BACKWARD_KEYS = optionKeys<BackwardOptions>({ out: true, inputGrad: true });
 
 export interface AsyncOptions {
   /**
@@ -60,6 +64,8 @@ export interface AsyncOptions {
 
 export type ForwardAsyncOptions = OutOptions & AsyncOptions;
 export type BackwardAsyncOptions = BackwardOptions & AsyncOptions;
+const FORWARD_ASYNC_KEYS = optionKeys<ForwardAsyncOptions>({ ...OUT_KEYS.record, signal: true });
+const BACKWARD_ASYNC_KEYS = optionKeys<BackwardAsyncOptions>({ ...BACKWARD_KEYS.record, signal: true });
 
 interface Saved {
   x: Float32Array;
@@ -93,7 +99,7 @@ export class LinearLoRA {
     const where = 'LinearLoRA';
     this.base = checkLinear(where, base);
     const r = checkDim(where, 'rank', rank);
-    const opts = checkOptions<LinearLoRAOptions>(where, options);
+    const opts = checkOptions(where, options, LINEAR_LORA_KEYS);
     this.dropout = opts.dropout === undefined ? 0 : checkDropout(where, opts.dropout);
     this.fused = opts.fused === undefined ? true : checkBoolean(where, 'options.fused', opts.fused);
     this.checkFinite = opts.checkFinite === undefined ? false : checkBoolean(where, 'options.checkFinite', opts.checkFinite);
@@ -146,9 +152,11 @@ export class LinearLoRA {
 
   /** y (..., O) for x (..., I); saves x and s for backward. */
   forward(x: TensorLike, options?: OutOptions): Tensor {
-    this.#checkIdle('LinearLoRA.forward');
-    if (this.#dev) return this.#dev.forward('LinearLoRA.forward', x, options, this.#deviceState());
-    const { args, y } = this.#forwardArgs('LinearLoRA.forward', x, options);
+    const where = 'LinearLoRA.forward';
+    this.#checkIdle(where);
+    const { out } = checkOptions(where, options, OUT_KEYS);
+    if (this.#dev) return this.#dev.forward(where, x, out, this.#deviceState());
+    const { args, y } = this.#forwardArgs(where, x, out);
     if (args) native.loraForward(args);
     return y;
   }
@@ -157,12 +165,12 @@ export class LinearLoRA {
   forwardAsync(x: TensorLike, options?: ForwardAsyncOptions): Promise<Tensor> {
     const where = 'LinearLoRA.forwardAsync';
     const training = this.training;  // the mode at call time, even if train()/eval() comes before it runs
-    return this.#enqueue(where, options, async () => {
+    return this.#enqueue(where, options, FORWARD_ASYNC_KEYS, async ({ out }) => {
       if (this.#dev) {
         this.#checkLive(where);
-        return whenDeviceDone(this.#dev.forward(where, x, options, this.#deviceState(training)));
+        return whenDeviceDone(this.#dev.forward(where, x, out, this.#deviceState(training)));
       }
-      const { args, y } = this.#forwardArgs(where, x, options, training);
+      const { args, y } = this.#forwardArgs(where, x, out, training);
       if (args) await native.loraForwardAsync(args);
       return y;
     });
@@ -173,9 +181,11 @@ export class LinearLoRA {
    * lora.B.grad (call zeroGrad between steps). Never computes a gradient for W.
    */
   backward(dy: TensorLike, options?: BackwardOptions): Tensor | null {
-    this.#checkIdle('LinearLoRA.backward');
-    if (this.#dev) return this.#dev.backward('LinearLoRA.backward', dy, options, this.#merged);
-    const { args, dx } = this.#backwardArgs('LinearLoRA.backward', dy, options);
+    const where = 'LinearLoRA.backward';
+    this.#checkIdle(where);
+    const opts = checkOptions(where, options, BACKWARD_KEYS);
+    if (this.#dev) return this.#dev.backward(where, dy, opts, this.#merged);
+    const { args, dx } = this.#backwardArgs(where, dy, opts);
     native.loraBackward(args);
     return dx;
   }
@@ -183,12 +193,12 @@ export class LinearLoRA {
   /** backward() on the libuv pool, after the calls already queued on this layer; see AsyncOptions. */
   backwardAsync(dy: TensorLike, options?: BackwardAsyncOptions): Promise<Tensor | null> {
     const where = 'LinearLoRA.backwardAsync';
-    return this.#enqueue(where, options, async () => {
+    return this.#enqueue(where, options, BACKWARD_ASYNC_KEYS, async (opts) => {
       if (this.#dev) {
         this.#checkLive(where);
-        return whenDeviceDone(this.#dev.backward(where, dy, options, this.#merged));
+        return whenDeviceDone(this.#dev.backward(where, dy, opts, this.#merged));
       }
-      const { args, dx } = this.#backwardArgs(where, dy, options);
+      const { args, dx } = this.#backwardArgs(where, dy, opts);
       await native.loraBackwardAsync(args);
       return dx;
     });
@@ -267,13 +277,15 @@ export class LinearLoRA {
   }
 
   /**
-   * Runs `job` after every call queued before it. Until it starts it can be rejected early (abort,
+   * Runs `job` with the call's options after every call queued before it. Options are checked now,
+   * so a refused call never joins the queue. Until it starts it can be rejected early (abort,
    * dispose); it then never runs, and the queue behind it goes on.
    */
-  #enqueue<T>(where: string, options: unknown, job: () => Promise<T>): Promise<T> {
-    let signal: AbortSignal | undefined;
+  #enqueue<O extends AsyncOptions, T>(where: string, options: unknown, keys: OptionKeys<O>, job: (opts: Partial<O>) => Promise<T>): Promise<T> {
+    let opts: Partial<O>, signal: AbortSignal | undefined;
     try {
-      signal = abortSignal(where, options);
+      opts = checkOptions(where, options, keys);
+      signal = abortSignal(where, opts.signal);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -295,7 +307,7 @@ export class LinearLoRA {
       if (cancelled) return undefined as T;  // already rejected through `early`
       this.#waiting.delete(cancel);
       signal?.removeEventListener('abort', onAbort);
-      return job();
+      return job(opts);
     });
     const done = () => { this.#pending--; };
     this.#queue = run.then(done, done);
@@ -312,9 +324,8 @@ export class LinearLoRA {
     if (!ok) throw new LoraError('ERR_NOT_FINITE', `${where}: expected a finite merged weight but received a non-finite result; the weight is unchanged`);
   }
 
-  #forwardArgs(where: string, x: TensorLike, options: OutOptions | undefined, training = this.training): { args: LoraForwardArgs | null; y: Tensor } {
+  #forwardArgs(where: string, x: TensorLike, out: unknown, training = this.training): { args: LoraForwardArgs | null; y: Tensor } {
     this.#checkLive(where);
-    const opts = checkOptions<OutOptions>(where, options);
     const { inFeatures: I, outFeatures: O } = this.base;
     const r = this.rank;
     const xin = resolveRows(where, 'x', x, I);
@@ -322,7 +333,7 @@ export class LinearLoRA {
     const W = this.base.weight.buffer(`${where}: base.weight`);
     const bias = this.base.bias?.buffer(`${where}: base.bias`) ?? null;
     const A = this.lora.A.buffer(`${where}: lora.A`), B = this.lora.B.buffer(`${where}: lora.B`);
-    const y = output(where, opts.out, [...xin.shape.slice(0, -1), O], [['x', xin.data], ['base.weight', W], ['base.bias', bias], ['lora.A', A], ['lora.B', B]]);
+    const y = output(where, out, [...xin.shape.slice(0, -1), O], [['x', xin.data], ['base.weight', W], ['base.bias', bias], ['lora.A', A], ['lora.B', B]]);
     if (this.#merged) {  // the adapter lives in W now: the base GEMM is the whole layer
       native.linearForward({ M: xin.M, I, O, x: xin.data, W, bias, y: y.buffer() });
       this.#saved = null;
@@ -339,9 +350,8 @@ export class LinearLoRA {
     return { args, y };
   }
 
-  #backwardArgs(where: string, dy: TensorLike, options: BackwardOptions | undefined): { args: LoraBackwardArgs; dx: Tensor | null } {
+  #backwardArgs(where: string, dy: TensorLike, opts: Partial<BackwardOptions>): { args: LoraBackwardArgs; dx: Tensor | null } {
     this.#checkLive(where);
-    const opts = checkOptions<BackwardOptions>(where, options);
     const saved = this.#saved;
     if (saved === null) {
       throw new LoraError('ERR_ARGUMENT', `${where}: expected a forward() before backward() but received none${this.#merged ? ' (the layer is merged: unmerge() to train)' : ''}`);
@@ -371,10 +381,8 @@ export class LinearLoRA {
   }
 }
 
-/** options.signal, checked; undefined when absent (a bad options object is reported by the call itself). */
-function abortSignal(where: string, options: unknown): AbortSignal | undefined {
-  if (options === null || typeof options !== 'object') return undefined;
-  const signal = (options as AsyncOptions).signal;
+/** options.signal, checked; undefined when absent. */
+function abortSignal(where: string, signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined;
   if (!(signal instanceof AbortSignal)) fail('ERR_ARGUMENT', where, 'options.signal', 'an AbortSignal', signal);
   return signal;

@@ -10,7 +10,7 @@ import { whenDeviceDone } from './device/sync';
 import { output, resolveExact, resolveRows, TensorLike } from './inputs';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
-import { checkDim, checkFinite, checkOptions, checkSeed, fail } from './validate';
+import { checkDim, checkFinite, checkOptions, checkSeed, fail, optionKeys } from './validate';
 
 export interface LinearOptions {
   /** (O, I), row-major; default U(±1/√I), as PyTorch initialises nn.Linear. */
@@ -29,11 +29,13 @@ export interface LinearOptions {
   /** float32 GEMMs on the device: 'tf32' (tensor cores, the default) or 'exact' (fp32 FMA). */
   math?: MathMode;
 }
+const LINEAR_KEYS = optionKeys<LinearOptions>({ weight: true, bias: true, seed: true, device: true, dtype: true, math: true });
 
 export interface OutOptions {
   /** Write the result into this tensor instead of a new one (its shape must match). */
   out?: Tensor;
 }
+export const OUT_KEYS = optionKeys<OutOptions>({ out: true });
 
 export class Linear {
   readonly inFeatures: number;
@@ -51,7 +53,7 @@ export class Linear {
     const where = 'Linear';
     const I = checkDim(where, 'inFeatures', inFeatures);
     const O = checkDim(where, 'outFeatures', outFeatures);
-    const opts = checkOptions<LinearOptions>(where, options);
+    const opts = checkOptions(where, options, LINEAR_KEYS);
     this.inFeatures = I;
     this.outFeatures = O;
     const onDevice = opts.weight instanceof Tensor && opts.weight.device === 'cuda';
@@ -134,17 +136,17 @@ export class Linear {
   }
 
   #deviceForward(where: string, x: TensorLike, options: OutOptions | undefined): Tensor {
-    const opts = checkOptions<OutOptions>(where, options);
+    const opts = checkOptions(where, options, OUT_KEYS);
     return deviceLinearForward(where, deviceLinearOf(this), x, opts.out);
   }
 
   #deviceBackward(where: string, dy: TensorLike, options: OutOptions | undefined): Tensor {
-    const opts = checkOptions<OutOptions>(where, options);
+    const opts = checkOptions(where, options, OUT_KEYS);
     return deviceLinearBackward(where, deviceLinearOf(this), dy, opts.out);
   }
 
   #forwardArgs(where: string, x: TensorLike, options: OutOptions | undefined) {
-    const opts = checkOptions<OutOptions>(where, options);
+    const opts = checkOptions(where, options, OUT_KEYS);
     const { I, O } = { I: this.inFeatures, O: this.outFeatures };
     const xin = resolveRows(where, 'x', x, I);
     const W = this.weight.buffer(`${where}: weight`);
@@ -155,7 +157,7 @@ export class Linear {
   }
 
   #backwardArgs(where: string, dy: TensorLike, options: OutOptions | undefined) {
-    const opts = checkOptions<OutOptions>(where, options);
+    const opts = checkOptions(where, options, OUT_KEYS);
     const { I, O } = { I: this.inFeatures, O: this.outFeatures };
     const d = resolveRows(where, 'dy', dy, O);
     const W = this.weight.buffer(`${where}: weight`);

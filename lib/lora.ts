@@ -8,7 +8,7 @@ import { placeDevice } from './device/placement';
 import { resolveExact, TensorLike } from './inputs';
 import { Random, randomSeed } from './random';
 import { Tensor, zeros } from './tensor';
-import { checkBoolean, checkDim, checkFinite, checkFiniteNumber, checkOptions, checkSeed } from './validate';
+import { checkBoolean, checkDim, checkFinite, checkFiniteNumber, checkOptions, checkSeed, optionKeys } from './validate';
 
 export interface LoRAOptions {
   /** Default r, so scaling starts at 1. */
@@ -24,6 +24,10 @@ export interface LoRAOptions {
   /** 'cpu' (default), 'cuda' or 'auto': where A, B and their gradients live (float32 either way). */
   device?: Device | 'auto';
 }
+const LORA_KEYS = optionKeys<LoRAOptions>({ alpha: true, rslora: true, seed: true, A: true, B: true, device: true });
+
+/** LoRA.configure's options. */
+const CONFIGURE_KEYS = optionKeys<{ alpha?: number; rslora?: boolean }>({ alpha: true, rslora: true });
 
 export class LoRA {
   readonly inFeatures: number;
@@ -40,7 +44,7 @@ export class LoRA {
     const I = checkDim(where, 'inFeatures', inFeatures);
     const O = checkDim(where, 'outFeatures', outFeatures);
     const r = checkDim(where, 'rank', rank);
-    const opts = checkOptions<LoRAOptions>(where, options);
+    const opts = checkOptions(where, options, LORA_KEYS);
     this.inFeatures = I;
     this.outFeatures = O;
     this.rank = r;
@@ -75,7 +79,7 @@ export class LoRA {
   /** Changes alpha and rsLoRA (as loading an adapter does); absent fields keep their value. */
   configure(options: { alpha?: number; rslora?: boolean }): void {
     const where = 'LoRA.configure';
-    const opts = checkOptions<{ alpha: number; rslora: boolean }>(where, options);
+    const opts = checkOptions(where, options, CONFIGURE_KEYS);
     const alpha = opts.alpha === undefined ? this.#alpha : checkFiniteNumber(where, 'alpha', opts.alpha);
     const rslora = opts.rslora === undefined ? this.#rslora : checkBoolean(where, 'rslora', opts.rslora);
     this.#alpha = alpha;

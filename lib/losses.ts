@@ -8,7 +8,7 @@
 import { native } from './binding';
 import { deviceCrossEntropyLoss, deviceMseLoss } from './device/losses';
 import { output, resolve, resolveExact, TensorLike } from './inputs';
-import { OutOptions } from './linear';
+import { OUT_KEYS, OutOptions } from './linear';
 import { Tensor } from './tensor';
 import { checkOptions, fail, isInt, shapeString } from './validate';
 
@@ -29,7 +29,7 @@ export type Labels = Int32Array | readonly number[] | Tensor;
  */
 export function mseLoss(y: TensorLike, target: TensorLike, options?: OutOptions): LossResult {
   const where = 'mseLoss';
-  const opts = checkOptions<OutOptions>(where, options);
+  const opts = checkOptions(where, options, OUT_KEYS);
   if (y instanceof Tensor && y.device === 'cuda') return deviceMseLoss(where, y, target, opts.out);
   const yin = y instanceof Float32Array && target instanceof Tensor ? resolveExact(where, 'y', y, target.shape) : resolve(where, 'y', y);
   const t = resolveExact(where, 'target', target, yin.shape);
@@ -49,7 +49,7 @@ export function mseLoss(y: TensorLike, target: TensorLike, options?: OutOptions)
  */
 export function crossEntropyLoss(logits: TensorLike, labels: Labels, options?: OutOptions): LossResult {
   const where = 'crossEntropyLoss';
-  const opts = checkOptions<OutOptions>(where, options);
+  const opts = checkOptions(where, options, OUT_KEYS);
   const lab = labelArray(where, labels);
   const M = lab.length;
   if (logits instanceof Tensor && logits.device === 'cuda') {

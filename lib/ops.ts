@@ -4,7 +4,7 @@
 import { native, LoraBackwardArgs, LoraForwardArgs } from './binding';
 import { resolveExact, Resolved, TensorLike } from './inputs';
 import { Tensor } from './tensor';
-import { allocFloats, checkBoolean, checkDim, checkFiniteNumber, fail } from './validate';
+import { allocFloats, checkBoolean, checkDim, checkFiniteNumber, checkKeys, fail, OptionKeys, optionKeys } from './validate';
 
 export interface LoraForwardInput {
   x: TensorLike;        // (M, I)
@@ -17,6 +17,9 @@ export interface LoraForwardInput {
   /** false: PEFT's unfused order (for comparisons). Default true. */
   fused?: boolean;
 }
+const FORWARD_KEYS = optionKeys<LoraForwardInput>({
+  x: true, weight: true, bias: true, A: true, B: true, scaling: true, M: true, I: true, O: true, r: true, fused: true,
+});
 
 export interface LoraBackwardInput {
   x: TensorLike;        // (M, I)
@@ -31,6 +34,9 @@ export interface LoraBackwardInput {
   /** false skips dx (returned as null). Default true. */
   inputGrad?: boolean;
 }
+const BACKWARD_KEYS = optionKeys<LoraBackwardInput>({
+  x: true, s: true, dy: true, weight: true, A: true, B: true, scaling: true, M: true, I: true, O: true, r: true, fused: true, inputGrad: true,
+});
 
 type Dims = { M: number; I: number; O: number; r: number };
 
@@ -65,9 +71,13 @@ function operand(where: string, input: Record<string, unknown>, name: string, d:
   return resolveExact(where, name, input[name], layouts[name].map((k) => d[k]));
 }
 
-/** The input object itself, with its required operands present, before any dimension is inferred. */
-function inputObject(where: string, input: unknown, required: string[]): Record<string, unknown> {
+/**
+ * The input object itself: only fields the op takes (a misspelt `bais` would otherwise drop the bias
+ * silently), its required operands present, before any dimension is inferred.
+ */
+function inputObject(where: string, input: unknown, keys: OptionKeys<object>, required: string[]): Record<string, unknown> {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) fail('ERR_ARGUMENT', where, 'input', 'an object of operands', input);
+  checkKeys(where, 'input', input, keys);
   const inp = input as Record<string, unknown>;
   for (const name of required) if (inp[name] === undefined || inp[name] === null) fail('ERR_ARGUMENT', where, name, 'a Tensor or Float32Array', inp[name]);
   return inp;
@@ -78,7 +88,7 @@ function flag(where: string, inp: Record<string, unknown>, name: string): boolea
 }
 
 function forwardArgs(where: string, input: LoraForwardInput) {
-  const inp = inputObject(where, input, ['x', 'weight', 'A', 'B']);
+  const inp = inputObject(where, input, FORWARD_KEYS, ['x', 'weight', 'A', 'B']);
   const d = dims(where, inp, ['x', 'weight', 'bias', 'A', 'B']);
   const hasBias = inp.bias !== undefined && inp.bias !== null;
   const y = new Tensor(allocFloats(where, 'y', d.M * d.O, [d.M, d.O]), [d.M, d.O]);
@@ -95,7 +105,7 @@ function forwardArgs(where: string, input: LoraForwardInput) {
 }
 
 function backwardArgs(where: string, input: LoraBackwardInput) {
-  const inp = inputObject(where, input, ['x', 's', 'dy', 'weight', 'A', 'B']);
+  const inp = inputObject(where, input, BACKWARD_KEYS, ['x', 's', 'dy', 'weight', 'A', 'B']);
   const d = dims(where, inp, ['x', 's', 'dy', 'weight', 'A', 'B']);
   const dx = !flag(where, inp, 'inputGrad') ? null : new Tensor(allocFloats(where, 'dx', d.M * d.I, [d.M, d.I]), [d.M, d.I]);
   const dA = new Tensor(allocFloats(where, 'dA', d.I * d.r, [d.I, d.r]), [d.I, d.r]);

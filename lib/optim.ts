@@ -16,7 +16,7 @@ import { checkDeviceParam, deviceAdamWStep, deviceGrad, newState, StateBuffer, s
 import { DeviceStorage } from './device/storage';
 import { LoraError } from './errors';
 import { Tensor } from './tensor';
-import { checkBoolean, checkOptions, fail, isInt, MAX_ELEMENTS, shapeString } from './validate';
+import { checkBoolean, checkOptions, fail, isInt, MAX_ELEMENTS, optionKeys, shapeString } from './validate';
 
 export interface SGDOptions {
   /** Learning rate, a finite number > 0. Required, as there is no good default for SGD. */
@@ -30,6 +30,7 @@ export interface SGDOptions {
   /** Nesterov momentum; needs momentum > 0 and dampening 0. Default false. */
   nesterov?: boolean;
 }
+export const SGD_KEYS = optionKeys<SGDOptions>({ lr: true, momentum: true, dampening: true, weightDecay: true, nesterov: true });
 
 export interface AdamWOptions {
   /** Learning rate, a finite number > 0. Default 1e-3. */
@@ -41,6 +42,7 @@ export interface AdamWOptions {
   /** Decoupled weight decay (p ← p·(1 − lr·wd) before the Adam update), >= 0. Default 1e-2. */
   weightDecay?: number;
 }
+export const ADAMW_KEYS = optionKeys<AdamWOptions>({ lr: true, betas: true, eps: true, weightDecay: true });
 
 // Type aliases, not interfaces: they are then assignable to Record<string, unknown> (the hyper of a
 // generic state dict, as saveAdapter stores it).
@@ -65,6 +67,7 @@ export interface ClipGradNormOptions {
   /** Throw ERR_NOT_FINITE (leaving the gradients unchanged) when the total norm is NaN or infinite. Default false. */
   errorIfNonfinite?: boolean;
 }
+const CLIP_KEYS = optionKeys<ClipGradNormOptions>({ errorIfNonfinite: true });
 
 function checkLr(where: string, arg: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail('ERR_ARGUMENT', where, arg, 'a finite number > 0', v);
@@ -81,33 +84,34 @@ function checkBeta(where: string, arg: string, v: unknown): number {
   return v;
 }
 
-function resolveSGD(where: string, options: unknown): SGDHyper {
-  const o = checkOptions<SGDOptions>(where, options);
-  const lr = checkLr(where, 'options.lr', o.lr);
-  const momentum = o.momentum === undefined ? 0 : checkNonNegative(where, 'options.momentum', o.momentum);
+/** The constructor's options, or a state dict's hyper (`arg` names which). */
+function resolveSGD(where: string, options: unknown, arg = 'options'): SGDHyper {
+  const o = checkOptions(where, options, SGD_KEYS, arg);
+  const lr = checkLr(where, `${arg}.lr`, o.lr);
+  const momentum = o.momentum === undefined ? 0 : checkNonNegative(where, `${arg}.momentum`, o.momentum);
   let dampening = 0;
   if (o.dampening !== undefined) {
-    if (typeof o.dampening !== 'number' || !Number.isFinite(o.dampening)) fail('ERR_ARGUMENT', where, 'options.dampening', 'a finite number', o.dampening);
+    if (typeof o.dampening !== 'number' || !Number.isFinite(o.dampening)) fail('ERR_ARGUMENT', where, `${arg}.dampening`, 'a finite number', o.dampening);
     dampening = o.dampening;
   }
-  const weightDecay = o.weightDecay === undefined ? 0 : checkNonNegative(where, 'options.weightDecay', o.weightDecay);
-  const nesterov = o.nesterov === undefined ? false : checkBoolean(where, 'options.nesterov', o.nesterov);
+  const weightDecay = o.weightDecay === undefined ? 0 : checkNonNegative(where, `${arg}.weightDecay`, o.weightDecay);
+  const nesterov = o.nesterov === undefined ? false : checkBoolean(where, `${arg}.nesterov`, o.nesterov);
   if (nesterov && (momentum <= 0 || dampening !== 0)) {
-    fail('ERR_ARGUMENT', where, 'options.nesterov', 'momentum > 0 and dampening 0 with nesterov: true', `momentum ${momentum}, dampening ${dampening}`);
+    fail('ERR_ARGUMENT', where, `${arg}.nesterov`, 'momentum > 0 and dampening 0 with nesterov: true', `momentum ${momentum}, dampening ${dampening}`);
   }
   return { lr, momentum, dampening, weightDecay, nesterov };
 }
 
-function resolveAdamW(where: string, options: unknown): AdamWHyper {
-  const o = checkOptions<AdamWOptions>(where, options);
-  const lr = o.lr === undefined ? 1e-3 : checkLr(where, 'options.lr', o.lr);
+function resolveAdamW(where: string, options: unknown, arg = 'options'): AdamWHyper {
+  const o = checkOptions(where, options, ADAMW_KEYS, arg);
+  const lr = o.lr === undefined ? 1e-3 : checkLr(where, `${arg}.lr`, o.lr);
   let betas: [number, number] = [0.9, 0.999];
   if (o.betas !== undefined) {
-    if (!Array.isArray(o.betas) || o.betas.length !== 2) fail('ERR_ARGUMENT', where, 'options.betas', 'an array of two numbers in [0, 1)', o.betas);
-    betas = [checkBeta(where, 'options.betas[0]', o.betas[0]), checkBeta(where, 'options.betas[1]', o.betas[1])];
+    if (!Array.isArray(o.betas) || o.betas.length !== 2) fail('ERR_ARGUMENT', where, `${arg}.betas`, 'an array of two numbers in [0, 1)', o.betas);
+    betas = [checkBeta(where, `${arg}.betas[0]`, o.betas[0]), checkBeta(where, `${arg}.betas[1]`, o.betas[1])];
   }
-  const eps = o.eps === undefined ? 1e-8 : checkLr(where, 'options.eps', o.eps);
-  const weightDecay = o.weightDecay === undefined ? 1e-2 : checkNonNegative(where, 'options.weightDecay', o.weightDecay);
+  const eps = o.eps === undefined ? 1e-8 : checkLr(where, `${arg}.eps`, o.eps);
+  const weightDecay = o.weightDecay === undefined ? 1e-2 : checkNonNegative(where, `${arg}.weightDecay`, o.weightDecay);
   return { lr, betas, eps, weightDecay };
 }
 
@@ -342,7 +346,7 @@ export class SGD extends Optimizer<'sgd', SGDHyper> {
   }
 
   protected resolveHyper(where: string, hyper: unknown): SGDHyper {
-    return resolveSGD(`${where}: state.hyper`, hyper);
+    return resolveSGD(where, hyper, 'state.hyper');
   }
 
   protected allocateState(): void {
@@ -406,7 +410,7 @@ export class AdamW extends Optimizer<'adamw', AdamWHyper> {
   }
 
   protected resolveHyper(where: string, hyper: unknown): AdamWHyper {
-    return resolveAdamW(`${where}: state.hyper`, hyper);
+    return resolveAdamW(where, hyper, 'state.hyper');
   }
 
   protected allocateState(): void {
@@ -441,7 +445,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, options?: ClipGr
   const where = 'clipGradNorm';
   const ps = checkParameters(where, params, { allowEmpty: true, skipNoGrad: true });
   if (typeof maxNorm !== 'number' || !Number.isFinite(maxNorm) || maxNorm < 0) fail('ERR_ARGUMENT', where, 'maxNorm', 'a finite number >= 0', maxNorm);
-  const opts = checkOptions<ClipGradNormOptions>(where, options);
+  const opts = checkOptions(where, options, CLIP_KEYS);
   const errorIfNonfinite = opts.errorIfNonfinite === undefined ? false : checkBoolean(where, 'options.errorIfNonfinite', opts.errorIfNonfinite);
   // Device gradients take part as host copies (a download each), written back only when scaled.
   const device = ps.map((p) => (p.device === 'cuda' ? p.grad!.deviceStorage(`${where}: grad of a ${shapeString(p.shape)} parameter`) : null));

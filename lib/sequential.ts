@@ -4,9 +4,9 @@
 import { LoraError } from './errors';
 import { TensorLike } from './inputs';
 import { Linear } from './linear';
-import { LinearLoRA, LinearLoRAOptions } from './linear-lora';
+import { LINEAR_LORA_KEYS, LinearLoRA, LinearLoRAOptions } from './linear-lora';
 import { Tensor } from './tensor';
-import { checkDim, checkOptions, checkSeed, fail } from './validate';
+import { checkDim, checkOptions, checkSeed, fail, optionKeys } from './validate';
 
 /** What a Sequential can hold: anything with forward, backward and parameters. */
 export interface Module {
@@ -27,6 +27,9 @@ function frozen(linear: Linear): Module {
 }
 
 type Layer = Module | Linear | Sequential;
+
+/** Sequential.backward's options. */
+const BACKWARD_KEYS = optionKeys<{ inputGrad?: boolean }>({ inputGrad: true });
 
 function isModule(v: unknown): v is Module {
   const m = v as Module;
@@ -89,7 +92,7 @@ export class Sequential implements Module {
 
   /** Backward through the layers in reverse; returns dx of the model's input (null with inputGrad: false). */
   backward(dy: TensorLike, options?: { inputGrad?: boolean }): Tensor | null {
-    const opts = checkOptions<{ inputGrad?: boolean }>('Sequential.backward', options);
+    const opts = checkOptions('Sequential.backward', options, BACKWARD_KEYS);
     let g: TensorLike | null = dy;
     for (let i = this.#layers.length - 1; i >= 0; i--) {
       const first = i === 0;
@@ -132,6 +135,7 @@ export interface ApplyLoRAOptions extends LinearLoRAOptions {
    */
   targets?: string[] | RegExp;
 }
+const APPLY_LORA_KEYS = optionKeys<ApplyLoRAOptions>({ ...LINEAR_LORA_KEYS.record, rank: true, targets: true });
 
 /**
  * Wraps the targeted Linear layers of `model` in LinearLoRA, in place, and returns them by path.
@@ -140,7 +144,7 @@ export interface ApplyLoRAOptions extends LinearLoRAOptions {
 export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<string, LinearLoRA> {
   const where = 'applyLoRA';
   if (!(model instanceof Sequential)) fail('ERR_ARGUMENT', where, 'model', 'a Sequential', model);
-  const opts = checkOptions<ApplyLoRAOptions>(where, options);
+  const opts = checkOptions(where, options, APPLY_LORA_KEYS);
   const rank = checkDim(where, 'options.rank', opts.rank);
   // Checked here, not only by LinearLoRA: the per-layer seeds below are computed from it.
   if (opts.seed !== undefined) checkSeed(where, opts.seed);

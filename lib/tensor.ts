@@ -6,7 +6,7 @@ import { Device, DType } from './device/dtype';
 import { place } from './device/placement';
 import { DeviceStorage } from './device/storage';
 import { LoraError } from './errors';
-import { allocFloats, checkOptions, checkShape, fail, shapeString } from './validate';
+import { allocFloats, checkOptions, checkShape, fail, optionKeys, shapeString } from './validate';
 
 export type { Device, DType } from './device/dtype';
 
@@ -16,6 +16,10 @@ export interface TensorOptions {
   /** 'cpu' (default), 'cuda', or 'auto' (CUDA where a device answers, else the CPU in float32). */
   device?: Device | 'auto';
 }
+const TENSOR_KEYS = optionKeys<TensorOptions>({ dtype: true, device: true });
+
+/** Tensor.to's options. */
+const TO_KEYS = optionKeys<{ dtype?: DType }>({ dtype: true });
 
 export class Tensor {
   readonly shape: readonly number[];
@@ -133,7 +137,7 @@ export class Tensor {
    */
   to(device: Device | 'auto', options?: { dtype?: DType }): Tensor {
     const where = 'Tensor.to';
-    const opts = checkOptions<{ dtype: DType }>(where, options);
+    const opts = checkOptions(where, options, TO_KEYS);
     const p = place(where, ['device', 'options.dtype'], device, opts.dtype, { dtype: this.dtype });
     if (p.device === this.device && p.dtype === this.dtype) {
       if (this.disposed) this.buffer(where);  // ERR_DISPOSED, as for any other use
@@ -164,8 +168,8 @@ export class Tensor {
  */
 export function tensor(data: Float32Array | ArrayLike<number>, shape?: readonly number[], options?: TensorOptions): Tensor {
   const where = 'tensor';
-  if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) fail('ERR_ARGUMENT', where, 'options', 'an options object', options);
-  const { device, dtype } = place(where, ['options.device', 'options.dtype'], options?.device, options?.dtype);
+  const opts = checkOptions(where, options, TENSOR_KEYS);
+  const { device, dtype } = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype);
   let values: Float32Array;
   if (data instanceof Float32Array) values = data;
   else if (ArrayBuffer.isView(data) || Array.isArray(data)) values = Float32Array.from(data as ArrayLike<number>);
@@ -179,7 +183,7 @@ export function tensor(data: Float32Array | ArrayLike<number>, shape?: readonly 
 /** A tensor of zeros; `options` place it as tensor()'s do. */
 export function zeros(shape: readonly number[], options?: TensorOptions): Tensor {
   const where = 'zeros';
-  const opts = checkOptions<TensorOptions>(where, options);
+  const opts = checkOptions(where, options, TENSOR_KEYS);
   const n = checkShape(where, 'shape', shape);
   const { device, dtype } = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype);
   if (device === 'cpu') return new Tensor(allocFloats(where, 'shape', n, shape), shape);

@@ -1,6 +1,7 @@
 // Every argument check of the public API, in one place, with one message shape:
 // "<where>: expected <what> for <argument> but received <what came>". The native layer checks again
 // what it relies on (buffer types and lengths); these checks come first and say more.
+import { distance } from 'fastest-levenshtein';
 import { describe, LoraError } from './errors';
 
 /** Largest element count we accept: exact in a double, and far above any real layer. */
@@ -80,11 +81,71 @@ export function checkSeed(where: string, v: unknown): number {
   return v;
 }
 
-/** Options objects: undefined becomes {}, anything but a plain object is an error. */
-export function checkOptions<T extends object>(where: string, v: unknown): Partial<T> {
+/**
+ * The keys an options type T takes, each once. Declared as `optionKeys<T>({ key: true, ... })` next
+ * to the interface: a key of T left out, or one T lacks, fails to compile, so the list the checks use
+ * cannot drift from the type the caller sees.
+ */
+export type KeyRecord<T> = { readonly [K in keyof T]-?: true };
+
+export interface OptionKeys<T> {
+  /** The record itself, to build a larger list from ({ ...LINEAR_LORA_KEYS.record, rank: true }). */
+  readonly record: KeyRecord<T>;
+  /** In the order declared, for messages. */
+  readonly names: readonly string[];
+}
+
+export function optionKeys<T>(record: KeyRecord<T>): OptionKeys<T> {
+  return Object.freeze({ record: Object.freeze({ ...record }), names: Object.freeze(Object.keys(record)) });
+}
+
+/**
+ * Options objects: undefined becomes {}, anything but a plain object is an error, and so is a key the
+ * call does not take, whatever its value (`{ alhpa: undefined }` too: a typo is a typo). `arg` names
+ * the object in messages.
+ */
+export function checkOptions<T extends object>(where: string, v: unknown, keys: OptionKeys<T>, arg = 'options'): Partial<T> {
   if (v === undefined) return {};
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail('ERR_ARGUMENT', where, 'options', 'an options object', v);
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail('ERR_ARGUMENT', where, arg, arg === 'options' ? 'an options object' : 'an object', v);
+  checkKeys(where, arg, v, keys);
   return v as Partial<T>;
+}
+
+/**
+ * ERR_ARGUMENT for the first own key of `v` that is not in `keys`, naming it, the keys the call takes
+ * and the one it most likely meant. `arg` is the object's name ('' for a top-level document). It runs
+ * on every call that takes options (forward too): with every key known it is one loop over them.
+ */
+export function checkKeys(where: string, arg: string, v: object, keys: OptionKeys<unknown>): void {
+  for (const key in v) {
+    if (!Object.hasOwn(v, key) || Object.hasOwn(keys.record, key)) continue;
+    const close = closestKey(key, keys.names);
+    const name = key.length > 40 ? `${key.slice(0, 40)}…` : key;
+    const shown = /^[A-Za-z_$][\w$]*$/.test(key) ? `${arg ? `${arg}.` : ''}${name}` : `${arg}[${JSON.stringify(name)}]`;
+    throw new LoraError('ERR_ARGUMENT', `${where}: expected ${arg ? `${arg} ` : ''}keys among ${keys.names.join(', ')} for ${shown} but received an unknown key${close === null ? '' : ` (did you mean '${close}'?)`}`);
+  }
+}
+
+/**
+ * The known key a typo most likely meant, or null: the nearest by edit distance once case, '_' and
+ * '-' are set aside (so weight_decay finds weightDecay), if it is at most 2 edits away and those
+ * edits touch at most half of the longer key (so a one-letter key is not "near" every other
+ * one-letter key). Levenshtein counts a swap of two letters as 2, which both limits allow for
+ * ('bais' finds 'bias'). Ties go to the key declared first.
+ */
+function closestKey(key: string, names: readonly string[]): string | null {
+  const fold = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
+  const k = fold(key);
+  let best: string | null = null, bestDistance = Infinity;
+  for (const name of names) {
+    const n = fold(name);
+    const d = distance(k, n);
+    if (d < bestDistance && d <= 2 && 2 * d <= Math.max(k.length, n.length)) {
+      best = name;
+      bestDistance = d;
+    }
+  }
+  return best;
 }
 
 /** Checks that every element is finite (NaN and ±Infinity are refused). */

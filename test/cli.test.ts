@@ -84,6 +84,19 @@ describe('fused-lora train', () => {
     fs.rmSync(dir, { recursive: true });
   });
 
+  it('a misspelt key in model.json (optimizer "lrr") fails naming it and the key it meant, and writes nothing', () => {
+    const dir = workdir();
+    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({
+      layers: [{ name: 'fc', type: 'linear', in: 1, out: 3 }], optimizer: { type: 'adamw', lrr: 0.01 },
+    }));
+    fs.writeFileSync(path.join(dir, 'data.jsonl'), '{"x":[1],"y":[1,2,3]}');
+    const res = run('train', '--model', path.join(dir, 'model.json'), '--data', path.join(dir, 'data.jsonl'), '--out', path.join(dir, 'a'));
+    expect(res.status).toBe(1);
+    expect(res.stderr).toContain("fused-lora: ERR_ARGUMENT: model: expected optimizer keys among type, lr, betas, eps, weightDecay for optimizer.lrr but received an unknown key (did you mean 'lr'?)");
+    expect(fs.existsSync(path.join(dir, 'a'))).toBe(false);
+    fs.rmSync(dir, { recursive: true });
+  });
+
   it('prints usage for an unknown command', () => {
     const res = run('frobnicate');
     expect(res.status).not.toBe(0);

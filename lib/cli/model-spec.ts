@@ -1,5 +1,6 @@
 // The JSON model description of `fused-lora train`, checked field by field (ERR_ARGUMENT naming the
-// JSON path), and the Sequential it describes. Example:
+// JSON path; a key no section takes is refused, as in the options of the API), and the Sequential it
+// describes. Example:
 //   { "layers": [ { "name": "fc1", "type": "linear", "in": 16, "out": 32, "bias": true },
 //                 { "name": "act", "type": "gelu" },
 //                 { "name": "fc2", "type": "linear", "in": 32, "out": 4 } ],
@@ -11,23 +12,44 @@
 import { GELU, ReLU } from '../activations';
 import { LoraError } from '../errors';
 import { Linear } from '../linear';
+import { ADAMW_KEYS, AdamWOptions, SGD_KEYS, SGDOptions } from '../optim';
 import { Sequential } from '../sequential';
 import { Tensor } from '../tensor';
+import { checkKeys, optionKeys } from '../validate';
 
-export interface LayerSpec { name: string; type: 'linear' | 'relu' | 'gelu'; in?: number; out?: number; bias?: boolean }
+export interface LinearSpec { name: string; type: 'linear'; in: number; out: number; bias: boolean }
+export interface ActivationSpec { name: string; type: 'relu' | 'gelu' }
+export type LayerSpec = LinearSpec | ActivationSpec;
+const LINEAR_KEYS = optionKeys<LinearSpec>({ name: true, type: true, in: true, out: true, bias: true });
+const ACTIVATION_KEYS = optionKeys<ActivationSpec>({ name: true, type: true });
+
+export interface LoraSpec { rank: number; alpha?: number; targets?: string[]; dropout?: number; rslora?: boolean }
+const LORA_KEYS = optionKeys<LoraSpec>({ rank: true, alpha: true, targets: true, dropout: true, rslora: true });
+
+/** The optimizer's section: its type and the options of that optimizer (passed on as they are). */
+export type OptimizerSpec = ({ type: 'adamw' } & AdamWOptions | { type: 'sgd' } & SGDOptions) & { lr: number };
+const OPTIMIZER_KEYS = {
+  adamw: optionKeys<{ type: 'adamw' } & AdamWOptions>({ type: true, ...ADAMW_KEYS.record }),
+  sgd: optionKeys<{ type: 'sgd' } & SGDOptions>({ type: true, ...SGD_KEYS.record }),
+  /** Either's, while the type is not known. */
+  any: optionKeys<{ type: string } & AdamWOptions & SGDOptions>({ type: true, ...ADAMW_KEYS.record, ...SGD_KEYS.record }),
+};
 
 export interface ModelSpec {
   layers: LayerSpec[];
   weights?: string;
-  lora: { rank: number; alpha?: number; targets?: string[]; dropout?: number; rslora?: boolean };
+  lora: LoraSpec;
   loss: 'mse' | 'cross_entropy';
-  optimizer: { type: 'adamw' | 'sgd'; lr: number; weightDecay?: number; momentum?: number; betas?: [number, number] };
+  optimizer: OptimizerSpec;
   steps: number;
   batchSize: number;
   clipGradNorm?: number;
   seed: number;
   baseModel?: string;
 }
+const MODEL_KEYS = optionKeys<ModelSpec>({
+  layers: true, weights: true, lora: true, loss: true, optimizer: true, steps: true, batchSize: true, clipGradNorm: true, seed: true, baseModel: true,
+});
 
 function bad(path: string, expected: string, received: unknown): never {
   throw new LoraError('ERR_ARGUMENT', `model: expected ${expected} for ${path} but received ${JSON.stringify(received)}`);
@@ -40,12 +62,14 @@ const posNum = (path: string, v: unknown) => (typeof v === 'number' && Number.is
 export function parseModelSpec(raw: unknown): ModelSpec {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) bad('the model file', 'a JSON object', raw);
   const m = raw as Record<string, unknown>;
+  checkKeys('model', '', m, MODEL_KEYS);
   if (!Array.isArray(m.layers) || m.layers.length === 0) bad('layers', 'a non-empty array', m.layers);
   const names = new Set<string>();
   const layers = m.layers.map((l: unknown, i: number): LayerSpec => {
     const at = `layers[${i}]`;
     if (l === null || typeof l !== 'object') bad(at, 'an object', l);
     const o = l as Record<string, unknown>;
+    checkKeys('model', at, o, o.type === 'relu' || o.type === 'gelu' ? ACTIVATION_KEYS : LINEAR_KEYS);
     if (typeof o.name !== 'string' || !/^[A-Za-z0-9_]+$/.test(o.name) || names.has(o.name)) bad(`${at}.name`, 'a unique name of letters, digits and _', o.name);
     names.add(o.name);
     if (o.type === 'relu' || o.type === 'gelu') return { name: o.name, type: o.type };
@@ -61,8 +85,11 @@ export function parseModelSpec(raw: unknown): ModelSpec {
   }
   const lora = (m.lora ?? {}) as Record<string, unknown>;
   if (typeof lora !== 'object' || Array.isArray(lora)) bad('lora', 'an object', m.lora);
+  checkKeys('model', 'lora', lora, LORA_KEYS);
   if (lora.targets !== undefined && (!Array.isArray(lora.targets) || lora.targets.some((t) => typeof t !== 'string'))) bad('lora.targets', 'an array of layer names', lora.targets);
   const opt = (m.optimizer ?? { type: 'adamw', lr: 1e-3 }) as Record<string, unknown>;
+  if (opt === null || typeof opt !== 'object' || Array.isArray(opt)) bad('optimizer', 'an object', m.optimizer);
+  checkKeys('model', 'optimizer', opt, opt.type === 'adamw' || opt.type === 'sgd' ? OPTIMIZER_KEYS[opt.type] : OPTIMIZER_KEYS.any);
   if (opt.type !== 'adamw' && opt.type !== 'sgd') bad('optimizer.type', '"adamw" or "sgd"', opt.type);
   if (m.loss !== undefined && m.loss !== 'mse' && m.loss !== 'cross_entropy') bad('loss', '"mse" or "cross_entropy"', m.loss);
   if (m.weights !== undefined && typeof m.weights !== 'string') bad('weights', 'a file path', m.weights);
@@ -75,7 +102,7 @@ export function parseModelSpec(raw: unknown): ModelSpec {
       targets: lora.targets as string[] | undefined, dropout: (lora.dropout as number | undefined) ?? 0, rslora: (lora.rslora as boolean | undefined) ?? false,
     },
     loss: (m.loss as ModelSpec['loss']) ?? 'mse',
-    optimizer: { ...(opt as object), type: opt.type, lr: posNum('optimizer.lr', opt.lr ?? 1e-3) } as ModelSpec['optimizer'],
+    optimizer: { ...(opt as object), type: opt.type, lr: posNum('optimizer.lr', opt.lr ?? 1e-3) } as OptimizerSpec,
     steps: posInt('steps', m.steps ?? 100),
     batchSize: posInt('batchSize', m.batchSize ?? 32),
     clipGradNorm: m.clipGradNorm === undefined ? undefined : posNum('clipGradNorm', m.clipGradNorm),
@@ -88,14 +115,14 @@ export function parseModelSpec(raw: unknown): ModelSpec {
 export function buildModel(spec: ModelSpec, weights: Record<string, Tensor> | null): Sequential {
   const layers: Record<string, Linear | ReLU | GELU> = {};
   for (const [i, l] of spec.layers.entries()) {
-    if (l.type === 'relu') layers[l.name] = new ReLU();
-    else if (l.type === 'gelu') layers[l.name] = new GELU();
-    else {
-      const w = weights?.[`${l.name}.weight`];
-      const b = weights?.[`${l.name}.bias`];
-      if (weights && !w) throw new LoraError('ERR_IO', `model: expected a tensor ${l.name}.weight in the weights file but received none`);
-      layers[l.name] = new Linear(l.in!, l.out!, { weight: w, bias: b ?? (weights ? false : l.bias), seed: spec.seed * 1000 + i });
+    if (l.type !== 'linear') {
+      layers[l.name] = l.type === 'relu' ? new ReLU() : new GELU();
+      continue;
     }
+    const w = weights?.[`${l.name}.weight`];
+    const b = weights?.[`${l.name}.bias`];
+    if (weights && !w) throw new LoraError('ERR_IO', `model: expected a tensor ${l.name}.weight in the weights file but received none`);
+    layers[l.name] = new Linear(l.in, l.out, { weight: w, bias: b ?? (weights ? false : l.bias), seed: spec.seed * 1000 + i });
   }
   return new Sequential(layers);
 }

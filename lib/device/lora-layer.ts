@@ -15,7 +15,7 @@ import { LoraError } from '../errors';
 import type { Linear } from '../linear';
 import type { LoRA } from '../lora';
 import { Tensor } from '../tensor';
-import { checkBoolean, checkFinite, checkOptions, shapeString } from '../validate';
+import { checkBoolean, checkFinite, shapeString } from '../validate';
 import { deviceLinearForward, deviceLinearOf } from './linear';
 import { DeviceOperand, deviceExact, deviceOutput, deviceRows } from './inputs';
 import { DeviceStorage } from './storage';
@@ -71,10 +71,10 @@ export class DeviceLoraLayer {
     return this.#ws.count + (this.#wExt ? 1 : 0);
   }
 
-  forward(where: string, x: unknown, options: unknown, state: DeviceForwardState): Tensor {
-    const opts = checkOptions<{ out: Tensor }>(where, options);
+  /** `out` is the call's options.out (LinearLoRA has checked the options' keys). */
+  forward(where: string, x: unknown, out: unknown, state: DeviceForwardState): Tensor {
     if (state.merged) {  // the adapter lives in W now: the base GEMM is the whole layer
-      const y = deviceLinearForward(where, deviceLinearOf(this.#base, 'base.'), x, opts.out);
+      const y = deviceLinearForward(where, deviceLinearOf(this.#base, 'base.'), x, out);
       this.#forget();
       return y;
     }
@@ -86,7 +86,7 @@ export class DeviceLoraLayer {
     }
     if (this.#checkFinite) checkFinite(where, 'x', xin.storage.download(where));
     const p = this.#params(where);
-    const y = deviceOutput(where, opts.out, [...xin.shape.slice(0, -1), O], dtype, [
+    const y = deviceOutput(where, out, [...xin.shape.slice(0, -1), O], dtype, [
       ['x', xin.storage], ['base.weight', p.W.storage], ['base.bias', p.bias?.storage], ['lora.A', p.A.storage], ['lora.B', p.B.storage],
     ]);
     const M = xin.M;
@@ -110,8 +110,8 @@ export class DeviceLoraLayer {
     return y.tensor;
   }
 
-  backward(where: string, dy: unknown, options: unknown, merged: boolean): Tensor | null {
-    const opts = checkOptions<{ out: Tensor; inputGrad: boolean }>(where, options);
+  /** `opts` are the call's options, their keys checked by LinearLoRA. */
+  backward(where: string, dy: unknown, opts: { out?: unknown; inputGrad?: unknown }, merged: boolean): Tensor | null {
     const saved = this.#saved;
     if (saved === null) {
       throw new LoraError('ERR_ARGUMENT', `${where}: expected a forward() before backward() but received none${merged ? ' (the layer is merged: unmerge() to train)' : ''}`);

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { LoraError } from '../errors';
 import { LinearLoRA } from '../linear-lora';
 import type { Tensor } from '../tensor';
-import { checkFinite, checkOptions, fail, shapeString } from '../validate';
+import { checkFinite, checkOptions, fail, optionKeys, shapeString } from '../validate';
 import { ioError, writeFileAtomic } from './atomic';
 import { WritableDType } from './dtype';
 import { decodeOptimizerState, encodeOptimizerState, StatefulOptimizer } from './optimizer-state';
@@ -38,11 +38,13 @@ export interface SaveAdapterOptions {
   /** Also save this optimizer's state (optimizer.safetensors). */
   optimizer?: StatefulOptimizer;
 }
+const SAVE_KEYS = optionKeys<SaveAdapterOptions>({ baseModel: true, dtype: true, optimizer: true });
 
 export interface LoadAdapterOptions {
   /** Restore this optimizer's state from optimizer.safetensors, when the directory has one. */
   optimizer?: StatefulOptimizer;
 }
+const LOAD_KEYS = optionKeys<LoadAdapterOptions>({ optimizer: true });
 
 export interface LoadAdapterResult {
   /** The module paths loaded, in the order given. */
@@ -64,7 +66,7 @@ const keyB = (p: string) => `base_model.model.${p}.lora_B.weight`;
 export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA>, options?: SaveAdapterOptions): Promise<void> {
   const where = 'saveAdapter';
   checkDir(where, dir);
-  const opts = checkOptions<SaveAdapterOptions>(where, options);
+  const opts = checkOptions(where, options, SAVE_KEYS);
   if (opts.baseModel !== undefined && typeof opts.baseModel !== 'string') fail('ERR_ARGUMENT', where, 'options.baseModel', 'a string', opts.baseModel);
   const dtype = opts.dtype ?? 'F32';
   if (dtype !== 'F32' && dtype !== 'BF16') fail('ERR_DTYPE', where, 'options.dtype', "'F32' or 'BF16'", dtype);
@@ -107,7 +109,7 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
 export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA>, options?: LoadAdapterOptions): Promise<LoadAdapterResult> {
   const where = 'loadAdapter';
   checkDir(where, dir);
-  const opts = checkOptions<LoadAdapterOptions>(where, options);
+  const opts = checkOptions(where, options, LOAD_KEYS);
   const optimizer = checkOptimizer(where, opts.optimizer, 'loadStateDict');
   const entries = checkLayers(where, layers);
   for (const [p, layer] of entries) {

@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import { LoraError } from '../errors';
 import { Tensor } from '../tensor';
-import { checkOptions, checkShape, fail, shapeString } from '../validate';
+import { checkOptions, checkShape, fail, optionKeys, shapeString } from '../validate';
 import { ioError, writeFileAtomic } from './atomic';
 import { bytesPerElement, decodeInto, encode, isReadable, WritableDType } from './dtype';
 import { setOwn } from './own';
@@ -30,6 +30,7 @@ export interface ReadSafetensorsOptions {
   /** Reads only the tensors for which this returns true (the header is still checked in full). */
   select?: (name: string) => boolean;
 }
+const READ_KEYS = optionKeys<ReadSafetensorsOptions>({ select: true });
 
 export interface WriteSafetensorsOptions {
   /** 'F32' (default) or 'BF16' (rounded to nearest, ties to even). */
@@ -37,6 +38,7 @@ export interface WriteSafetensorsOptions {
   /** Stored as the header's __metadata__. */
   metadata?: Record<string, string>;
 }
+const WRITE_KEYS = optionKeys<WriteSafetensorsOptions>({ dtype: true, metadata: true });
 
 /** One read() per call returns at most 2 GiB; we ask for 1 GiB at a time. */
 const CHUNK = 2 ** 30;
@@ -64,7 +66,7 @@ export async function loadSafetensors(file: string | Uint8Array, options?: ReadS
 
 /** `read` with the caller's name in its errors (loadAdapter uses it too). */
 export async function read(where: string, source: string | Uint8Array, options?: ReadSafetensorsOptions): Promise<SafetensorsContents> {
-  const opts = checkOptions<ReadSafetensorsOptions>(where, options);
+  const opts = checkOptions(where, options, READ_KEYS);
   if (opts.select !== undefined && typeof opts.select !== 'function') fail('ERR_ARGUMENT', where, 'options.select', 'a function', opts.select);
   const src = await open(where, source);
   try {
@@ -166,7 +168,7 @@ async function open(where: string, source: unknown): Promise<Source> {
 export async function writeSafetensors(file: string, tensors: Record<string, Tensor | { data: Float32Array; shape: readonly number[] }>, options?: WriteSafetensorsOptions): Promise<void> {
   const where = 'writeSafetensors';
   if (typeof file !== 'string' || file === '') fail('ERR_ARGUMENT', where, 'file', 'a non-empty path', file);
-  const opts = checkOptions<WriteSafetensorsOptions>(where, options);
+  const opts = checkOptions(where, options, WRITE_KEYS);
   const dtype = opts.dtype ?? 'F32';
   if (dtype !== 'F32' && dtype !== 'BF16') fail('ERR_DTYPE', where, 'options.dtype', "'F32' or 'BF16'", dtype);
   const metadata = opts.metadata === undefined ? null : checkMetadata(where, opts.metadata);
