@@ -2,7 +2,7 @@
 // modules for a Sequential: forward saves its input (a reference, not a copy, as LinearLoRA saves x),
 // backward turns dy into dx, and there is nothing to train. The functions are the forward alone.
 import { ActivationBackwardArgs, ActivationForwardArgs, native } from './binding';
-import { LoraError } from './errors';
+import { fail, said } from './errors';
 import { resolve, resolveExact, TensorLike } from './inputs';
 import { Tensor } from './tensor';
 import { checkBoolean, checkOptions, optionKeys } from './validate';
@@ -52,7 +52,7 @@ abstract class Activation {
     const where = `${this.name}.backward`;
     const opts = checkOptions(where, options, BACKWARD_KEYS);
     const saved = this.#saved;
-    if (saved === null) throw new LoraError('ERR_ARGUMENT', `${where}: expected a forward() before backward() but received none`);
+    if (saved === null) fail('ERR_ARGUMENT', where, '', 'a forward() before backward()', said('none'));
     const d = resolveExact(where, 'dy', dy, saved.shape);
     if (opts.inputGrad !== undefined && !checkBoolean(where, 'options.inputGrad', opts.inputGrad)) return null;
     const dx = new Tensor(new Float32Array(d.data.length), saved.shape);

@@ -2,7 +2,8 @@
 // the CUDA backend's state.
 import { native } from './binding';
 import { cudaStatus } from './cuda';
-import { fail, isInt } from './validate';
+import { fail } from './errors';
+import { isInt } from './validate';
 
 export interface BackendInfo {
   cpu: {

@@ -5,9 +5,11 @@
 // (__setCudaBindingForTests) and run the very same TS code.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { DType } from './dtype';
 import { LoraError } from './errors';
 
-export type CudaDtype = 'float32' | 'bfloat16' | 'float16';
+/** The addon's element types: ours (lib/dtype.ts), stored as its DType does. */
+export type CudaDtype = DType;
 
 export interface CudaDeviceInfo {
   available: boolean;

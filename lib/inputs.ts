@@ -1,7 +1,8 @@
 // Turning what a caller passes (a Tensor, or a Float32Array with the shape implied) into storage
 // plus shape, with the checks that go with it. Used by every module and op.
 import { Tensor } from './tensor';
-import { allocFloats, checkShape, fail, MAX_DIM, shapeString } from './validate';
+import { fail } from './errors';
+import { allocFloats, checkShape, MAX_DIM, shapeString } from './validate';
 
 export type TensorLike = Tensor | Float32Array;
 

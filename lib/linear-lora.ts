@@ -15,16 +15,16 @@
 // On the CUDA device (the base Linear lives there) forward, backward and merge are
 // lib/device/lora-layer.ts's; this class keeps the queue, the training mode and disposal.
 import { LoraBackwardArgs, LoraForwardArgs, native } from './binding';
-import { Device, DType } from './device/dtype';
+import { Device, DType } from './dtype';
 import { DeviceForwardState, DeviceLoraLayer } from './device/lora-layer';
 import { whenDeviceDone } from './device/sync';
-import { LoraError } from './errors';
+import { fail, LoraError } from './errors';
 import { checkNoOverlap, output, resolveRows, TensorLike } from './inputs';
 import { checkLinear, Linear, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
-import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, fail, OptionKeys, optionKeys, shapeString } from './validate';
+import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, OptionKeys, optionKeys, shapeString } from './validate';
 import { Workspace } from './workspace';
 
 export interface LinearLoRAOptions {

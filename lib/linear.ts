@@ -2,7 +2,7 @@
 // its weight does: on the CPU (float32), or on the CUDA device in float32, bfloat16 or float16
 // (lib/device/linear.ts computes it there).
 import { native } from './binding';
-import { Device, DType } from './device/dtype';
+import { Device, DType } from './dtype';
 import { deviceLinearBackward, deviceLinearForward, deviceLinearOf, MathMode } from './device/linear';
 import { placeParameter, uploadParameter } from './device/params';
 import { place } from './device/placement';
@@ -10,7 +10,8 @@ import { whenDeviceDone } from './device/sync';
 import { output, resolveExact, resolveRows, TensorLike } from './inputs';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
-import { checkDim, checkFinite, checkOptions, checkSeed, fail, optionKeys } from './validate';
+import { fail } from './errors';
+import { checkDim, checkFinite, checkOptions, checkSeed, optionKeys } from './validate';
 
 export interface LinearOptions {
   /** (O, I), row-major; default U(±1/√I), as PyTorch initialises nn.Linear. */

@@ -2,7 +2,7 @@
 // U(±1/√I) (PEFT's default, via nn.Linear's reset_parameters); B (r, O) starts at zero, so a fresh
 // adapter changes nothing. scaling = alpha / r, or alpha / √r with rsLoRA. On the CUDA device A, B
 // and their gradients are float32 device tensors (the masters), whatever the layer's compute dtype.
-import { Device } from './device/dtype';
+import { Device } from './dtype';
 import { placeParameter, uploadParameter } from './device/params';
 import { placeDevice } from './device/placement';
 import { resolveExact, TensorLike } from './inputs';

@@ -10,7 +10,8 @@ import { deviceCrossEntropyLoss, deviceMseLoss } from './device/losses';
 import { output, resolve, resolveExact, TensorLike } from './inputs';
 import { OUT_KEYS, OutOptions } from './linear';
 import { Tensor } from './tensor';
-import { checkOptions, fail, isInt, shapeString } from './validate';
+import { fail } from './errors';
+import { checkOptions, isInt, shapeString } from './validate';
 
 export interface LossResult {
   /** The mean loss, computed in double. */

@@ -4,7 +4,8 @@
 import { native, LoraBackwardArgs, LoraForwardArgs } from './binding';
 import { resolveExact, Resolved, TensorLike } from './inputs';
 import { Tensor } from './tensor';
-import { allocFloats, checkBoolean, checkDim, checkFiniteNumber, checkKeys, fail, OptionKeys, optionKeys } from './validate';
+import { fail } from './errors';
+import { allocFloats, checkBoolean, checkDim, checkFiniteNumber, checkKeys, OptionKeys, optionKeys } from './validate';
 
 export interface LoraForwardInput {
   x: TensorLike;        // (M, I)

@@ -14,9 +14,9 @@
 import { AdamWStepArgs, native, SgdStepArgs } from './binding';
 import { checkDeviceParam, deviceAdamWStep, deviceGrad, newState, StateBuffer, stateCopy, stateRelease, stateWrite } from './device/optim';
 import { DeviceStorage } from './device/storage';
-import { LoraError } from './errors';
+import { fail, LoraError, said } from './errors';
 import { Tensor } from './tensor';
-import { checkBoolean, checkOptions, fail, isInt, MAX_ELEMENTS, optionKeys, shapeString } from './validate';
+import { checkBoolean, checkOptions, isInt, MAX_ELEMENTS, optionKeys, shapeString } from './validate';
 
 export interface SGDOptions {
   /** Learning rate, a finite number > 0. Required, as there is no good default for SGD. */
@@ -276,7 +276,7 @@ abstract class Optimizer<K extends string, H extends object> {
   protected abstract stateBuffers(): Array<[string, StateBuffer]>;
 
   protected checkLive(where: string): void {
-    if (this.#disposed) throw new LoraError('ERR_DISPOSED', `${where}: expected a live optimizer but received a disposed one`);
+    if (this.#disposed) fail('ERR_DISPOSED', where, '', 'a live optimizer', said('a disposed one'));
   }
 
   /** Every parameter's storage and gradient, checked before the first update so a bad one changes nothing. */

@@ -2,13 +2,13 @@
 // row-major order; the kernels read and write it in place, so a training step copies nothing. On the
 // CUDA device it is a DeviceStorage (lib/device/storage.ts) in float32, bfloat16 or float16; moving
 // between the two is always explicit (.to(), dataSync(), data()).
-import { Device, DType } from './device/dtype';
+import { Device, DType } from './dtype';
 import { place } from './device/placement';
 import { DeviceStorage } from './device/storage';
-import { LoraError } from './errors';
-import { allocFloats, checkOptions, checkShape, fail, optionKeys, shapeString } from './validate';
+import { fail, LoraError } from './errors';
+import { allocFloats, checkOptions, checkShape, optionKeys, shapeString } from './validate';
 
-export type { Device, DType } from './device/dtype';
+export type { Device, DType } from './dtype';
 
 export interface TensorOptions {
   /** 'float32' (default); 'bfloat16' and 'float16' on the CUDA device only. */

@@ -6,7 +6,7 @@ import { DeviceBuffer } from '../cuda';
 import { describe, LoraError } from '../errors';
 import { Tensor } from '../tensor';
 import { checkShape, shapeString } from '../validate';
-import { DType } from './dtype';
+import { DType } from '../dtype';
 import { DeviceStorage } from './storage';
 
 export interface DeviceOperand {

@@ -3,7 +3,7 @@
 // fp32 accumulation; fp32 through TF32 unless math: 'exact'.
 import { cudaBinding } from '../cuda';
 import { Tensor } from '../tensor';
-import { DType } from './dtype';
+import { DType } from '../dtype';
 import { deviceExact, deviceOutput, deviceRows } from './inputs';
 
 export type MathMode = 'tf32' | 'exact';

@@ -7,7 +7,7 @@
 import { resolveExact } from '../inputs';
 import { Tensor } from '../tensor';
 import { checkFinite } from '../validate';
-import { DType } from './dtype';
+import { DType } from '../dtype';
 import { deviceExact } from './inputs';
 import { DeviceStorage } from './storage';
 

@@ -6,7 +6,7 @@
 //   - an explicit 'cpu' with bfloat16 or float16 is ERR_DTYPE.
 import { cudaStatus, resolveDevice } from '../cuda';
 import { describe, LoraError } from '../errors';
-import { Device, DType, isDType } from './dtype';
+import { Device, DType, isDType } from '../dtype';
 
 export interface Placement {
   device: Device;

@@ -8,7 +8,7 @@
 // keeps a derived copy (W_ext holds W, scaling·Bᵀ and Aᵀ) compares versions to know when to refresh.
 import { cudaBinding, DeviceBuffer } from '../cuda';
 import { LoraError } from '../errors';
-import { DType, elementBytes } from './dtype';
+import { DType, elementBytes } from '../dtype';
 
 export class DeviceStorage {
   readonly dtype: DType;

@@ -12,12 +12,12 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { LoraError } from '../errors';
+import { errorAt, fail, LoraError, said } from '../errors';
 import { LinearLoRA } from '../linear-lora';
 import type { Tensor } from '../tensor';
-import { checkFinite, checkOptions, fail, optionKeys, shapeString } from '../validate';
-import { ioError, writeFileAtomic } from './atomic';
-import { WritableDType } from './dtype';
+import { checkFinite, checkOptions, optionKeys, shapeString } from '../validate';
+import { writeFileAtomic } from './atomic';
+import { checkWritable, WritableDType } from './dtype';
 import { decodeOptimizerState, encodeOptimizerState, StatefulOptimizer } from './optimizer-state';
 import { AdapterConfig, buildConfig, parseConfig, resolveLayer } from './peft-config';
 import { read, writeSafetensors } from './safetensors';
@@ -68,8 +68,7 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
   checkDir(where, dir);
   const opts = checkOptions(where, options, SAVE_KEYS);
   if (opts.baseModel !== undefined && typeof opts.baseModel !== 'string') fail('ERR_ARGUMENT', where, 'options.baseModel', 'a string', opts.baseModel);
-  const dtype = opts.dtype ?? 'F32';
-  if (dtype !== 'F32' && dtype !== 'BF16') fail('ERR_DTYPE', where, 'options.dtype', "'F32' or 'BF16'", dtype);
+  const dtype = checkWritable(where, 'options.dtype', opts.dtype);
   const optimizer = checkOptimizer(where, opts.optimizer, 'stateDict');
   const entries = checkLayers(where, layers);
 
@@ -91,7 +90,7 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
   try {
     await fs.mkdir(dir, { recursive: true });
   } catch (e) {
-    throw ioError(where, `could not create the directory ${dir}`, e);
+    throw errorAt('ERR_IO', where, `could not create the directory ${dir}`, e);
   }
   if (state) await writeSafetensors(path.join(dir, OPTIMIZER_STATE), state.tensors, { metadata: state.metadata });
   // "format": "pt" is what PEFT writes, and what transformers checks before loading a safetensors file.
@@ -129,21 +128,21 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
     const r = layer.rank;
     const a = weights.tensors[keyA(p)], b = weights.tensors[keyB(p)];
     for (const [key, t] of [[keyA(p), a], [keyB(p), b]] as const) {
-      if (!Object.hasOwn(weights.tensors, key) || t === undefined) throw new LoraError('ERR_IO', `${where}: ${weightsFile} has no ${key} for module ${JSON.stringify(p)}`);
+      if (!Object.hasOwn(weights.tensors, key) || t === undefined) throw errorAt('ERR_IO', where, `${weightsFile} has no ${key} for module ${JSON.stringify(p)}`);
     }
     const wrongShape = (key: string, want: string, expected: number[], got: number[]) =>
-      new LoraError('ERR_SHAPE', `${where}: expected ${key} of shape ${want} = ${shapeString(expected)} for module ${JSON.stringify(p)} but received shape ${shapeString(got)}`);
-    if (a.shape.length !== 2) throw wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
-    if (b.shape.length !== 2) throw wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
+      fail('ERR_SHAPE', where, `module ${JSON.stringify(p)}`, `${key} of shape ${want} = ${shapeString(expected)}`, said(`shape ${shapeString(got)}`));
+    if (a.shape.length !== 2) wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
+    if (b.shape.length !== 2) wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
     if (a.shape[0] !== r || b.shape[1] !== r) {
       const ranks = a.shape[0] === b.shape[1] ? `${a.shape[0]}` : `${a.shape[0]} in lora_A and ${b.shape[1]} in lora_B`;
-      throw new LoraError('ERR_SHAPE', `${where}: expected rank ${r} (the layer's) for module ${JSON.stringify(p)} but received rank ${ranks} in ${weightsFile}`);
+      fail('ERR_SHAPE', where, `module ${JSON.stringify(p)}`, `rank ${r} (the layer's)`, said(`rank ${ranks} in ${weightsFile}`));
     }
-    if (a.shape[1] !== I) throw wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
-    if (b.shape[0] !== O) throw wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
+    if (a.shape[1] !== I) wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
+    if (b.shape[0] !== O) wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
     const { rank: configRank, alpha } = resolveLayer(config, p);
     if (configRank !== r) {
-      throw new LoraError('ERR_IO', `${where}: ${dir} is inconsistent: ${ADAPTER_CONFIG} gives module ${JSON.stringify(p)} rank ${configRank} but ${ADAPTER_WEIGHTS} has rank ${r}`);
+      throw errorAt('ERR_IO', where, `${dir} is inconsistent: ${ADAPTER_CONFIG} gives module ${JSON.stringify(p)} rank ${configRank} but ${ADAPTER_WEIGHTS} has rank ${r}`);
     }
     checkFinite(where, keyA(p), a.data);
     checkFinite(where, keyB(p), b.data);
@@ -167,7 +166,7 @@ async function loadOptimizer(where: string, dir: string, optimizer: StatefulOpti
     await fs.stat(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw ioError(where, `could not read ${file}`, e);
+    throw errorAt('ERR_IO', where, `could not read ${file}`, e);
   }
   const state = decodeOptimizerState(where, file, await read(where, file), modules, saveId);
   optimizer.loadStateDict!(state);
@@ -178,15 +177,15 @@ async function readConfig(where: string, file: string): Promise<unknown> {
   let text: string;
   try {
     const st = await fs.stat(file);
-    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) throw new LoraError('ERR_IO', `${where}: expected ${file} to be a file of at most ${MAX_CONFIG_BYTES} bytes but received ${st.isFile() ? `${st.size} bytes` : 'something else'}`);
+    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) fail('ERR_IO', where, file, `a file of at most ${MAX_CONFIG_BYTES} bytes`, said(st.isFile() ? `${st.size} bytes` : 'something else'));
     text = await fs.readFile(file, 'utf8');
   } catch (e) {
-    throw e instanceof LoraError ? e : ioError(where, `could not read ${file}`, e);
+    throw e instanceof LoraError ? e : errorAt('ERR_IO', where, `could not read ${file}`, e);
   }
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw ioError(where, `${file} is not JSON`, e);
+    throw errorAt('ERR_IO', where, `${file} is not JSON`, e);
   }
 }
 
