@@ -1,7 +1,7 @@
 // Activations with backward, computed natively and elementwise, for any shape. The classes are
 // modules for a Sequential: forward saves its input (a reference, not a copy, as LinearLoRA saves x),
 // backward turns dy into dx, and there is nothing to train. The functions are the forward alone.
-import { ActivationBackwardArgs, ActivationForwardArgs, native } from './binding';
+import { ActivationBackwardArgs, ActivationForwardArgs, native } from './backends/cpu/binding';
 import { fail, said } from './errors';
 import { resolve, resolveExact, TensorLike } from './inputs';
 import { Tensor } from './tensor';

@@ -14,10 +14,10 @@
 //
 // On the CUDA device (the base Linear lives there) forward, backward and merge are
 // lib/device/lora-layer.ts's; this class keeps the queue, the training mode and disposal.
-import { LoraBackwardArgs, LoraForwardArgs, native } from './binding';
+import { LoraBackwardArgs, LoraForwardArgs, native } from './backends/cpu/binding';
 import { Device, DType } from './dtype';
-import { DeviceForwardState, DeviceLoraLayer } from './device/lora-layer';
-import { whenDeviceDone } from './device/sync';
+import { DeviceForwardState, DeviceLoraLayer } from './backends/cuda/linear-lora';
+import { whenDeviceDone } from './backends/cuda/sync';
 import { fail, LoraError } from './errors';
 import { checkNoOverlap, output, resolveRows, TensorLike } from './inputs';
 import { checkLinear, Linear, OUT_KEYS, OutOptions } from './linear';
@@ -25,7 +25,7 @@ import { LoRA } from './lora';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
 import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, OptionKeys, optionKeys, shapeString } from './validate';
-import { Workspace } from './workspace';
+import { Workspace } from './backends/cpu/workspace';
 
 export interface LinearLoRAOptions {
   /** Default r (scaling 1). */

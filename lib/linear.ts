@@ -1,12 +1,12 @@
 // Linear: the frozen layer, y = x·Wᵀ + b, W (O, I) as PyTorch's nn.Linear stores it. It lives where
 // its weight does: on the CPU (float32), or on the CUDA device in float32, bfloat16 or float16
 // (lib/device/linear.ts computes it there).
-import { native } from './binding';
+import { native } from './backends/cpu/binding';
 import { Device, DType } from './dtype';
-import { deviceLinearBackward, deviceLinearForward, deviceLinearOf, MathMode } from './device/linear';
-import { placeParameter, uploadParameter } from './device/params';
-import { place } from './device/placement';
-import { whenDeviceDone } from './device/sync';
+import { deviceLinearBackward, deviceLinearForward, deviceLinearOf, MathMode } from './backends/cuda/linear';
+import { placeParameter, uploadParameter } from './params';
+import { place } from './placement';
+import { whenDeviceDone } from './backends/cuda/sync';
 import { output, resolveExact, resolveRows, TensorLike } from './inputs';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';

@@ -3,8 +3,8 @@
 // adapter changes nothing. scaling = alpha / r, or alpha / √r with rsLoRA. On the CUDA device A, B
 // and their gradients are float32 device tensors (the masters), whatever the layer's compute dtype.
 import { Device } from './dtype';
-import { placeParameter, uploadParameter } from './device/params';
-import { placeDevice } from './device/placement';
+import { placeParameter, uploadParameter } from './params';
+import { placeDevice } from './placement';
 import { resolveExact, TensorLike } from './inputs';
 import { Random, randomSeed } from './random';
 import { Tensor, zeros } from './tensor';

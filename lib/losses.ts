@@ -5,8 +5,8 @@
 // refused. With a prediction on the CUDA device the loss runs there (lib/device/losses.ts): the
 // target must be a cuda tensor of its dtype, the gradient stays on the device, and the loss (a number)
 // waits for the device.
-import { native } from './binding';
-import { deviceCrossEntropyLoss, deviceMseLoss } from './device/losses';
+import { native } from './backends/cpu/binding';
+import { deviceCrossEntropyLoss, deviceMseLoss } from './backends/cuda/losses';
 import { output, resolve, resolveExact, TensorLike } from './inputs';
 import { OUT_KEYS, OutOptions } from './linear';
 import { Tensor } from './tensor';

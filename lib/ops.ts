@@ -1,7 +1,7 @@
 // ops: the LoRA kernels as plain functions, for other frameworks that keep their own parameters and
 // autograd. Fused, no dropout (apply it to x yourself); results are new tensors and dA, dB are not
 // accumulated. Dimensions come from the Tensors' shapes, or from M, I, O, r for Float32Arrays.
-import { native, LoraBackwardArgs, LoraForwardArgs } from './binding';
+import { native, LoraBackwardArgs, LoraForwardArgs } from './backends/cpu/binding';
 import { resolveExact, Resolved, TensorLike } from './inputs';
 import { Tensor } from './tensor';
 import { fail } from './errors';

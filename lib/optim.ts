@@ -11,9 +11,9 @@
 // AdamW steps them on the device with its state there (lib/device/optim.ts), and a list may mix
 // CPU and device parameters. SGD runs on the CPU only for now (ERR_DEVICE for a device parameter).
 // clipGradNorm takes device gradients through the host (they are r·(I + O) elements per layer).
-import { AdamWStepArgs, native, SgdStepArgs } from './binding';
-import { checkDeviceParam, deviceAdamWStep, deviceGrad, newState, StateBuffer, stateCopy, stateRelease, stateWrite } from './device/optim';
-import { DeviceStorage } from './device/storage';
+import { AdamWStepArgs, native, SgdStepArgs } from './backends/cpu/binding';
+import { checkDeviceParam, deviceAdamWStep, deviceGrad, newState, StateBuffer, stateCopy, stateRelease, stateWrite } from './backends/cuda/optim';
+import { DeviceStorage } from './backends/cuda/storage';
 import { fail, LoraError, said } from './errors';
 import { Tensor } from './tensor';
 import { checkBoolean, checkOptions, isInt, MAX_ELEMENTS, optionKeys, shapeString } from './validate';

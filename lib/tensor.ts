@@ -3,8 +3,8 @@
 // CUDA device it is a DeviceStorage (lib/device/storage.ts) in float32, bfloat16 or float16; moving
 // between the two is always explicit (.to(), dataSync(), data()).
 import { Device, DType } from './dtype';
-import { place } from './device/placement';
-import { DeviceStorage } from './device/storage';
+import { place } from './placement';
+import { DeviceStorage } from './backends/cuda/storage';
 import { fail, LoraError } from './errors';
 import { allocFloats, checkOptions, checkShape, optionKeys, shapeString } from './validate';
 

@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cudaStatus } from '../lib/cuda';
+import { cudaStatus } from '../lib/backends/cuda/binding';
 
 const root = path.join(__dirname, '..');
 const status = cudaStatus();

@@ -61,7 +61,7 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
 
   it('without a device, ops throw ERR_DEVICE with the reason, and the process survives', () => {
     const out = JSON.parse(node(`
-      const { loadCuda } = require('./dist/cuda.js');
+      const { loadCuda } = require('./dist/backends/cuda/binding.js');
       const b = loadCuda().binding;
       const info = b.deviceInfo();
       let err = null;
@@ -86,7 +86,7 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
 
   it("device 'auto' falls back to the CPU with the reason; 'cuda' without a device is ERR_DEVICE", () => {
     const out = JSON.parse(node(`
-      const c = require('./dist/cuda.js');
+      const c = require('./dist/backends/cuda/binding.js');
       const auto = c.resolveDevice('auto');
       let err = null;
       try { c.resolveDevice('cuda'); } catch (e) { err = e.code; }
@@ -105,7 +105,7 @@ describe('without the CUDA addon', () => {
   it('backendInfo().cuda says no addon is built, and auto picks the CPU', () => {
     const out = JSON.parse(node(`
       const info = require('./dist/index.js').backendInfo().cuda;
-      const choice = require('./dist/cuda.js').resolveDevice('auto');
+      const choice = require('./dist/backends/cuda/binding.js').resolveDevice('auto');
       console.log(JSON.stringify({ info, choice }));`, { FUSED_LORA_CUDA_ADDON: path.join(root, 'build-cuda', 'nowhere.node') }));
     expect(out.info.loaded).toBe(false);
     expect(out.info.available).toBe(false);

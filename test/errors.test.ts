@@ -7,7 +7,7 @@ import {
   Linear, LinearLoRA, LoRA, LoraError, ops, setNumThreads, Tensor, tensor, zeros,
 } from '../lib/index';
 import type { LoraErrorCode } from '../lib/index';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 
 // Small shapes: rows, in, out, rank.
 const M = 4, I = 5, O = 3, r = 2;

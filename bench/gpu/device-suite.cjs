@@ -29,7 +29,7 @@ const jsonOut = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : nul
 
 let cu = null, info = null;
 if (isMain) {
-  const { loadCuda } = require(path.join(root, 'dist', 'cuda.js'));
+  const { loadCuda } = require(path.join(root, 'dist', 'backends', 'cuda', 'binding.js'));
   const loaded = loadCuda();
   if (!loaded.binding) { console.log(`no device: ${loaded.reason}`); process.exit(3); }
   cu = loaded.binding;

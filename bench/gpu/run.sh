@@ -17,10 +17,10 @@ CMD="bash bench/gpu/run.sh"
 
 if [ -f .device/prologue.sh ]; then source .device/prologue.sh; fi
 command -v node >/dev/null || { echo "run.sh: node is not on the PATH (run ../shared/device/pack.sh here first)"; exit 4; }
-[ -f dist/cuda.js ] || { echo "run.sh: dist/ missing (npm run build:ts, and carry dist)"; exit 5; }
+[ -f dist/backends/cuda/binding.js ] || { echo "run.sh: dist/ missing (npm run build:ts, and carry dist)"; exit 5; }
 [ -f build-cuda/Release/fused_lora_cuda.node ] || { echo "run.sh: build-cuda/Release/fused_lora_cuda.node missing (npm run build:cuda, and carry it)"; exit 5; }
 
-reason=$(node -e "const c=require('./dist/cuda.js').cudaStatus(); console.log(c.available ? '' : c.reason)")
+reason=$(node -e "const c=require('./dist/backends/cuda/binding.js').cudaStatus(); console.log(c.available ? '' : c.reason)")
 if [ -n "$reason" ]; then
   echo "run.sh: no device: $reason"
   exit 0

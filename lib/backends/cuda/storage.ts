@@ -6,9 +6,9 @@
 //
 // `version` counts writes made through this package (uploads, fills, optimizer steps): a layer that
 // keeps a derived copy (W_ext holds W, scaling·Bᵀ and Aᵀ) compares versions to know when to refresh.
-import { cudaBinding, DeviceBuffer } from '../cuda';
-import { LoraError } from '../errors';
-import { DType, elementBytes } from '../dtype';
+import { cudaBinding, DeviceBuffer } from './binding';
+import { LoraError } from '../../errors';
+import { DType, elementBytes } from '../../dtype';
 
 export class DeviceStorage {
   readonly dtype: DType;

@@ -4,12 +4,12 @@
 // Float32Array) are checked for non-finite values, as on the CPU, and uploaded; a cuda tensor of
 // another dtype is converted on the device. Construction is the one place where host values move to
 // the device without a .to(): the layer's device option asked for it.
-import { resolveExact } from '../inputs';
-import { Tensor } from '../tensor';
-import { checkFinite } from '../validate';
-import { DType } from '../dtype';
-import { deviceExact } from './inputs';
-import { DeviceStorage } from './storage';
+import { resolveExact } from './inputs';
+import { Tensor } from './tensor';
+import { checkFinite } from './validate';
+import { DType } from './dtype';
+import { deviceExact } from './backends/cuda/inputs';
+import { DeviceStorage } from './backends/cuda/storage';
 
 export function placeParameter(where: string, arg: string, given: unknown, shape: readonly number[], dtype: DType, copy: boolean): Tensor {
   if (given instanceof Tensor && given.device === 'cuda') {

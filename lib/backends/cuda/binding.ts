@@ -5,8 +5,8 @@
 // (__setCudaBindingForTests) and run the very same TS code.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { DType } from './dtype';
-import { LoraError } from './errors';
+import type { DType } from '../../dtype';
+import { LoraError } from '../../errors';
 
 /** The addon's element types: ours (lib/dtype.ts), stored as its DType does. */
 export type CudaDtype = DType;
@@ -86,7 +86,7 @@ export interface CudaLoad {
 
 /** Where the addon lives: FUSED_LORA_CUDA_ADDON overrides (a path to a .node file). */
 export function cudaAddonPath(): string {
-  return process.env.FUSED_LORA_CUDA_ADDON || path.join(__dirname, '..', 'build-cuda', 'Release', 'fused_lora_cuda.node');
+  return process.env.FUSED_LORA_CUDA_ADDON || path.join(__dirname, '..', '..', '..', 'build-cuda', 'Release', 'fused_lora_cuda.node');
 }
 
 let loaded: CudaLoad | undefined;

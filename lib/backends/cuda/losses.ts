@@ -1,10 +1,10 @@
 // The losses on the CUDA device: one kernel each writes the gradient (in the prediction's dtype) and
 // the mean loss (fp32, one number). The loss comes back to the host as a number, so these wait for
 // the device, as PyTorch's loss.item() does; the gradient stays on the device for backward().
-import { cudaBinding } from '../cuda';
-import { LoraError } from '../errors';
-import { Tensor } from '../tensor';
-import { shapeString } from '../validate';
+import { cudaBinding } from './binding';
+import { LoraError } from '../../errors';
+import { Tensor } from '../../tensor';
+import { shapeString } from '../../validate';
 import { deviceExact, deviceOutput, deviceTensor } from './inputs';
 import { DeviceStorage } from './storage';
 

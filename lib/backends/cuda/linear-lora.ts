@@ -9,13 +9,13 @@
 // storage versions, bumped by every optimizer step) or scaling changed, so after each optimizer step
 // the next call sees the new A and B — the O·r + r·I refresh is negligible next to the step.
 // Unfused (fused: false): PEFT's order over separate operands; forward keeps x itself for backward.
-import { native } from '../binding';
-import { cudaBinding, DeviceBuffer } from '../cuda';
-import { LoraError } from '../errors';
-import type { Linear } from '../linear';
-import type { LoRA } from '../lora';
-import { Tensor } from '../tensor';
-import { checkBoolean, checkFinite, shapeString } from '../validate';
+import { native } from '../cpu/binding';
+import { cudaBinding, DeviceBuffer } from './binding';
+import { LoraError } from '../../errors';
+import type { Linear } from '../../linear';
+import type { LoRA } from '../../lora';
+import { Tensor } from '../../tensor';
+import { checkBoolean, checkFinite, shapeString } from '../../validate';
 import { deviceLinearForward, deviceLinearOf } from './linear';
 import { DeviceOperand, deviceExact, deviceOutput, deviceRows } from './inputs';
 import { DeviceStorage } from './storage';

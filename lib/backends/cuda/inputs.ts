@@ -2,11 +2,11 @@
 // mixed-device rule in one place. A layer or loss on the CUDA device takes cuda Tensors of its compute
 // dtype; a cpu Tensor or a typed array there is ERR_DEVICE naming the argument (nothing moves between
 // host and device behind the caller's back: .to('cuda') says where the copy happens).
-import { DeviceBuffer } from '../cuda';
-import { describe, LoraError } from '../errors';
-import { Tensor } from '../tensor';
-import { checkShape, shapeString } from '../validate';
-import { DType } from '../dtype';
+import { DeviceBuffer } from './binding';
+import { describe, LoraError } from '../../errors';
+import { Tensor } from '../../tensor';
+import { checkShape, shapeString } from '../../validate';
+import { DType } from '../../dtype';
 import { DeviceStorage } from './storage';
 
 export interface DeviceOperand {

@@ -1,7 +1,7 @@
 // What the package computes with, and why: the BLAS found (or the built-in GEMM), its threads, and
 // the CUDA backend's state.
-import { native } from './binding';
-import { cudaStatus } from './cuda';
+import { native } from './backends/cpu/binding';
+import { cudaStatus } from './backends/cuda/binding';
 import { fail } from './errors';
 import { isInt } from './validate';
 

@@ -5,7 +5,7 @@
 //            columns receive s and ds from the shrink and the dy-pass; ds_work (M, r) fp32.
 //   unfused: s (M, r), u (M, O), du (M, O), ds (M, r) in the compute dtype (PEFT's temporaries), and
 //            A, B cast to the compute dtype (16-bit only; in float32 the masters are used as they are).
-import { DType } from '../dtype';
+import { DType } from '../../dtype';
 import { DeviceStorage } from './storage';
 
 type Name = 'xExt' | 'dyExt' | 'dsWork' | 's' | 'u' | 'du' | 'ds';

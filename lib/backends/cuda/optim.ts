@@ -2,10 +2,10 @@
 // by the addon's AdamW kernel, with their state (exp_avg, exp_avg_sq) in device memory; state dicts
 // copy it to and from the host. A parameter's storage version is bumped by each step, which is how a
 // LinearLoRA knows to refresh its W_ext before its next forward or backward.
-import { cudaBinding } from '../cuda';
-import { LoraError } from '../errors';
-import { Tensor } from '../tensor';
-import { shapeString } from '../validate';
+import { cudaBinding } from './binding';
+import { LoraError } from '../../errors';
+import { Tensor } from '../../tensor';
+import { shapeString } from '../../validate';
 import { DeviceOperand, deviceExact } from './inputs';
 import { DeviceStorage } from './storage';
 

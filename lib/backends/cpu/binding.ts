@@ -2,7 +2,7 @@
 // object. node-gyp-build looks in build/Release first (a local build), then prebuilds/.
 import path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import { fail, LoraError, said } from './errors';
+import { fail, LoraError, said } from '../../errors';
 
 export interface NativeBlasInfo {
   name: string;
@@ -98,7 +98,7 @@ export interface BindingModule {
 }
 
 function load(): BindingModule {
-  const root = path.join(__dirname, '..');
+  const root = path.join(__dirname, '..', '..', '..');
   let mod: BindingModule;
   try {
     mod = nodeGypBuild(root) as BindingModule;

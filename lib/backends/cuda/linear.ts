@@ -1,9 +1,9 @@
 // The frozen Linear on the CUDA device: y = x·Wᵀ + b is one GEMM with the bias in its epilogue
 // ('nt': W stored (O, I) as nn.Linear keeps it), dx = dy·W one more ('nn'). In the compute dtype,
 // fp32 accumulation; fp32 through TF32 unless math: 'exact'.
-import { cudaBinding } from '../cuda';
-import { Tensor } from '../tensor';
-import { DType } from '../dtype';
+import { cudaBinding } from './binding';
+import { Tensor } from '../../tensor';
+import { DType } from '../../dtype';
 import { deviceExact, deviceOutput, deviceRows } from './inputs';
 
 export type MathMode = 'tf32' | 'exact';

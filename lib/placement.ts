@@ -4,9 +4,9 @@
 //   - 'auto' is CUDA where it answers, else the CPU; on the CPU a 16-bit dtype requested with
 //     'auto' becomes float32 (the CPU kernels compute in float32), so one script runs anywhere;
 //   - an explicit 'cpu' with bfloat16 or float16 is ERR_DTYPE.
-import { cudaStatus, resolveDevice } from '../cuda';
-import { describe, LoraError } from '../errors';
-import { Device, DType, isDType } from '../dtype';
+import { cudaStatus, resolveDevice } from './backends/cuda/binding';
+import { describe, LoraError } from './errors';
+import { Device, DType, isDType } from './dtype';
 
 export interface Placement {
   device: Device;
