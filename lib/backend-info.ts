@@ -1,5 +1,5 @@
-// What the package computes with, and why: the BLAS found (or the built-in GEMM), its threads, and
-// the CUDA backend's state.
+// What the package computes with, and why: each backend's own report (the CPU addon's BLAS or
+// built-in GEMM and its threads; whether the CUDA addon loaded and a device answered).
 import { native } from './backends/cpu/binding';
 import { cudaStatus } from './backends/cuda/binding';
 import { fail } from './errors';

@@ -5,7 +5,7 @@ export { LoraError } from './errors';
 export type { LoraErrorCode } from './errors';
 export { Tensor, tensor, zeros } from './tensor';
 export type { DType, Device, TensorOptions } from './tensor';
-export type { TensorLike } from './inputs';
+export type { TensorLike } from './operands';
 export { Linear } from './linear';
 export type { LinearOptions, OutOptions } from './linear';
 export { LoRA } from './lora';

@@ -1,34 +1,36 @@
-// Parameters handed to a constructor (Linear's weight and bias, LoRA's A and B) on a layer that lives
-// on the CUDA device. A cuda tensor of the right dtype is used as is (Linear, like on the CPU, keeps
-// the caller's tensor) or copied (LoRA keeps its own masters); host values (a cpu Tensor, a
-// Float32Array) are checked for non-finite values, as on the CPU, and uploaded; a cuda tensor of
-// another dtype is converted on the device. Construction is the one place where host values move to
-// the device without a .to(): the layer's device option asked for it.
-import { resolveExact } from './inputs';
+// The initial values a constructor takes (Linear's weight and bias, LoRA's A and B), placed where the
+// layer lives. A tensor already there is used as is (Linear, like PyTorch, keeps the caller's tensor)
+// or copied (LoRA keeps its own masters: the optimizer updates them in place); in another dtype there
+// it is converted. Anything else is host values (a Float32Array, a tensor on another device, which is
+// copied to the host): they are checked for non-finite values and put where the layer lives. Host
+// memory is checked for non-finite values wherever it is given, since that costs no copy; device
+// memory is not (it would cost a download). Construction is the one place where values move between
+// devices without a .to(): the layer's device option asked for it.
+import type { Placement } from './backends/backend';
+import { backendFor, HOST } from './backends/registry';
+import { exact } from './operands';
+import { placementOf } from './placement';
 import { Tensor } from './tensor';
 import { checkFinite } from './validate';
-import { DType } from './dtype';
-import { deviceExact } from './backends/cuda/inputs';
-import { DeviceStorage } from './backends/cuda/storage';
 
-export function placeParameter(where: string, arg: string, given: unknown, shape: readonly number[], dtype: DType, copy: boolean): Tensor {
-  if (given instanceof Tensor && given.device === 'cuda') {
-    if (given.dtype !== dtype) {
-      deviceExact(where, arg, given, shape, given.dtype);
-      return given.to('cuda', { dtype });
-    }
-    const t = deviceExact(where, arg, given, shape, dtype);
+export function placeParameter(where: string, arg: string, given: unknown, shape: readonly number[], on: Placement, copy: boolean): Tensor {
+  const o = exact(where, arg, given, shape, given instanceof Tensor ? placementOf(given) : HOST);
+  const hostMemory = o.storage.hostArray;
+  if (given instanceof Tensor && given.device === on.device) {
+    if (hostMemory !== null) checkFinite(where, arg, hostMemory);
+    if (given.dtype !== on.dtype) return given.to(on.device, { dtype: on.dtype });
     if (!copy) return given;
-    const own = DeviceStorage.alloc(dtype, t.n);
-    own.copyFrom(t.storage, where);
+    const own = backendFor(on).alloc(where, arg, on.dtype, o.n, false);
+    own.copyFrom(o.storage, where);
     return new Tensor(own, shape);
   }
-  const host = resolveExact(where, arg, given, shape).data;
-  checkFinite(where, arg, host);
-  return new Tensor(DeviceStorage.upload(host, dtype), shape);
+  const values = o.storage.hostView(where);
+  checkFinite(where, arg, values);
+  // A download is a copy already; host memory is copied only where the new storage would be it.
+  return newParameter(values, shape, on, copy && hostMemory !== null);
 }
 
-/** Host values (an initialiser's draw) as a new device tensor. */
-export function uploadParameter(values: Float32Array, shape: readonly number[], dtype: DType): Tensor {
-  return new Tensor(DeviceStorage.upload(values, dtype), shape);
+/** Host values (an initialiser's draw) as a new parameter of `on`: the array itself where the storage may be it, unless `copy`. */
+export function newParameter(values: Float32Array, shape: readonly number[], on: Placement, copy = false): Tensor {
+  return new Tensor(backendFor(on).fromHost(values, on.dtype, copy), shape);
 }

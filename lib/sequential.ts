@@ -2,7 +2,8 @@
 // backward in reverse order, and applyLoRA, which wraps the named Linear layers of a model in
 // LinearLoRA as PEFT's target_modules does.
 import { fail, said } from './errors';
-import { TensorLike } from './inputs';
+import { zeroGrads } from './grad';
+import { TensorLike } from './operands';
 import { Linear } from './linear';
 import { LINEAR_LORA_KEYS, LinearLoRA, LinearLoRAOptions } from './linear-lora';
 import { Tensor } from './tensor';
@@ -110,15 +111,9 @@ export class Sequential implements Module {
     return Object.fromEntries(this.namedModules().filter(([, l]) => l instanceof LinearLoRA)) as Record<string, LinearLoRA>;
   }
 
-  /** Zeroes every parameter's gradient, where it lives (a fill on the CUDA device). */
+  /** Zeroes every parameter's gradient, where it lives (a fill on a device). */
   zeroGrad(): void {
-    const where = 'Sequential.zeroGrad';
-    for (const p of this.parameters()) {
-      const g = p.grad;
-      if (g === null) continue;
-      if (g.device === 'cuda') g.deviceStorage(where).fill(0, where);
-      else g.buffer(where).fill(0);
-    }
+    zeroGrads('Sequential.zeroGrad', this.parameters(), (i) => `parameters()[${i}]`, true);
   }
 }
 

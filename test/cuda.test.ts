@@ -86,10 +86,10 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
 
   it("device 'auto' falls back to the CPU with the reason; 'cuda' without a device is ERR_DEVICE", () => {
     const out = JSON.parse(node(`
-      const c = require('./dist/backends/cuda/binding.js');
-      const auto = c.resolveDevice('auto');
+      const c = require('./dist/backends/cuda/binding.js'), { resolveDevice } = require('./dist/placement.js');
+      const auto = resolveDevice('auto');
       let err = null;
-      try { c.resolveDevice('cuda'); } catch (e) { err = e.code; }
+      try { resolveDevice('cuda'); } catch (e) { err = e.code; }
       console.log(JSON.stringify({ auto, err, avail: c.cudaAvailable() }));`));
     if (!out.avail) {
       expect(out.auto.device).toBe('cpu');
@@ -105,7 +105,7 @@ describe('without the CUDA addon', () => {
   it('backendInfo().cuda says no addon is built, and auto picks the CPU', () => {
     const out = JSON.parse(node(`
       const info = require('./dist/index.js').backendInfo().cuda;
-      const choice = require('./dist/backends/cuda/binding.js').resolveDevice('auto');
+      const choice = require('./dist/placement.js').resolveDevice('auto');
       console.log(JSON.stringify({ info, choice }));`, { FUSED_LORA_CUDA_ADDON: path.join(root, 'build-cuda', 'nowhere.node') }));
     expect(out.info.loaded).toBe(false);
     expect(out.info.available).toBe(false);

@@ -172,13 +172,13 @@ describe('device tensors (fake CUDA binding)', () => {
     const x = tensor(new Float32Array(6), [2, 3], { device: 'cuda' });
     const e = thrown(() => relu(x));
     expect(e.code).toBe('ERR_DEVICE');
-    expect(e.message).toMatch(/relu: x: expected a cpu tensor .* received a cuda tensor \(float32, shape \[2, 3\]\).*\.to\('cpu'\)/);
+    expect(e.message).toMatch(/relu: expected a cpu tensor for x .*received a cuda tensor \(float32, shape \[2, 3\]\).*\.to\('cpu'\)/);
     const cpuLayer = new LinearLoRA(new Linear(3, 2, { seed: 1 }), 1, { seed: 1 });
     const f = thrown(() => cpuLayer.forward(x));
     expect(f.code).toBe('ERR_DEVICE');
-    expect(f.message).toMatch(/LinearLoRA\.forward: x: expected a cpu tensor/);
+    expect(f.message).toMatch(/LinearLoRA\.forward: expected a cpu tensor for x/);
     const w = new Float32Array(6), a = new Float32Array(3), b = new Float32Array(2);
-    expect(thrown(() => ops.loraForward({ x, weight: w, A: a, B: b, scaling: 1, r: 1, O: 2 })).message).toMatch(/ops\.loraForward: x: expected a cpu tensor/);
+    expect(thrown(() => ops.loraForward({ x, weight: w, A: a, B: b, scaling: 1, r: 1, O: 2 })).message).toMatch(/ops\.loraForward: expected a cpu tensor for x/);
     expect(cpuLayer.forward(x.to('cpu')).device).toBe('cpu');  // the layer survives
   });
 

@@ -1,4 +1,4 @@
-// PEFT adapters on disk (DESIGN.md section 6): a directory with adapter_config.json and
+// PEFT adapters on disk: a directory with adapter_config.json and
 // adapter_model.safetensors, whose keys are base_model.model.<path>.lora_A.weight (r, I) and
 // ….lora_B.weight (O, r): Aᵀ and Bᵀ of our layout (A (I, r), B (r, O)). Optionally
 // optimizer.safetensors, to resume training.
@@ -7,14 +7,13 @@
 // step, but a mix left by a crash between files is caught on load (ranks against the config, the
 // optimizer's save id against the weights'). Loading checks everything (config, keys, shapes, ranks,
 // finiteness, the optimizer's state) before it changes any layer, so a failed load changes nothing.
-// Layers on the CUDA device: A and B (fp32 masters) are downloaded to save and uploaded through their
-// storage to load, which bumps its version, so the layer rebuilds W_ext before its next forward.
+// A and B go through host views wherever the layer lives (their own arrays on the CPU; a download of
+// the fp32 masters to save, an upload to load on a device).
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errorAt, fail, LoraError, said } from '../errors';
 import { LinearLoRA } from '../linear-lora';
-import type { Tensor } from '../tensor';
 import { checkFinite, checkOptions, optionKeys, shapeString } from '../validate';
 import { writeFileAtomic } from './atomic';
 import { checkWritable, WritableDType } from './dtype';
@@ -76,8 +75,8 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
   for (const [p, layer] of entries) {
     const { inFeatures: I, outFeatures: O } = layer.base;
     const r = layer.rank;
-    const A = hostValues(layer.lora.A, `${where}: layers[${JSON.stringify(p)}].lora.A`);
-    const B = hostValues(layer.lora.B, `${where}: layers[${JSON.stringify(p)}].lora.B`);
+    const A = layer.lora.A.hostView(where, `layers[${JSON.stringify(p)}].lora.A`);
+    const B = layer.lora.B.hostView(where, `layers[${JSON.stringify(p)}].lora.B`);
     checkFinite(where, `layers[${JSON.stringify(p)}].lora.A`, A);
     checkFinite(where, `layers[${JSON.stringify(p)}].lora.B`, B);
     tensors[keyA(p)] = { data: transpose(A, I, r), shape: [r, I] };
@@ -114,7 +113,7 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
   for (const [p, layer] of entries) {
     if (layer.merged) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', 'a merged one');
     // ERR_DISPOSED now, not halfway through
-    for (const [name, t] of [['A', layer.lora.A], ['B', layer.lora.B]] as const) checkLive(t, `${where}: layers[${JSON.stringify(p)}].lora.${name}`);
+    for (const [name, t] of [['A', layer.lora.A], ['B', layer.lora.B]] as const) t.assertLive(where, `layers[${JSON.stringify(p)}].lora.${name}`);
   }
 
   const config = parseConfig(where, path.join(dir, ADAPTER_CONFIG), await readConfig(where, path.join(dir, ADAPTER_CONFIG)));
@@ -154,8 +153,9 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
 
   for (const { layer, A, B, alpha } of plans) {
     layer.lora.configure({ alpha, rslora: config.use_rslora });
-    writeValues(layer.lora.A, A, where);
-    writeValues(layer.lora.B, B, where);
+    // On a device an upload, which bumps the storage's version: the layer rebuilds W_ext before its next forward.
+    layer.lora.A.write(A, where);
+    layer.lora.B.write(B, where);
   }
   return { modules: entries.map(([p]) => p), optimizer: restored };
 }
@@ -187,29 +187,6 @@ async function readConfig(where: string, file: string): Promise<unknown> {
   } catch (e) {
     throw errorAt('ERR_IO', where, `${file} is not JSON`, e);
   }
-}
-
-/**
- * A tensor's values on the host: the storage itself on the CPU (copied by transpose), a download of
- * the fp32 master on the CUDA device (waiting for the steps queued before it).
- */
-function hostValues(t: Tensor, where: string): Float32Array {
-  return t.device === 'cuda' ? t.deviceStorage(where).download(where) : t.buffer(where);
-}
-
-/** ERR_DISPOSED for a released tensor, wherever it lives. */
-function checkLive(t: Tensor, where: string): void {
-  if (t.device === 'cuda') t.deviceStorage(where);
-  else t.buffer(where);
-}
-
-/**
- * Overwrites a parameter with host values. On the device this is an upload through its storage,
- * which bumps the storage's version, so a LinearLoRA rebuilds W_ext before its next forward.
- */
-function writeValues(t: Tensor, values: Float32Array, where: string): void {
-  if (t.device === 'cuda') t.deviceStorage(where).write(values, where);
-  else t.buffer(where).set(values);
 }
 
 /** (rows, cols) row-major → (cols, rows) row-major, as a new array. */

@@ -1,12 +1,12 @@
 // Loads the CUDA addon (build-cuda/Release/fused_lora_cuda.node, built by `npm run build:cuda`) if it
 // is there, and types its exports once. Loading never throws: a missing or broken addon is recorded
-// with the reason, and the CPU backend carries on. Device tensors (lib/device/) call the addon only
+// with the reason, and the CPU backend carries on. The CUDA backend (this folder) calls the addon only
 // through cudaBinding(), so a test can put a CPU fake of the same interface in its place
 // (__setCudaBindingForTests) and run the very same TS code.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DType } from '../../dtype';
-import { LoraError } from '../../errors';
+import { errorAt, LoraError } from '../../errors';
 
 /** The addon's element types: ours (lib/dtype.ts), stored as its DType does. */
 export type CudaDtype = DType;
@@ -32,6 +32,20 @@ export interface DeviceBuffer {
   readonly bytes: number;
   readonly disposed: boolean;
   dispose(): void;
+}
+
+/** The extended layout of a LoRA layer (I, O, r) on the device: W_ext is (rows, ldx), x_ext (M, ldx), dy_ext (M, ldy). */
+export interface WExtLayout {
+  /** r rounded up to the GEMM's K step. */
+  rPad: number;
+  /** I + r_pad: W_ext's and x_ext's leading dimension. */
+  ldx: number;
+  /** O + r_pad: dy_ext's leading dimension. */
+  ldy: number;
+  /** O + r_pad: W_ext's rows (W on top, Aᵀ below). */
+  rows: number;
+  /** rows · ldx: W_ext's elements. */
+  elements: number;
 }
 
 export interface CudaLayerArgs {
@@ -134,26 +148,6 @@ export function cudaAvailable(): boolean {
   return cudaStatus().available;
 }
 
-export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
-export interface DeviceChoice { device: 'cpu' | 'cuda'; reason: string }
-
-/**
- * Decides where `device: 'auto' | 'cpu' | 'cuda'` runs: 'auto' → CUDA if the addon loads and a device
- * answers, else the CPU, with the reason; 'cuda' without a device is a LoraError with ERR_DEVICE.
- */
-export function resolveDevice(request: DeviceRequest = 'auto'): DeviceChoice {
-  if (request === 'cpu') return { device: 'cpu', reason: "requested device: 'cpu'" };
-  const st = cudaStatus();
-  if (request === 'cuda') {
-    if (!st.available) throw new LoraError('ERR_DEVICE', `expected a CUDA device for device: 'cuda' but ${st.reason}`);
-    return { device: 'cuda', reason: `requested device: 'cuda' (${st.device!.name})` };
-  }
-  if (request !== 'auto') throw new LoraError('ERR_ARGUMENT', `expected 'auto', 'cpu' or 'cuda' for device but received ${String(request)}`);
-  return st.available
-    ? { device: 'cuda', reason: `device 'auto': CUDA device ${st.device!.name} (compute capability ${st.device!.computeCapability})` }
-    : { device: 'cpu', reason: `device 'auto': CPU, because ${st.reason}` };
-}
-
 /**
  * Tests only: `binding` replaces the CUDA addon for this process (a fake implementing CudaBinding,
  * e.g. test/fixtures/fake-cuda.ts); null forgets it, so the next use loads the real addon again.
@@ -167,6 +161,6 @@ export function __setCudaBindingForTests(binding: CudaBinding | null): void {
 /** The loaded binding, or ERR_DEVICE saying why there is none. */
 export function cudaBinding(): CudaBinding {
   const l = loadCuda();
-  if (!l.binding) throw new LoraError('ERR_DEVICE', l.reason);
+  if (!l.binding) throw errorAt('ERR_DEVICE', 'fused-lora', l.reason);
   return l.binding;
 }

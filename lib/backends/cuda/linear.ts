@@ -1,45 +1,29 @@
 // The frozen Linear on the CUDA device: y = x·Wᵀ + b is one GEMM with the bias in its epilogue
 // ('nt': W stored (O, I) as nn.Linear keeps it), dx = dy·W one more ('nn'). In the compute dtype,
-// fp32 accumulation; fp32 through TF32 unless math: 'exact'.
+// fp32 accumulation; fp32 through TF32 unless math: 'exact'. Every op only enqueues work on the
+// addon's stream; the async twins wait for it off the JS thread.
+import type { LinearBackward, LinearForward, LinearKernels, LinearSpec } from '../backend';
 import { cudaBinding } from './binding';
-import { Tensor } from '../../tensor';
-import { DType } from '../../dtype';
-import { deviceExact, deviceOutput, deviceRows } from './inputs';
+import { buf } from './storage';
+import { whenDeviceDone } from './sync';
 
-export type MathMode = 'tf32' | 'exact';
-
-export interface DeviceLinear {
-  I: number;
-  O: number;
-  weight: Tensor;
-  bias: Tensor | null;
-  dtype: DType;
-  math: MathMode;
-  /** How the weight and bias are named in messages: '' for a Linear, 'base.' inside a LinearLoRA. */
-  prefix: string;
-}
-
-/** The device view of a Linear (its public fields); `prefix` names its weight in messages. */
-export function deviceLinearOf(l: { inFeatures: number; outFeatures: number; weight: Tensor; bias: Tensor | null; dtype: DType; math: MathMode }, prefix = ''): DeviceLinear {
-  return { I: l.inFeatures, O: l.outFeatures, weight: l.weight, bias: l.bias, dtype: l.dtype, math: l.math, prefix };
-}
-
-export function deviceLinearForward(where: string, p: DeviceLinear, x: unknown, out: unknown): Tensor {
-  const xin = deviceRows(where, 'x', x, p.I, p.dtype);
-  const W = deviceExact(where, `${p.prefix}weight`, p.weight, [p.O, p.I], p.dtype);
-  const bias = p.bias ? deviceExact(where, `${p.prefix}bias`, p.bias, [p.O], p.dtype) : null;
-  const y = deviceOutput(where, out, [...xin.shape.slice(0, -1), p.O], p.dtype,
-    [['x', xin.storage], [`${p.prefix}weight`, W.storage], [`${p.prefix}bias`, bias?.storage]]);
-  if (xin.M > 0) {
-    cudaBinding().gemm({ dtype: p.dtype, math: p.math, bLayout: 'nt', M: xin.M, N: p.O, K: p.I, A: xin.buf, B: W.buf, bias: bias?.buf ?? null, C: y.buf });
-  }
-  return y.tensor;
-}
-
-export function deviceLinearBackward(where: string, p: DeviceLinear, dy: unknown, out: unknown): Tensor {
-  const d = deviceRows(where, 'dy', dy, p.O, p.dtype);
-  const W = deviceExact(where, `${p.prefix}weight`, p.weight, [p.O, p.I], p.dtype);
-  const dx = deviceOutput(where, out, [...d.shape.slice(0, -1), p.I], p.dtype, [['dy', d.storage], [`${p.prefix}weight`, W.storage]]);
-  if (d.M > 0) cudaBinding().gemm({ dtype: p.dtype, math: p.math, bLayout: 'nn', M: d.M, N: p.I, K: p.O, A: d.buf, B: W.buf, C: dx.buf });
-  return dx.tensor;
+export function cudaLinear(spec: LinearSpec): LinearKernels {
+  const { I, O, dtype, math } = spec;
+  const forward = (c: LinearForward): void => {
+    if (c.x.M === 0) return;
+    cudaBinding().gemm({
+      dtype, math, bLayout: 'nt', M: c.x.M, N: O, K: I,
+      A: buf(c.where, c.x), B: buf(c.where, c.W), bias: c.bias ? buf(c.where, c.bias) : null, C: buf(c.where, c.y),
+    });
+  };
+  const backward = (c: LinearBackward): void => {
+    if (c.dy.M === 0) return;
+    cudaBinding().gemm({ dtype, math, bLayout: 'nn', M: c.dy.M, N: I, K: O, A: buf(c.where, c.dy), B: buf(c.where, c.W), C: buf(c.where, c.dx) });
+  };
+  return {
+    forward,
+    forwardAsync: (c) => whenDeviceDone(forward(c)),
+    backward,
+    backwardAsync: (c) => whenDeviceDone(backward(c)),
+  };
 }
