@@ -42,8 +42,8 @@ abstract class Activation {
 
   /** y of x's shape; saves x for backward. */
   forward(x: TensorLike): Tensor {
-    const { y, ...saved } = apply(`${this.name}.forward`, this.kind, x);
-    this.#saved = saved;
+    const { y, x: xin, on, kernels } = apply(`${this.name}.forward`, this.kind, x);
+    this.#saved = { x: xin, on, kernels };
     return y;
   }
 

@@ -12,7 +12,7 @@ import type { Device, DType } from './dtype';
 import { fail, said } from './errors';
 import { checkLinear, frozenParams, Linear, linearKernels, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
-import { checkNoOverlap, exact, output, Reads, rows, TensorLike } from './operands';
+import { checkNoOverlap, exact, output, Reads, rows, TensorLike, withLast } from './operands';
 import { placementOf } from './placement';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
@@ -230,12 +230,8 @@ export class LinearLoRA {
     const on = { device: this.device, dtype: 'float32' as const };
     const { inFeatures: I, outFeatures: O } = this.base;
     const r = this.rank;
-    return {
-      ...frozenParams(where, this.base, 'base.'),
-      A: exact(where, 'lora.A', this.lora.A, [I, r], on),
-      B: exact(where, 'lora.B', this.lora.B, [r, O], on),
-      scaling: this.scaling,
-    };
+    const { W, bias } = frozenParams(where, this.base, 'base.');
+    return { W, bias, A: exact(where, 'lora.A', this.lora.A, [I, r], on), B: exact(where, 'lora.B', this.lora.B, [r, O], on), scaling: this.lora.scaling };
   }
 
   /** The forward's arguments; a merged layer runs them as its base's (the adapter lives in W). */
@@ -249,7 +245,7 @@ export class LinearLoRA {
     }
     if (this.checkFinite) checkFinite(where, 'x', xin.storage.hostView(where));
     const p = this.#params(where);
-    const y = output(where, out, [...xin.shape.slice(0, -1), this.base.outFeatures], on,
+    const y = output(where, out, withLast(xin.shape, this.base.outFeatures), on,
       [['x', xin], ['base.weight', p.W], ['base.bias', p.bias], ['lora.A', p.A], ['lora.B', p.B]]);
     // A merged layer has nothing to train: nothing to save for backward.
     if (this.#merged) this.#forget();
@@ -267,7 +263,7 @@ export class LinearLoRA {
     const d = rows(where, 'dy', dy, O, on);
     const xShape = saved.x.shape;
     if (d.M !== saved.x.M) {
-      fail('ERR_SHAPE', where, 'dy', `${saved.x.M} rows of ${O} (shape ${shapeString([...xShape.slice(0, -1), O])}, from the last forward)`, said(`shape ${shapeString(d.shape)}`));
+      fail('ERR_SHAPE', where, 'dy', `${saved.x.M} rows of ${O} (shape ${shapeString(withLast(xShape, O))}, from the last forward)`, said(`shape ${shapeString(d.shape)}`));
     }
     if (this.checkFinite) checkFinite(where, 'dy', d.storage.hostView(where));
     const inputGrad = opts.inputGrad === undefined ? true : checkBoolean(where, 'options.inputGrad', opts.inputGrad);

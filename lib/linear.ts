@@ -6,7 +6,7 @@ import { backendFor } from './backends/registry';
 import { Call, run, runAsync } from './call';
 import type { Device, DType } from './dtype';
 import { fail } from './errors';
-import { exact, output, rows, TensorLike } from './operands';
+import { exact, output, rows, TensorLike, withLast } from './operands';
 import { newParameter, placeParameter } from './params';
 import { place, placementOf } from './placement';
 import { Random, randomSeed } from './random';
@@ -112,7 +112,7 @@ export class Linear {
     const on = placementOf(this);
     const xin = rows(where, 'x', x, this.inFeatures, on);
     const { W, bias } = frozenParams(where, this, '');
-    const y = output(where, opts.out, [...xin.shape.slice(0, -1), this.outFeatures], on, [['x', xin], ['weight', W], ['bias', bias]]);
+    const y = output(where, opts.out, withLast(xin.shape, this.outFeatures), on, [['x', xin], ['weight', W], ['bias', bias]]);
     return { c: { where, x: xin, W, bias, y: y.op }, result: y.tensor };
   }
 
@@ -121,7 +121,7 @@ export class Linear {
     const on = placementOf(this);
     const d = rows(where, 'dy', dy, this.outFeatures, on);
     const { W } = frozenParams(where, this, '');
-    const dx = output(where, opts.out, [...d.shape.slice(0, -1), this.inFeatures], on, [['dy', d], ['weight', W]]);
+    const dx = output(where, opts.out, withLast(d.shape, this.inFeatures), on, [['dy', d], ['weight', W]]);
     return { c: { where, dy: d, W, dx: dx.op }, result: dx.tensor };
   }
 }

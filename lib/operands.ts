@@ -10,7 +10,7 @@ import { BACKENDS, backendFor, HOST } from './backends/registry';
 import { fail, said } from './errors';
 import { placementOf } from './placement';
 import { Tensor } from './tensor';
-import { checkShape, MAX_DIM, shapeString } from './validate';
+import { checkShape, MAX_DIM, MAX_ELEMENTS, shapeString } from './validate';
 
 export type TensorLike = Tensor | Float32Array;
 
@@ -30,7 +30,7 @@ export function tensorStorage(where: string, arg: string, t: Tensor, on: Placeme
   if (t.dtype !== on.dtype) {
     fail('ERR_DTYPE', where, arg, `a ${on.dtype} tensor`, said(`a ${t.dtype} one`), `${on.dtype} is the dtype here: convert it with .to('${on.device}', { dtype: '${on.dtype}' })`);
   }
-  const n = checkShape(where, `${arg}.shape`, t.shape);
+  const n = elements(t.shape) ?? checkShape(where, `${arg}.shape`, t.shape);
   if (s.length !== n) fail('ERR_SHAPE', where, arg, `storage of ${n} elements for shape ${shapeString(t.shape)}`, said(`${s.length} elements`));
   checkFixedLength(where, arg, s);
   return s;
@@ -59,14 +59,26 @@ export function rows(where: string, arg: string, value: unknown, features: numbe
   const M = o.n / features;
   // The rows are one GEMM dimension: int32, like every dimension the kernels take.
   if (M > MAX_DIM) fail('ERR_SHAPE', where, arg, `at most 2^31 - 1 rows of ${features}`, said(`shape ${shapeString(o.shape)} (${M} rows)`));
-  return { ...o, M };
+  return { storage: o.storage, shape: o.shape, n: o.n, M };
+}
+
+/** `shape` with its last dimension replaced: an output's shape from its input's (..., features). */
+export function withLast(shape: readonly number[], last: number): number[] {
+  // A loop, not [...shape.slice(0, -1), last]: tensor shapes are frozen, and copying them that way is slow.
+  const n = shape.length, out = new Array<number>(n);
+  for (let i = 0; i < n - 1; i++) out[i] = shape[i];
+  out[n - 1] = last;
+  return out;
 }
 
 /** A tensor argument of exactly `shape`; a Float32Array must have its length. */
 export function exact(where: string, arg: string, value: unknown, shape: readonly number[], on: Placement): Operand {
   const o = operand(where, arg, value, on, () => shape);
-  const n = shape.reduce((a, b) => a * b, 1);
-  const same = o.shape.length === shape.length && o.shape.every((d, i) => d === shape[i]);
+  let n = 1, same = o.shape.length === shape.length;
+  for (let i = 0; i < shape.length; i++) {
+    n *= shape[i];
+    same &&= o.shape[i] === shape[i];
+  }
   if (!same || o.n !== n) {
     fail('ERR_SHAPE', where, arg, `shape ${shapeString(shape)}`, said(`shape ${shapeString(o.shape)}${o.n !== n ? ` with ${o.n} elements` : ''}`));
   }
@@ -95,6 +107,17 @@ export function checkNoOverlap(where: string, arg: string, o: Operand, reads: Re
   for (const [name, r] of reads) {
     if (r && o.storage.overlaps(r.storage)) fail('ERR_ARGUMENT', where, arg, `a tensor that does not share memory with ${name}`, said(`one that overlaps ${name}`));
   }
+}
+
+/** The element count of a valid shape, or undefined (then checkShape says what is wrong with it). */
+function elements(shape: readonly number[]): number | undefined {
+  let n = 1;
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i];
+    if (!Number.isInteger(d) || d < 0 || d > MAX_DIM) return undefined;
+    n *= d;
+  }
+  return n <= MAX_ELEMENTS ? n : undefined;
 }
 
 function checkFixedLength(where: string, arg: string, s: TensorStorage): void {
