@@ -60,6 +60,8 @@ export interface CudaBinding {
   memoryStats(): { allocatedBytes: number; cachedBytes: number; reservedBytes: number };
   emptyCache(): void;
   rankPad(args: { r: number }): number;
+  /** The extended layout of a LoRA layer (native/cuda/tile_math.h): the one source of r_pad and the leading dimensions. */
+  wExtLayout(args: { I: number; O: number; r: number }): WExtLayout;
   alloc(bytes: number): DeviceBuffer;
   upload(args: { buffer: DeviceBuffer; dtype: CudaDtype | 'int32'; data: Float32Array | Int32Array; rows?: number; cols?: number; ld?: number }): void;
   download(args: { buffer: DeviceBuffer; dtype: CudaDtype; rows: number; cols: number; ld?: number }): Float32Array;

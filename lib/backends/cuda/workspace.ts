@@ -27,7 +27,7 @@ export class DeviceWorkspace {
     this.#I = I;
     this.#O = O;
     this.#r = r;
-    this.layout = wExtLayout(I, O, r);
+    this.layout = cudaBinding().wExtLayout({ I, O, r });
   }
 
   /** Leading dimensions of x_ext and dy_ext. */
@@ -79,9 +79,4 @@ export class DeviceWorkspace {
       case 'u': case 'du': return [this.#O, this.dtype];
     }
   }
-}
-
-function wExtLayout(I: number, O: number, r: number): WExtLayout {
-  const rPad = cudaBinding().rankPad({ r });
-  return { rPad, ldx: I + rPad, ldy: O + rPad, rows: O + rPad, elements: (O + rPad) * (I + rPad) };
 }
