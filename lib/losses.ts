@@ -75,7 +75,7 @@ function checkLabels(where: string, lab: { length: number; values: ArrayLike<num
 function labelArray(where: string, labels: unknown): { length: number; values: ArrayLike<number>; ints: () => Int32Array } {
   if (labels instanceof Int32Array) return { length: labels.length, values: labels, ints: () => labels };
   if (labels instanceof Tensor) {
-    if (labels.shape.length !== 1) fail('ERR_SHAPE', where, 'labels', 'a 1-d tensor (M)', `shape ${shapeString(labels.shape)}`);
+    if (labels.shape.length !== 1) fail('ERR_SHAPE', where, 'labels', 'a 1-d tensor (M)', said(`shape ${shapeString(labels.shape)}`));
     const data = labels.hostView(where, 'labels');  // labels are checked on the host
     return { length: data.length, values: data, ints: () => Int32Array.from(data) };
   }

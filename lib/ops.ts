@@ -5,7 +5,7 @@
 // with ops kernels (the CPU for now).
 import type { OpsBackward, OpsForward, OpsKernels, Operand, Placement } from './backends/backend';
 import { Call, run, runAsync } from './call';
-import { fail } from './errors';
+import { fail, said } from './errors';
 import { backendWith, exact, output, TensorLike } from './operands';
 import { Tensor } from './tensor';
 import { checkBoolean, checkDim, checkFiniteNumber, checkKeys, OptionKeys, optionKeys } from './validate';
@@ -53,7 +53,7 @@ const layouts: Record<string, [keyof Dims, keyof Dims] | [keyof Dims]> = {
 function dims(where: string, input: Record<string, unknown>, names: string[]): Dims {
   const found: Partial<Dims> = {};
   const set = (k: keyof Dims, v: number, from: string) => {
-    if (found[k] !== undefined && found[k] !== v) fail('ERR_SHAPE', where, from, `${k} = ${found[k]} (as elsewhere)`, `${k} = ${v}`);
+    if (found[k] !== undefined && found[k] !== v) fail('ERR_SHAPE', where, from, `${k} = ${found[k]} (as elsewhere)`, said(`${k} = ${v}`));
     found[k] = v;
   };
   for (const k of ['M', 'I', 'O', 'r'] as const) if (input[k] !== undefined) set(k, checkDim(where, k, input[k], k === 'r' ? 1 : 0), k);
@@ -61,7 +61,7 @@ function dims(where: string, input: Record<string, unknown>, names: string[]): D
     const v = input[name];
     if (!(v instanceof Tensor)) continue;
     const layout = layouts[name];
-    if (v.shape.length !== layout.length) fail('ERR_SHAPE', where, name, `a ${layout.length}-d tensor (${layout.join(', ')})`, `shape [${v.shape.join(', ')}]`);
+    if (v.shape.length !== layout.length) fail('ERR_SHAPE', where, name, `a ${layout.length}-d tensor (${layout.join(', ')})`, said(`shape [${v.shape.join(', ')}]`));
     layout.forEach((k, i) => set(k, v.shape[i], name));
   }
   for (const k of ['M', 'I', 'O', 'r'] as const) {

@@ -98,7 +98,7 @@ function resolveSGD(where: string, options: unknown, arg = 'options'): SGDHyper 
   const weightDecay = o.weightDecay === undefined ? 0 : checkNonNegative(where, `${arg}.weightDecay`, o.weightDecay);
   const nesterov = o.nesterov === undefined ? false : checkBoolean(where, `${arg}.nesterov`, o.nesterov);
   if (nesterov && (momentum <= 0 || dampening !== 0)) {
-    fail('ERR_ARGUMENT', where, `${arg}.nesterov`, 'momentum > 0 and dampening 0 with nesterov: true', `momentum ${momentum}, dampening ${dampening}`);
+    fail('ERR_ARGUMENT', where, `${arg}.nesterov`, 'momentum > 0 and dampening 0 with nesterov: true', said(`momentum ${momentum}, dampening ${dampening}`));
   }
   return { lr, momentum, dampening, weightDecay, nesterov };
 }
@@ -129,7 +129,7 @@ interface ParamCheck {
  */
 function checkParameters(where: string, params: unknown, how: ParamCheck): Tensor[] {
   if (!Array.isArray(params)) fail('ERR_ARGUMENT', where, 'params', 'an array of Tensors with a .grad (e.g. layer.parameters())', params);
-  if (params.length === 0 && !how.allowEmpty) fail('ERR_ARGUMENT', where, 'params', 'at least one parameter', 'an empty array');
+  if (params.length === 0 && !how.allowEmpty) fail('ERR_ARGUMENT', where, 'params', 'at least one parameter', said('an empty array'));
   const seen = new Set<Tensor>();
   const out: Tensor[] = [];
   params.forEach((p: unknown, i: number) => {
@@ -239,13 +239,13 @@ abstract class Optimizer<K extends string, H extends object> {
           fail(ArrayBuffer.isView(t) ? 'ERR_DTYPE' : 'ERR_ARGUMENT', where, `state.tensors['${key}']`, 'a Float32Array', t);
         }
         if (t.length !== p.size) {
-          fail('ERR_SHAPE', where, `state.tensors['${key}']`, `${p.size} elements (params[${i}] has shape ${shapeString(p.shape)})`, `${t.length} elements`);
+          fail('ERR_SHAPE', where, `state.tensors['${key}']`, `${p.size} elements (params[${i}] has shape ${shapeString(p.shape)})`, said(`${t.length} elements`));
         }
       }
     });
     if (keys.size > 0) {
       const extra = [...keys][0];
-      fail('ERR_ARGUMENT', where, 'state.tensors', `only the keys of ${this.params.length} parameter(s) (${expected.map((n) => `param.<i>.${n}`).join(', ') || 'none'})`, `key '${extra}'`);
+      fail('ERR_ARGUMENT', where, 'state.tensors', `only the keys of ${this.params.length} parameter(s) (${expected.map((n) => `param.<i>.${n}`).join(', ') || 'none'})`, said(`key '${extra}'`));
     }
     // All checked: commit.
     this.hyperparams = hyper;

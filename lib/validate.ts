@@ -27,7 +27,7 @@ export function checkShape(where: string, arg: string, shape: unknown): number {
     const d = shape[i];
     if (!isInt(d) || d < 0 || d > MAX_DIM) fail('ERR_SHAPE', where, `${arg}[${i}]`, 'an integer in [0, 2^31 - 1]', d);
     n *= d;
-    if (n > MAX_ELEMENTS) fail('ERR_SHAPE', where, arg, 'a shape with at most 2^53 elements', `[${shape.join(', ')}]`);
+    if (n > MAX_ELEMENTS) fail('ERR_SHAPE', where, arg, 'a shape with at most 2^53 elements', said(`[${shape.join(', ')}]`));
   }
   return n;
 }

@@ -111,7 +111,7 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
   const optimizer = checkOptimizer(where, opts.optimizer, 'loadStateDict');
   const entries = checkLayers(where, layers);
   for (const [p, layer] of entries) {
-    if (layer.merged) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', 'a merged one');
+    if (layer.merged) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', said('a merged one'));
     // ERR_DISPOSED now, not halfway through
     for (const [name, t] of [['A', layer.lora.A], ['B', layer.lora.B]] as const) t.assertLive(where, `layers[${JSON.stringify(p)}].lora.${name}`);
   }
@@ -205,7 +205,7 @@ function checkDir(where: string, dir: unknown): void {
 function checkLayers(where: string, layers: unknown): [string, LinearLoRA][] {
   if (layers === null || typeof layers !== 'object' || Array.isArray(layers)) fail('ERR_ARGUMENT', where, 'layers', 'an object of LinearLoRA by module path', layers);
   const entries = Object.entries(layers as Record<string, unknown>);
-  if (entries.length === 0) fail('ERR_ARGUMENT', where, 'layers', 'at least one layer', 'an empty object');
+  if (entries.length === 0) fail('ERR_ARGUMENT', where, 'layers', 'at least one layer', said('an empty object'));
   for (const [p, layer] of entries) {
     if (p === '' || p.startsWith('.') || p.endsWith('.')) fail('ERR_ARGUMENT', where, 'layers', 'module paths like "model.layers.0.self_attn.q_proj"', p);
     if (!(layer instanceof LinearLoRA)) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'a LinearLoRA', layer);

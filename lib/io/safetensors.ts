@@ -189,7 +189,7 @@ function checkTensors(where: string, tensors: unknown): { name: string; data: Fl
     const { data, shape } = t instanceof Tensor ? { data: t.buffer(`${where}: ${arg}`), shape: t.shape } : (t as { data: unknown; shape: unknown });
     if (!(data instanceof Float32Array)) fail('ERR_DTYPE', where, `${arg}.data`, 'a Float32Array', data);
     const n = checkShape(where, `${arg}.shape`, shape);
-    if (n !== data.length) fail('ERR_SHAPE', where, `${arg}.data`, `${n} elements for shape ${shapeString(shape as number[])}`, `${data.length} elements`);
+    if (n !== data.length) fail('ERR_SHAPE', where, `${arg}.data`, `${n} elements for shape ${shapeString(shape as number[])}`, said(`${data.length} elements`));
     return { name, data, shape: shape as number[] };
   });
   // The reference sorts by name as UTF-8 bytes; JS's default sort compares UTF-16 units.
