@@ -53,7 +53,10 @@ export interface CudaLayerArgs {
   M: number; I: number; O: number; r: number; scaling?: number;
 }
 
-/** The CUDA addon's exports (native/cuda_addon/addon.cpp). Shapes are row-major; ld = leading dimension. */
+/**
+ * The CUDA addon's exports (native/cuda_addon/addon.cpp). Shapes are row-major; ld = leading dimension.
+ * `accumulate` is always passed: the TS layer never relies on an addon's default for it.
+ */
 export interface CudaBinding {
   setErrorClass(ctor: typeof LoraError): void;
   deviceInfo(): CudaDeviceInfo;
@@ -77,14 +80,14 @@ export interface CudaBinding {
   loraForwardFused(args: CudaLayerArgs & { xExt: DeviceBuffer; wExt: DeviceBuffer; bias?: DeviceBuffer | null; A: DeviceBuffer; y: DeviceBuffer; ldy?: number }): void;
   loraBackwardFused(args: CudaLayerArgs & {
     xExt: DeviceBuffer; dyExt: DeviceBuffer; wExt: DeviceBuffer; B: DeviceBuffer; dsWork: DeviceBuffer;
-    dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; lddx?: number; accumulate?: boolean;
+    dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; lddx?: number; accumulate: boolean;
   }): void;
   loraForwardUnfused(args: CudaLayerArgs & {
     x: DeviceBuffer; W: DeviceBuffer; bias?: DeviceBuffer | null; A: DeviceBuffer; B: DeviceBuffer; s: DeviceBuffer; u: DeviceBuffer; y: DeviceBuffer;
   }): void;
   loraBackwardUnfused(args: CudaLayerArgs & {
     x: DeviceBuffer; s: DeviceBuffer; dy: DeviceBuffer; W: DeviceBuffer; A: DeviceBuffer; B: DeviceBuffer;
-    du: DeviceBuffer; ds: DeviceBuffer; dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; accumulate?: boolean;
+    du: DeviceBuffer; ds: DeviceBuffer; dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; accumulate: boolean;
   }): void;
   adamw(args: { n: number; param: DeviceBuffer; grad: DeviceBuffer; m: DeviceBuffer; v: DeviceBuffer; lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; step: number }): void;
   mseLoss(args: { dtype: CudaDtype; n: number; pred: DeviceBuffer; target: DeviceBuffer; loss: DeviceBuffer; dpred?: DeviceBuffer | null }): void;
