@@ -1,6 +1,6 @@
-// Every argument check of the public API, in one place, with one message shape:
-// "<where>: expected <what> for <argument> but received <what came>". The native layer checks again
-// what it relies on (buffer types and lengths); these checks come first and say more.
+// The checks of plain arguments (dimensions, shapes, numbers, flags, option keys), each once; tensor
+// arguments are lib/operands.ts's. Every message comes from lib/errors.ts. The native layer checks
+// again what it relies on (buffer types and lengths); these checks come first and say more.
 import { distance } from 'fastest-levenshtein';
 import { errorAt, fail, said } from './errors';
 
