@@ -131,6 +131,7 @@ function checkFixedLength(where: string, arg: string, s: TensorStorage): void {
  * or ERR_DEVICE naming `arg` and the devices where `what` runs, for what no backend there has yet.
  */
 export function backendWith<K>(where: string, arg: string, value: unknown, pick: (b: Backend) => K | null, what: string, note?: string): { on: Placement; kernels: K } {
+  if (value instanceof Tensor) value.assertLive(where, arg);  // a disposed tensor is ERR_DISPOSED wherever it lived
   const on = value instanceof Tensor ? placementOf(value) : HOST;
   const kernels = pick(backendFor(on));
   if (kernels !== null) return { on, kernels };

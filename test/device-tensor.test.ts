@@ -180,6 +180,10 @@ describe('device tensors (fake CUDA binding)', () => {
     const w = new Float32Array(6), a = new Float32Array(3), b = new Float32Array(2);
     expect(thrown(() => ops.loraForward({ x, weight: w, A: a, B: b, scaling: 1, r: 1, O: 2 })).message).toMatch(/ops\.loraForward: expected a cpu tensor for x/);
     expect(cpuLayer.forward(x.to('cpu')).device).toBe('cpu');  // the layer survives
+    x.dispose();  // disposed is ERR_DISPOSED wherever the tensor lived, before any question of where it runs
+    expect(thrown(() => relu(x)).code).toBe('ERR_DISPOSED');
+    expect(thrown(() => ops.loraForward({ x, weight: w, A: a, B: b, scaling: 1, r: 1, O: 2 })).code).toBe('ERR_DISPOSED');
+    expect(thrown(() => cpuLayer.forward(x)).code).toBe('ERR_DISPOSED');
   });
 
   it('Tensor is still a thin wrapper on the CPU: a Float32Array is its storage, no device calls', () => {
