@@ -1,5 +1,5 @@
 // The CUDA device suite (test/gpu/device-suite.cjs): every op against a float64 reference in each
-// dtype over the shape sweep (docs/ARCHITECTURE.md, tests), NaN-poisoned outputs, guard bands, fused = unfused.
+// dtype over the numerics tests' shape sweep, NaN-poisoned outputs, guard bands, fused = unfused.
 // Runs only where the CUDA addon loads and a device answers; elsewhere it is skipped with the reason.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The CUDA device suite: every op of the CUDA addon against a float64 CPU reference, in each dtype,
-// over the shape sweep of docs/ARCHITECTURE.md (tests), with NaN-poisoned outputs and guard bands after each
-// buffer (and in the gaps of leading dimensions larger than the width), and fused against unfused.
+// over the shape sweep of the numerics tests (test/reference.ts), with NaN-poisoned outputs and
+// guard bands after each buffer (and in the gaps of leading dimensions larger than the width), and
+// fused against unfused.
 // Then the public TS API on the device: device tensors and .to() round trips, Linear and
 // LinearLoRA on 'cuda' against the same layers on the CPU (fused and unfused, each dtype), AdamW on
 // the device and the W_ext refresh it triggers, the losses, merge, the async twins, mixed-device

@@ -1,8 +1,8 @@
 // A LinearLoRA on the CPU: the fused (or PEFT-order) forward and backward as one native call each,
 // over the layer's workspace (s, ds and the dropout buffers, lib/backends/cpu/workspace.ts). The
 // fused path folds scaling into the GEMMs' alpha and adds each product into its output with beta = 1
-// (docs/ARCHITECTURE.md, "the math"). Dropout masks are a counter-based hash of (seed, step, element),
-// drawn natively; the step counts the forwards that drew one.
+// (docs/ARCHITECTURE.md, "Layouts and the math"). Dropout masks are a counter-based hash of (seed,
+// step, element), drawn natively; the step counts the forwards that drew one.
 import type { LinearLoRAKernels, LinearLoRASpec, LoRABackward, LoRAForward } from '../backend';
 import { LoraBackwardArgs, LoraForwardArgs, native } from './binding';
 import { data } from './storage';

@@ -1,9 +1,9 @@
 // A LinearLoRA on the CUDA device: what the layer keeps there (W_ext, the workspaces, x for the
 // unfused backward) and its forward and backward.
 //
-// Fused (docs/ARCHITECTURE.md, "the math"): W_ext ((O + r_pad), (I + r_pad)) in the compute dtype holds
-// W, scaling·Bᵀ and Aᵀ; x is copied into x_ext's first I columns and the forward is the shrink plus one
-// GEMM, the backward the dy-pass, dA, and one GEMM for dx. W_ext is derived from the base weight and
+// Fused (docs/ARCHITECTURE.md, "Layouts and the math"): W_ext ((O + r_pad), (I + r_pad)) in the
+// compute dtype holds W, scaling·Bᵀ and Aᵀ; x is copied into x_ext's first I columns and the forward
+// is the shrink plus one GEMM, the backward the dy-pass, dA, and one GEMM for dx. W_ext is derived from the base weight and
 // the fp32 masters A and B: it is refreshed before a forward or backward whenever one of them was
 // written since (their storage versions, bumped by every optimizer step and load) or scaling changed,
 // so after each optimizer step the next call sees the new A and B; the O·r + r·I refresh is negligible
