@@ -186,6 +186,31 @@ describe('device tensors (fake CUDA binding)', () => {
     expect(thrown(() => cpuLayer.forward(x)).code).toBe('ERR_DISPOSED');
   });
 
+  it('zero(), write(), hostView() and assertLive() are the same on both devices: in place on the CPU, through the device there', () => {
+    const v = values();
+    for (const device of ['cpu', 'cuda'] as const) {
+      const t = tensor(v.slice(), [8], { device, dtype: 'float32' });
+      expect(Array.from(t.hostView())).toEqual(Array.from(v));
+      t.write(Float32Array.from(v, (x) => 2 * x));
+      expect(Array.from(t.dataSync())).toEqual(Array.from(v, (x) => Math.fround(2 * x)));
+      expect(thrown(() => t.write(new Float32Array(7))).code).toBe('ERR_SHAPE');
+      t.zero();
+      expect(Array.from(t.dataSync())).toEqual(new Array(8).fill(0));
+      t.assertLive();
+      t.dispose();
+      for (const use of [() => t.assertLive('f', 'x'), () => t.hostView('f', 'x'), () => t.zero('f', 'x'), () => t.write(v, 'f', 'x')]) {
+        const e = thrown(use);
+        expect([e.code, e.message]).toEqual(['ERR_DISPOSED', expect.stringMatching(/^f: expected a live tensor for x but received a disposed one/)]);
+      }
+    }
+    const c = tensor(v, [8]);
+    expect(c.hostView()).toBe(v);  // no copy on the CPU
+    fake().clearCalls();
+    const d = tensor(v, [8], { device: 'cuda' });
+    expect(d.hostView()).not.toBe(v);
+    expect(fake().calls).toEqual(['alloc', 'upload', 'download']);
+  });
+
   it('Tensor is still a thin wrapper on the CPU: a Float32Array is its storage, no device calls', () => {
     const v = values();
     const t = new Tensor(v, [8]);
