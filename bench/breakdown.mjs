@@ -2,7 +2,7 @@
 // on the loaded BLAS and on the built-in GEMM, side by side (alternating rounds, medians).
 // Usage: node bench/breakdown.mjs [M I O r] [--rounds N]
 import { parseArgs } from 'node:util';
-import { native } from '../dist/binding.js';
+import { native } from '../dist/backends/cpu/binding.js';
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { rounds: { type: 'string', default: '5' } } });
 const [M, I, O, r] = (positionals.length ? positionals : ['2048', '2048', '2048', '16']).map(Number);

@@ -1,14 +1,12 @@
-// Activations with backward, computed natively and elementwise, for any shape. The classes are
-// modules for a Sequential: forward saves its input (a reference, not a copy, as LinearLoRA saves x),
-// backward turns dy into dx, and there is nothing to train. The functions are the forward alone.
-import { ActivationBackwardArgs, ActivationForwardArgs, native } from './binding';
-import { LoraError } from './errors';
-import { resolve, resolveExact, TensorLike } from './inputs';
+// Activations with backward, elementwise, for any shape, where their backend has kernels for them
+// (the CPU for now). The classes are modules for a Sequential: forward saves its input (a reference,
+// not a copy, as LinearLoRA saves x), backward turns dy into dx, and there is nothing to train. The
+// functions are the forward alone.
+import type { ActivationKernels, ActivationKind, Operand, Placement } from './backends/backend';
+import { fail, said } from './errors';
+import { backendWith, exact, operand, output, TensorLike } from './operands';
 import { Tensor } from './tensor';
 import { checkBoolean, checkOptions, optionKeys } from './validate';
-
-type Kernel = (args: ActivationForwardArgs) => void;
-type BackwardKernel = (args: ActivationBackwardArgs) => void;
 
 export interface ActivationBackwardOptions {
   /** false skips dx (the layer below needs no gradient); backward then returns null. Default true. */
@@ -16,34 +14,36 @@ export interface ActivationBackwardOptions {
 }
 const BACKWARD_KEYS = optionKeys<ActivationBackwardOptions>({ inputGrad: true });
 
-function apply(where: string, kernel: Kernel, x: unknown): { y: Tensor; x: Float32Array; shape: readonly number[] } {
-  const xin = resolve(where, 'x', x);
-  const y = new Tensor(new Float32Array(xin.data.length), xin.shape);
-  kernel({ n: xin.data.length, x: xin.data, y: y.buffer() });
-  return { y, x: xin.data, shape: xin.shape };
+const kernelsOf = (where: string, x: unknown) => backendWith(where, 'x', x, (b) => b.activations, 'the activations');
+
+function apply(where: string, kind: ActivationKind, x: unknown): { y: Tensor; x: Operand; on: Placement; kernels: ActivationKernels } {
+  const { on, kernels } = kernelsOf(where, x);
+  const xin = operand(where, 'x', x, on);
+  const y = output(where, undefined, xin.shape, on);
+  kernels.forward(kind, xin, y.op);
+  return { y: y.tensor, x: xin, on, kernels };
 }
 
 /** max(x, 0) elementwise; a new tensor of x's shape (NaN stays NaN, as in PyTorch). */
 export function relu(x: TensorLike): Tensor {
-  return apply('relu', native.reluForward, x).y;
+  return apply('relu', 'relu', x).y;
 }
 
 /** The exact GELU, x·Φ(x) with Φ the standard normal CDF (PyTorch's nn.GELU() default, not the tanh form). */
 export function gelu(x: TensorLike): Tensor {
-  return apply('gelu', native.geluForward, x).y;
+  return apply('gelu', 'gelu', x).y;
 }
 
 abstract class Activation {
-  #saved: { x: Float32Array; shape: readonly number[] } | null = null;
+  #saved: { x: Operand; on: Placement; kernels: ActivationKernels } | null = null;
 
   protected abstract readonly name: string;
-  protected abstract readonly forwardKernel: Kernel;
-  protected abstract readonly backwardKernel: BackwardKernel;
+  protected abstract readonly kind: ActivationKind;
 
   /** y of x's shape; saves x for backward. */
   forward(x: TensorLike): Tensor {
-    const { y, x: data, shape } = apply(`${this.name}.forward`, this.forwardKernel, x);
-    this.#saved = { x: data, shape };
+    const { y, x: xin, on, kernels } = apply(`${this.name}.forward`, this.kind, x);
+    this.#saved = { x: xin, on, kernels };
     return y;
   }
 
@@ -52,12 +52,12 @@ abstract class Activation {
     const where = `${this.name}.backward`;
     const opts = checkOptions(where, options, BACKWARD_KEYS);
     const saved = this.#saved;
-    if (saved === null) throw new LoraError('ERR_ARGUMENT', `${where}: expected a forward() before backward() but received none`);
-    const d = resolveExact(where, 'dy', dy, saved.shape);
+    if (saved === null) fail('ERR_ARGUMENT', where, '', 'a forward() before backward()', said('none'));
+    const d = exact(where, 'dy', dy, saved.x.shape, saved.on);
     if (opts.inputGrad !== undefined && !checkBoolean(where, 'options.inputGrad', opts.inputGrad)) return null;
-    const dx = new Tensor(new Float32Array(d.data.length), saved.shape);
-    this.backwardKernel({ n: d.data.length, x: saved.x, dy: d.data, dx: dx.buffer() });
-    return dx;
+    const dx = output(where, undefined, saved.x.shape, saved.on);
+    saved.kernels.backward(this.kind, saved.x, d, dx.op);
+    return dx.tensor;
   }
 
   /** Nothing to train. */
@@ -69,13 +69,11 @@ abstract class Activation {
 /** ReLU as a module: y = max(x, 0), dx = dy where x > 0 (0 at x = 0, as PyTorch). */
 export class ReLU extends Activation {
   protected readonly name = 'ReLU';
-  protected readonly forwardKernel = native.reluForward;
-  protected readonly backwardKernel = native.reluBackward;
+  protected readonly kind = 'relu';
 }
 
 /** Exact (erf) GELU as a module: y = x·Φ(x), dx = dy·(Φ(x) + x·φ(x)). */
 export class GELU extends Activation {
   protected readonly name = 'GELU';
-  protected readonly forwardKernel = native.geluForward;
-  protected readonly backwardKernel = native.geluBackward;
+  protected readonly kind = 'gelu';
 }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SingleBar } from 'cli-progress';
-import { backendInfo } from './backend';
+import { backendInfo } from './backend-info';
 import { saveAdapter, loadAdapter } from './io/adapter';
 import { Linear } from './linear';
 import { LinearLoRA } from './linear-lora';

@@ -1,31 +1,24 @@
 // LinearLoRA: a frozen Linear plus a trainable LoRA, y = x·Wᵀ + b + scaling·(x̃·A)·B.
 //
-// forward saves what backward needs (x, and s = x̃·A in the workspace); backward accumulates into
-// lora.A.grad and lora.B.grad and returns dx. Async calls on one layer run one at a time in call
-// order on the libuv pool; a sync call while async work is queued is refused (it would race the
-// queued work for the layer's workspaces).
-//
-// Cancelling: an async call that has not started yet (it waits behind earlier calls on this layer)
-// is rejected at once when its options.signal aborts, or when the layer is disposed: a LoraError with
-// code ERR_ARGUMENT and name 'AbortError' (cause: signal.reason) for an abort, ERR_DISPOSED for a
-// dispose. A call whose kernel has started runs to the end and resolves: a kernel cannot be
-// interrupted, and the native side holds every buffer it touches until it is done, so dispose()
-// never frees memory a running kernel uses (it releases the JS references; the GC frees the rest).
-//
-// On the CUDA device (the base Linear lives there) forward, backward and merge are
-// lib/device/lora-layer.ts's; this class keeps the queue, the training mode and disposal.
-import { LoraBackwardArgs, LoraForwardArgs, native } from './binding';
-import { Device, DType } from './device/dtype';
-import { DeviceForwardState, DeviceLoraLayer } from './device/lora-layer';
-import { whenDeviceDone } from './device/sync';
-import { LoraError } from './errors';
-import { checkNoOverlap, output, resolveRows, TensorLike } from './inputs';
-import { checkLinear, Linear, OUT_KEYS, OutOptions } from './linear';
+// It lives with its base, on the backend chosen by the base's placement; its kernels (created by that
+// backend) hold the workspaces. This class checks every argument, keeps the training mode and what
+// forward saved for backward (x, its rows, the dropout in effect), merges, and queues async calls
+// (lib/async-queue.ts). backward accumulates into lora.A.grad and lora.B.grad and returns dx.
+import { AsyncOptions, CallQueue } from './async-queue';
+import type { LinearForward, LinearLoRAKernels, LoRABackward, LoRAForward, LoRAParams, Rows } from './backends/backend';
+import { BACKENDS, backendFor, hostKernels } from './backends/registry';
+import { Call, run, runAsync } from './call';
+import type { Device, DType } from './dtype';
+import { fail, said } from './errors';
+import { checkLinear, frozenParams, Linear, linearKernels, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
+import { checkNoOverlap, exact, output, Reads, rows, TensorLike, withLast } from './operands';
+import { placementOf } from './placement';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
-import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, fail, OptionKeys, optionKeys, shapeString } from './validate';
-import { Workspace } from './workspace';
+import { checkBoolean, checkDim, checkDropout, checkFinite, checkOptions, checkSeed, optionKeys, shapeString } from './validate';
+
+export type { AsyncOptions };
 
 export interface LinearLoRAOptions {
   /** Default r (scaling 1). */
@@ -53,26 +46,19 @@ export interface BackwardOptions extends OutOptions {
 }
 const BACKWARD_KEYS = optionKeys<BackwardOptions>({ out: true, inputGrad: true });
 
-export interface AsyncOptions {
-  /**
-   * Cancels the call while it waits behind earlier calls on this layer: it rejects at once with a
-   * LoraError (code ERR_ARGUMENT, name 'AbortError', cause signal.reason) and never runs. No effect
-   * once its kernel has started.
-   */
-  signal?: AbortSignal;
-}
-
 export type ForwardAsyncOptions = OutOptions & AsyncOptions;
 export type BackwardAsyncOptions = BackwardOptions & AsyncOptions;
 const FORWARD_ASYNC_KEYS = optionKeys<ForwardAsyncOptions>({ ...OUT_KEYS.record, signal: true });
 const BACKWARD_ASYNC_KEYS = optionKeys<BackwardAsyncOptions>({ ...BACKWARD_KEYS.record, signal: true });
 
+/** What forward keeps for backward: x itself (a reference, not a copy), its rows, and the dropout in effect. */
 interface Saved {
-  x: Float32Array;
-  shape: readonly number[];
-  M: number;
-  dropoutP: number;
+  x: Rows;
+  dropout: number;
 }
+
+/** Where the LoRA path's dropout runs, for the message where it does not. */
+const DROPOUT_HERE = BACKENDS.filter((b) => b.loraDropout).map((b) => b.label).join(' or ');
 
 export class LinearLoRA {
   readonly base: Linear;
@@ -83,17 +69,10 @@ export class LinearLoRA {
   /** Dropout is applied only while training (the default), as in PyTorch. */
   training = true;
   #merged = false;
-  #disposed = false;
-  readonly #seed: number;
-  #step = 0;
-  readonly #ws: Workspace;
   #saved: Saved | null = null;
-  /** The layer on the CUDA device (lib/device/lora-layer.ts) when its base lives there; null on the CPU. */
-  readonly #dev: DeviceLoraLayer | null;
-  #queue: Promise<unknown> = Promise.resolve();
-  #pending = 0;
-  /** Calls queued but not started, each with the function that rejects it now (abort, dispose). */
-  readonly #waiting = new Set<(reason: 'abort' | 'dispose') => void>();
+  readonly #kernels: LinearLoRAKernels;
+  readonly #dropoutHere: boolean;
+  readonly #queue = new CallQueue();
 
   constructor(base: Linear, rank: number, options?: LinearLoRAOptions) {
     const where = 'LinearLoRA';
@@ -108,9 +87,11 @@ export class LinearLoRA {
     this.lora = new LoRA(base.inFeatures, base.outFeatures, r, {
       alpha: opts.alpha, rslora: opts.rslora, seed: rng.nextSeed(), A: opts.A, B: opts.B, device: base.device,
     });
-    this.#seed = rng.nextSeed();
-    this.#ws = new Workspace(base.inFeatures, r);
-    this.#dev = base.device === 'cuda' ? new DeviceLoraLayer(base, this.lora, this.fused, this.checkFinite) : null;
+    const backend = backendFor(placementOf(base));
+    this.#dropoutHere = backend.loraDropout;
+    this.#kernels = backend.linearLoRA({
+      I: base.inFeatures, O: base.outFeatures, r, dtype: base.dtype, math: base.math, fused: this.fused, seed: rng.nextSeed(),
+    });
   }
 
   /** Where the layer computes: its base's device. */
@@ -138,7 +119,7 @@ export class LinearLoRA {
   /** The dropout mask of the last training forward, (M, I), 1 = kept; null without dropout. */
   get lastDropoutMask(): Uint8Array | null {
     const s = this.#saved;
-    return s && s.dropoutP > 0 ? this.#ws.mask.subarray(0, s.M * this.base.inFeatures) : null;
+    return s && s.dropout > 0 ? this.#kernels.dropoutMask(s.x.M) : null;
   }
 
   train(mode = true): this {
@@ -153,27 +134,17 @@ export class LinearLoRA {
   /** y (..., O) for x (..., I); saves x and s for backward. */
   forward(x: TensorLike, options?: OutOptions): Tensor {
     const where = 'LinearLoRA.forward';
-    this.#checkIdle(where);
+    this.#queue.checkIdle(where);
     const { out } = checkOptions(where, options, OUT_KEYS);
-    if (this.#dev) return this.#dev.forward(where, x, out, this.#deviceState());
-    const { args, y } = this.#forwardArgs(where, x, out);
-    if (args) native.loraForward(args);
-    return y;
+    return run(this.#forwardCall(where, x, out, this.training), (c) => (this.#merged ? linearKernels(this.base).forward(c) : this.#kernels.forward(c)));
   }
 
-  /** forward() on the libuv pool, after the calls already queued on this layer; see AsyncOptions. */
+  /** forward() on the libuv pool (or the device), after the calls already queued on this layer; see AsyncOptions. */
   forwardAsync(x: TensorLike, options?: ForwardAsyncOptions): Promise<Tensor> {
     const where = 'LinearLoRA.forwardAsync';
     const training = this.training;  // the mode at call time, even if train()/eval() comes before it runs
-    return this.#enqueue(where, options, FORWARD_ASYNC_KEYS, async ({ out }) => {
-      if (this.#dev) {
-        this.#checkLive(where);
-        return whenDeviceDone(this.#dev.forward(where, x, out, this.#deviceState(training)));
-      }
-      const { args, y } = this.#forwardArgs(where, x, out, training);
-      if (args) await native.loraForwardAsync(args);
-      return y;
-    });
+    return this.#queue.enqueue(where, options, FORWARD_ASYNC_KEYS, ({ out }) =>
+      runAsync(() => this.#forwardCall(where, x, out, training), (c) => (this.#merged ? linearKernels(this.base).forwardAsync(c) : this.#kernels.forwardAsync(c))));
   }
 
   /**
@@ -182,44 +153,34 @@ export class LinearLoRA {
    */
   backward(dy: TensorLike, options?: BackwardOptions): Tensor | null {
     const where = 'LinearLoRA.backward';
-    this.#checkIdle(where);
-    const opts = checkOptions(where, options, BACKWARD_KEYS);
-    if (this.#dev) return this.#dev.backward(where, dy, opts, this.#merged);
-    const { args, dx } = this.#backwardArgs(where, dy, opts);
-    native.loraBackward(args);
-    return dx;
+    this.#queue.checkIdle(where);
+    return run(this.#backwardCall(where, dy, checkOptions(where, options, BACKWARD_KEYS)), (c) => this.#kernels.backward(c));
   }
 
-  /** backward() on the libuv pool, after the calls already queued on this layer; see AsyncOptions. */
+  /** backward() on the libuv pool (or the device), after the calls already queued on this layer; see AsyncOptions. */
   backwardAsync(dy: TensorLike, options?: BackwardAsyncOptions): Promise<Tensor | null> {
     const where = 'LinearLoRA.backwardAsync';
-    return this.#enqueue(where, options, BACKWARD_ASYNC_KEYS, async (opts) => {
-      if (this.#dev) {
-        this.#checkLive(where);
-        return whenDeviceDone(this.#dev.backward(where, dy, opts, this.#merged));
-      }
-      const { args, dx } = this.#backwardArgs(where, dy, opts);
-      await native.loraBackwardAsync(args);
-      return dx;
-    });
+    return this.#queue.enqueue(where, options, BACKWARD_ASYNC_KEYS, (opts) =>
+      runAsync(() => this.#backwardCall(where, dy, opts), (c) => this.#kernels.backwardAsync(c)));
   }
 
-  /** Folds scaling·(A·B)ᵀ into the base weight (fp32). Refuses (ERR_NOT_FINITE) a non-finite result. */
+  /**
+   * Folds scaling·(A·B)ᵀ into the base weight, in fp32 on host views (the weight itself on the CPU; a
+   * download and an upload on a device, where a 16-bit weight keeps that dtype's rounding). Refuses
+   * (ERR_NOT_FINITE) a non-finite result, leaving the weight unchanged.
+   */
   merge(): void {
-    this.#checkIdle('LinearLoRA.merge');
+    this.#queue.checkIdle('LinearLoRA.merge');
     if (this.#merged) return;
-    if (this.#dev) this.#dev.merge('LinearLoRA.merge', 1);
-    else this.#mergeSign('LinearLoRA.merge', 1);
+    this.#mergeSign('LinearLoRA.merge', 1);
     this.#merged = true;
-    this.#saved = null;
   }
 
   /** Subtracts what merge() added; bit-exact wherever that arithmetic was exact. */
   unmerge(): void {
-    this.#checkIdle('LinearLoRA.unmerge');
+    this.#queue.checkIdle('LinearLoRA.unmerge');
     if (!this.#merged) return;
-    if (this.#dev) this.#dev.merge('LinearLoRA.unmerge', -1);
-    else this.#mergeSign('LinearLoRA.unmerge', -1);
+    this.#mergeSign('LinearLoRA.unmerge', -1);
     this.#merged = false;
   }
 
@@ -240,7 +201,7 @@ export class LinearLoRA {
 
   /** Zeroes lora.A.grad and lora.B.grad; refused (ERR_BACKEND) while async calls are queued, like any sync call. */
   zeroGrad(): void {
-    this.#checkIdle('LinearLoRA.zeroGrad');
+    this.#queue.checkIdle('LinearLoRA.zeroGrad');
     this.lora.zeroGrad();
   }
 
@@ -249,10 +210,9 @@ export class LinearLoRA {
    * still queued reject with ERR_DISPOSED now; one whose kernel is running finishes and resolves.
    */
   dispose(): void {
-    this.#disposed = true;
-    this.#saved = null;
-    this.#dev?.dispose();
-    for (const reject of [...this.#waiting]) reject('dispose');
+    this.#queue.dispose();
+    this.#forget();
+    this.#kernels.dispose();
     this.lora.dispose();
   }
 
@@ -260,138 +220,73 @@ export class LinearLoRA {
     this.dispose();
   }
 
-  #checkIdle(where: string): void {
-    this.#checkLive(where);
-    if (this.#pending > 0) {
-      throw new LoraError('ERR_BACKEND', `${where}: expected no queued async work on this layer but received a sync call with ${this.#pending} pending; await them first`);
+  #forget(): void {
+    this.#saved = null;
+    this.#kernels.forget();
+  }
+
+  /** W, b, A and B for one call, checked (a weight may have been disposed or replaced since the last). */
+  #params(where: string): LoRAParams {
+    const on = { device: this.device, dtype: 'float32' as const };
+    const { inFeatures: I, outFeatures: O } = this.base;
+    const r = this.rank;
+    const { W, bias } = frozenParams(where, this.base, 'base.');
+    return { W, bias, A: exact(where, 'lora.A', this.lora.A, [I, r], on), B: exact(where, 'lora.B', this.lora.B, [r, O], on), scaling: this.lora.scaling };
+  }
+
+  /** The forward's arguments; a merged layer runs them as its base's (the adapter lives in W). */
+  #forwardCall(where: string, x: TensorLike, out: unknown, training: boolean): Call<LoRAForward & LinearForward, Tensor> {
+    const on = placementOf(this.base);
+    const xin = rows(where, 'x', x, this.base.inFeatures, on);
+    const dropout = training && Math.fround(this.dropout) > 0 ? this.dropout : 0;  // as the float32 kernel sees it
+    if (dropout > 0 && !this.#merged && !this.#dropoutHere) {
+      fail('ERR_DEVICE', where, 'training mode', `dropout 0 on ${backendFor(on).label}`, said(`dropout ${dropout}`),
+        `the LoRA path's dropout runs on ${DROPOUT_HERE} only for now: use eval(), dropout: 0, or a layer there`);
     }
+    if (this.checkFinite) checkFinite(where, 'x', xin.storage.hostView(where));
+    const p = this.#params(where);
+    const y = output(where, out, withLast(xin.shape, this.base.outFeatures), on,
+      [['x', xin], ['base.weight', p.W], ['base.bias', p.bias], ['lora.A', p.A], ['lora.B', p.B]]);
+    // A merged layer has nothing to train: nothing to save for backward.
+    if (this.#merged) this.#forget();
+    else this.#saved = { x: xin, dropout };
+    return { c: { where, x: xin, p, y: y.op, W: p.W, bias: p.bias, dropout }, result: y.tensor };
   }
 
-  /** What the device forward needs to know of this layer's mode. */
-  #deviceState(training = this.training): DeviceForwardState {
-    return { merged: this.#merged, dropout: training && Math.fround(this.dropout) > 0 ? this.dropout : 0 };
-  }
-
-  #checkLive(where: string): void {
-    if (this.#disposed) throw new LoraError('ERR_DISPOSED', `${where}: expected a live layer but received a disposed one`);
-  }
-
-  /**
-   * Runs `job` with the call's options after every call queued before it. Options are checked now,
-   * so a refused call never joins the queue. Until it starts it can be rejected early (abort,
-   * dispose); it then never runs, and the queue behind it goes on.
-   */
-  #enqueue<O extends AsyncOptions, T>(where: string, options: unknown, keys: OptionKeys<O>, job: (opts: Partial<O>) => Promise<T>): Promise<T> {
-    let opts: Partial<O>, signal: AbortSignal | undefined;
-    try {
-      opts = checkOptions(where, options, keys);
-      signal = abortSignal(where, opts.signal);
-    } catch (e) {
-      return Promise.reject(e);
+  #backwardCall(where: string, dy: TensorLike, opts: Partial<BackwardOptions>): Call<LoRABackward, Tensor | null> {
+    const saved = this.#saved;
+    if (saved === null) {
+      fail('ERR_ARGUMENT', where, '', 'a forward() before backward()', said('none'), this.#merged ? 'the layer is merged: unmerge() to train' : undefined);
     }
-    if (signal?.aborted) return Promise.reject(abortError(where, signal));
-    this.#pending++;
-    let cancelled = false;
-    let rejectNow!: (e: LoraError) => void;
-    const early = new Promise<never>((_, reject) => { rejectNow = reject; });
-    const cancel = (reason: 'abort' | 'dispose') => {
-      cancelled = true;
-      this.#waiting.delete(cancel);
-      signal?.removeEventListener('abort', onAbort);
-      rejectNow(reason === 'abort' ? abortError(where, signal!) : new LoraError('ERR_DISPOSED', `${where}: expected a live layer but received one disposed while this call was queued; it did not run`));
-    };
-    const onAbort = () => cancel('abort');
-    this.#waiting.add(cancel);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const run = this.#queue.then(() => {
-      if (cancelled) return undefined as T;  // already rejected through `early`
-      this.#waiting.delete(cancel);
-      signal?.removeEventListener('abort', onAbort);
-      return job(opts);
-    });
-    const done = () => { this.#pending--; };
-    this.#queue = run.then(done, done);
-    return Promise.race([run, early]);
+    const { inFeatures: I, outFeatures: O } = this.base;
+    const on = placementOf(this.base);
+    const d = rows(where, 'dy', dy, O, on);
+    const xShape = saved.x.shape;
+    if (d.M !== saved.x.M) {
+      fail('ERR_SHAPE', where, 'dy', `${saved.x.M} rows of ${O} (shape ${shapeString(withLast(xShape, O))}, from the last forward)`, said(`shape ${shapeString(d.shape)}`));
+    }
+    if (this.checkFinite) checkFinite(where, 'dy', d.storage.hostView(where));
+    const inputGrad = opts.inputGrad === undefined ? true : checkBoolean(where, 'options.inputGrad', opts.inputGrad);
+    const p = this.#params(where);
+    const r = this.rank, grads = { device: this.device, dtype: 'float32' as const };
+    const dA = exact(where, 'lora.A.grad', this.lora.A.grad, [I, r], grads);
+    const dB = exact(where, 'lora.B.grad', this.lora.B.grad, [r, O], grads);
+    // The kernels read x (saved by forward) and dy while they accumulate into the gradients.
+    const reads: Reads = [['dy', d], ['x (saved by forward)', saved.x], ['base.weight', p.W], ['lora.A', p.A], ['lora.B', p.B]];
+    checkNoOverlap(where, 'lora.A.grad', dA, reads);
+    checkNoOverlap(where, 'lora.B.grad', dB, reads);
+    const dx = inputGrad ? output(where, opts.out, xShape, on, [...reads, ['lora.A.grad', dA], ['lora.B.grad', dB]]) : null;
+    return { c: { where, x: saved.x, dy: d, p, dA, dB, dx: dx?.op ?? null, dropout: saved.dropout }, result: dx?.tensor ?? null };
   }
 
   #mergeSign(where: string, sign: 1 | -1): void {
-    const ok = native.merge({
-      W: this.base.weight.buffer(`${where}: base.weight`),
-      A: this.lora.A.buffer(`${where}: lora.A`),
-      B: this.lora.B.buffer(`${where}: lora.B`),
-      I: this.base.inFeatures, O: this.base.outFeatures, r: this.rank, scaling: this.scaling, sign,
-    });
-    if (!ok) throw new LoraError('ERR_NOT_FINITE', `${where}: expected a finite merged weight but received a non-finite result; the weight is unchanged`);
-  }
-
-  #forwardArgs(where: string, x: TensorLike, out: unknown, training = this.training): { args: LoraForwardArgs | null; y: Tensor } {
-    this.#checkLive(where);
+    const p = this.#params(where);
+    const W = p.W.storage.hostView(where);
     const { inFeatures: I, outFeatures: O } = this.base;
-    const r = this.rank;
-    const xin = resolveRows(where, 'x', x, I);
-    if (this.checkFinite) checkFinite(where, 'x', xin.data);
-    const W = this.base.weight.buffer(`${where}: base.weight`);
-    const bias = this.base.bias?.buffer(`${where}: base.bias`) ?? null;
-    const A = this.lora.A.buffer(`${where}: lora.A`), B = this.lora.B.buffer(`${where}: lora.B`);
-    const y = output(where, out, [...xin.shape.slice(0, -1), O], [['x', xin.data], ['base.weight', W], ['base.bias', bias], ['lora.A', A], ['lora.B', B]]);
-    if (this.#merged) {  // the adapter lives in W now: the base GEMM is the whole layer
-      native.linearForward({ M: xin.M, I, O, x: xin.data, W, bias, y: y.buffer() });
-      this.#saved = null;
-      return { args: null, y };
+    if (!hostKernels.merge(W, p.A.storage.hostView(where), p.B.storage.hostView(where), I, O, this.rank, p.scaling, sign)) {
+      fail('ERR_NOT_FINITE', where, 'base.weight', 'a finite merged weight', said('a non-finite result'), 'the weight is unchanged');
     }
-    const p = training && Math.fround(this.dropout) > 0 ? this.dropout : 0;  // as the float32 kernel sees it
-    this.#ws.ensure(xin.M, p > 0);
-    const args: LoraForwardArgs = {
-      M: xin.M, I, O, r, x: xin.data, W, bias, A, B,
-      scaling: this.scaling, fused: this.fused, s: this.#ws.s, y: y.buffer(),
-    };
-    if (p > 0) Object.assign(args, { dropoutP: p, seed: this.#seed, step: this.#step++, mask: this.#ws.mask, xDrop: this.#ws.xDrop });
-    this.#saved = { x: xin.data, shape: xin.shape, M: xin.M, dropoutP: p };
-    return { args, y };
+    p.W.storage.write(W, where);
+    this.#forget();
   }
-
-  #backwardArgs(where: string, dy: TensorLike, opts: Partial<BackwardOptions>): { args: LoraBackwardArgs; dx: Tensor | null } {
-    this.#checkLive(where);
-    const saved = this.#saved;
-    if (saved === null) {
-      throw new LoraError('ERR_ARGUMENT', `${where}: expected a forward() before backward() but received none${this.#merged ? ' (the layer is merged: unmerge() to train)' : ''}`);
-    }
-    const { inFeatures: I, outFeatures: O } = this.base;
-    const d = resolveRows(where, 'dy', dy, O);
-    if (d.M !== saved.M) {
-      fail('ERR_SHAPE', where, 'dy', `${saved.M} rows of ${O} (shape ${shapeString([...saved.shape.slice(0, -1), O])}, from the last forward)`, `shape ${shapeString(d.shape)}`);
-    }
-    if (this.checkFinite) checkFinite(where, 'dy', d.data);
-    const inputGrad = opts.inputGrad === undefined ? true : checkBoolean(where, 'options.inputGrad', opts.inputGrad);
-    const W = this.base.weight.buffer(`${where}: base.weight`);
-    const A = this.lora.A.buffer(`${where}: lora.A`), B = this.lora.B.buffer(`${where}: lora.B`);
-    const dA = this.lora.A.grad!.buffer(`${where}: lora.A.grad`), dB = this.lora.B.grad!.buffer(`${where}: lora.B.grad`);
-    // The kernel reads x (saved by forward) and dy while it accumulates into the gradients.
-    const reads = [['dy', d.data], ['x (saved by forward)', saved.x], ['base.weight', W], ['lora.A', A], ['lora.B', B]] as const;
-    checkNoOverlap(where, 'lora.A.grad', dA, reads);
-    checkNoOverlap(where, 'lora.B.grad', dB, reads);
-    const dx = inputGrad ? output(where, opts.out, saved.shape, [...reads, ['lora.A.grad', dA], ['lora.B.grad', dB]]) : null;
-    const args: LoraBackwardArgs = {
-      M: saved.M, I, O, r: this.rank, x: saved.x, s: this.#ws.s, dy: d.data, W, A, B,
-      scaling: this.scaling, fused: this.fused, ds: this.#ws.ds, dx: dx ? dx.buffer() : null, dA, dB,
-      accumulate: true,
-    };
-    if (saved.dropoutP > 0) Object.assign(args, { dropoutP: saved.dropoutP, mask: this.#ws.mask, xDrop: this.#ws.xDrop, loraDx: this.#ws.loraDx });
-    return { args, dx };
-  }
-}
-
-/** options.signal, checked; undefined when absent. */
-function abortSignal(where: string, signal: unknown): AbortSignal | undefined {
-  if (signal === undefined) return undefined;
-  if (!(signal instanceof AbortSignal)) fail('ERR_ARGUMENT', where, 'options.signal', 'an AbortSignal', signal);
-  return signal;
-}
-
-/** The rejection of a call cancelled by its signal before it started. */
-function abortError(where: string, signal: AbortSignal): LoraError {
-  const err = new LoraError('ERR_ARGUMENT', `${where}: expected options.signal not to abort before the call started but received an abort; the call did not run`);
-  err.name = 'AbortError';
-  err.cause = signal.reason;
-  return err;
 }

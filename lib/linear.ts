@@ -1,16 +1,19 @@
 // Linear: the frozen layer, y = x·Wᵀ + b, W (O, I) as PyTorch's nn.Linear stores it. It lives where
-// its weight does: on the CPU (float32), or on the CUDA device in float32, bfloat16 or float16
-// (lib/device/linear.ts computes it there).
-import { native } from './binding';
-import { Device, DType } from './device/dtype';
-import { deviceLinearBackward, deviceLinearForward, deviceLinearOf, MathMode } from './device/linear';
-import { placeParameter, uploadParameter } from './device/params';
-import { place } from './device/placement';
-import { whenDeviceDone } from './device/sync';
-import { output, resolveExact, resolveRows, TensorLike } from './inputs';
+// its weight does, chosen once at construction: on the CPU (float32), or on the CUDA device in
+// float32, bfloat16 or float16. This class checks; its backend's LinearKernels compute.
+import type { LinearBackward, LinearForward, LinearKernels, MathMode, Operand } from './backends/backend';
+import { backendFor } from './backends/registry';
+import { Call, run, runAsync } from './call';
+import type { Device, DType } from './dtype';
+import { fail } from './errors';
+import { exact, output, rows, TensorLike, withLast } from './operands';
+import { newParameter, placeParameter } from './params';
+import { place, placementOf } from './placement';
 import { Random, randomSeed } from './random';
 import { Tensor } from './tensor';
-import { checkDim, checkFinite, checkOptions, checkSeed, fail, optionKeys } from './validate';
+import { checkDim, checkOptions, checkSeed, optionKeys } from './validate';
+
+export type { MathMode };
 
 export interface LinearOptions {
   /** (O, I), row-major; default U(±1/√I), as PyTorch initialises nn.Linear. */
@@ -37,6 +40,9 @@ export interface OutOptions {
 }
 export const OUT_KEYS = optionKeys<OutOptions>({ out: true });
 
+/** Each Linear's kernels, for the LinearLoRA over it (a merged layer runs its base's forward). */
+const kernelsOf = new WeakMap<Linear, LinearKernels>();
+
 export class Linear {
   readonly inFeatures: number;
   readonly outFeatures: number;
@@ -56,73 +62,39 @@ export class Linear {
     const opts = checkOptions(where, options, LINEAR_KEYS);
     this.inFeatures = I;
     this.outFeatures = O;
-    const onDevice = opts.weight instanceof Tensor && opts.weight.device === 'cuda';
-    const { device, dtype } = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype,
-      onDevice ? { device: 'cuda', dtype: (opts.weight as Tensor).dtype } : {});
-    this.device = device;
-    this.dtype = dtype;
+    const w = opts.weight instanceof Tensor ? opts.weight : null;
+    const p = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype, w ? { device: w.device, dtype: w.dtype } : {});
+    this.device = p.device;
+    this.dtype = p.dtype;
     if (opts.math !== undefined && opts.math !== 'tf32' && opts.math !== 'exact') fail('ERR_ARGUMENT', where, 'options.math', "'tf32' or 'exact'", opts.math);
     this.math = opts.math ?? 'tf32';
     const rng = new Random(opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed));
     const bound = 1 / Math.sqrt(I);
-    if (device === 'cuda') {
-      this.weight = opts.weight !== undefined
-        ? placeParameter(where, 'options.weight', opts.weight, [O, I], dtype, false)
-        : uploadParameter(rng.fillUniform(new Float32Array(O * I), bound), [O, I], dtype);
-      this.bias = opts.bias === undefined || opts.bias === false ? null
-        : opts.bias === true ? uploadParameter(rng.fillUniform(new Float32Array(O), bound), [O], dtype)
-          : placeParameter(where, 'options.bias', opts.bias, [O], dtype, false);
-      return;
-    }
-    // On the CPU: a cuda weight or bias given with device: 'cpu' comes back to the host (a copy).
-    const weight = opts.weight instanceof Tensor && opts.weight.device === 'cuda' ? opts.weight.to('cpu') : opts.weight;
-    const biasIn = opts.bias instanceof Tensor && opts.bias.device === 'cuda' ? opts.bias.to('cpu') : opts.bias;
-    if (weight !== undefined) {
-      const w = resolveExact(where, 'options.weight', weight, [O, I]);
-      checkFinite(where, 'options.weight', w.data);
-      this.weight = weight instanceof Tensor ? weight : new Tensor(w.data, [O, I]);
-    } else {
-      this.weight = new Tensor(rng.fillUniform(new Float32Array(O * I), bound), [O, I]);
-    }
-    if (biasIn === undefined || biasIn === false) {
-      this.bias = null;
-    } else if (biasIn === true) {
-      this.bias = new Tensor(rng.fillUniform(new Float32Array(O), bound), [O]);
-    } else {
-      const b = resolveExact(where, 'options.bias', biasIn, [O]);
-      checkFinite(where, 'options.bias', b.data);
-      this.bias = biasIn instanceof Tensor ? biasIn : new Tensor(b.data, [O]);
-    }
+    this.weight = opts.weight !== undefined
+      ? placeParameter(where, 'options.weight', opts.weight, [O, I], p, false)
+      : newParameter(rng.fillUniform(new Float32Array(O * I), bound), [O, I], p);
+    this.bias = opts.bias === undefined || opts.bias === false ? null
+      : opts.bias === true ? newParameter(rng.fillUniform(new Float32Array(O), bound), [O], p)
+        : placeParameter(where, 'options.bias', opts.bias, [O], p, false);
+    kernelsOf.set(this, backendFor(p).linear({ I, O, dtype: p.dtype, math: this.math }));
   }
 
   /** y = x·Wᵀ + b for x of shape (..., I); y has shape (..., O). */
   forward(x: TensorLike, options?: OutOptions): Tensor {
-    if (this.device === 'cuda') return this.#deviceForward('Linear.forward', x, options);
-    const { args, y } = this.#forwardArgs('Linear.forward', x, options);
-    native.linearForward(args);
-    return y;
+    return run(this.#forwardCall('Linear.forward', x, options), (c) => linearKernels(this).forward(c));
   }
 
-  async forwardAsync(x: TensorLike, options?: OutOptions): Promise<Tensor> {
-    if (this.device === 'cuda') return whenDeviceDone(this.#deviceForward('Linear.forwardAsync', x, options));
-    const { args, y } = this.#forwardArgs('Linear.forwardAsync', x, options);
-    await native.linearForwardAsync(args);
-    return y;
+  forwardAsync(x: TensorLike, options?: OutOptions): Promise<Tensor> {
+    return runAsync(() => this.#forwardCall('Linear.forwardAsync', x, options), (c) => linearKernels(this).forwardAsync(c));
   }
 
   /** dx = dy·W for dy of shape (..., O): the gradient passed down; W itself gets none (frozen). */
   backward(dy: TensorLike, options?: OutOptions): Tensor {
-    if (this.device === 'cuda') return this.#deviceBackward('Linear.backward', dy, options);
-    const { args, dx } = this.#backwardArgs('Linear.backward', dy, options);
-    native.linearBackward(args);
-    return dx;
+    return run(this.#backwardCall('Linear.backward', dy, options), (c) => linearKernels(this).backward(c));
   }
 
-  async backwardAsync(dy: TensorLike, options?: OutOptions): Promise<Tensor> {
-    if (this.device === 'cuda') return whenDeviceDone(this.#deviceBackward('Linear.backwardAsync', dy, options));
-    const { args, dx } = this.#backwardArgs('Linear.backwardAsync', dy, options);
-    await native.linearBackwardAsync(args);
-    return dx;
+  backwardAsync(dy: TensorLike, options?: OutOptions): Promise<Tensor> {
+    return runAsync(() => this.#backwardCall('Linear.backwardAsync', dy, options), (c) => linearKernels(this).backwardAsync(c));
   }
 
   /** Frozen parameters: O·I (+ O with a bias). */
@@ -135,35 +107,37 @@ export class Linear {
     this.bias?.dispose();
   }
 
-  #deviceForward(where: string, x: TensorLike, options: OutOptions | undefined): Tensor {
+  #forwardCall(where: string, x: TensorLike, options: OutOptions | undefined): Call<LinearForward, Tensor> {
     const opts = checkOptions(where, options, OUT_KEYS);
-    return deviceLinearForward(where, deviceLinearOf(this), x, opts.out);
+    const on = placementOf(this);
+    const xin = rows(where, 'x', x, this.inFeatures, on);
+    const { W, bias } = frozenParams(where, this, '');
+    const y = output(where, opts.out, withLast(xin.shape, this.outFeatures), on, [['x', xin], ['weight', W], ['bias', bias]]);
+    return { c: { where, x: xin, W, bias, y: y.op }, result: y.tensor };
   }
 
-  #deviceBackward(where: string, dy: TensorLike, options: OutOptions | undefined): Tensor {
+  #backwardCall(where: string, dy: TensorLike, options: OutOptions | undefined): Call<LinearBackward, Tensor> {
     const opts = checkOptions(where, options, OUT_KEYS);
-    return deviceLinearBackward(where, deviceLinearOf(this), dy, opts.out);
+    const on = placementOf(this);
+    const d = rows(where, 'dy', dy, this.outFeatures, on);
+    const { W } = frozenParams(where, this, '');
+    const dx = output(where, opts.out, withLast(d.shape, this.inFeatures), on, [['dy', d], ['weight', W]]);
+    return { c: { where, dy: d, W, dx: dx.op }, result: dx.tensor };
   }
+}
 
-  #forwardArgs(where: string, x: TensorLike, options: OutOptions | undefined) {
-    const opts = checkOptions(where, options, OUT_KEYS);
-    const { I, O } = { I: this.inFeatures, O: this.outFeatures };
-    const xin = resolveRows(where, 'x', x, I);
-    const W = this.weight.buffer(`${where}: weight`);
-    const bias = this.bias ? this.bias.buffer(`${where}: bias`) : null;
-    const y = output(where, opts.out, [...xin.shape.slice(0, -1), O], [['x', xin.data], ['weight', W], ['bias', bias]]);
-    const args = { M: xin.M, I, O, x: xin.data, W, bias, y: y.buffer() };
-    return { args, y };
-  }
+/** The kernels of a Linear's backend. */
+export function linearKernels(l: Linear): LinearKernels {
+  return kernelsOf.get(l)!;
+}
 
-  #backwardArgs(where: string, dy: TensorLike, options: OutOptions | undefined) {
-    const opts = checkOptions(where, options, OUT_KEYS);
-    const { I, O } = { I: this.inFeatures, O: this.outFeatures };
-    const d = resolveRows(where, 'dy', dy, O);
-    const W = this.weight.buffer(`${where}: weight`);
-    const dx = output(where, opts.out, [...d.shape.slice(0, -1), I], [['dy', d.data], ['weight', W]]);
-    return { args: { M: d.M, I, O, dy: d.data, W, dx: dx.buffer() }, dx };
-  }
+/** The frozen weight and bias as operands of the layer's placement, checked at every use; `prefix` names them ('base.' in a LinearLoRA). */
+export function frozenParams(where: string, l: Linear, prefix: string): { W: Operand; bias: Operand | null } {
+  const on = placementOf(l);
+  return {
+    W: exact(where, `${prefix}weight`, l.weight, [l.outFeatures, l.inFeatures], on),
+    bias: l.bias ? exact(where, `${prefix}bias`, l.bias, [l.outFeatures], on) : null,
+  };
 }
 
 export function checkLinear(where: string, base: unknown): Linear {

@@ -1,14 +1,16 @@
 // LoRA: the trainable pair. A (I, r) starts as kaiming-uniform(a = √5) with fan_in = I, which is
 // U(±1/√I) (PEFT's default, via nn.Linear's reset_parameters); B (r, O) starts at zero, so a fresh
-// adapter changes nothing. scaling = alpha / r, or alpha / √r with rsLoRA. On the CUDA device A, B
-// and their gradients are float32 device tensors (the masters), whatever the layer's compute dtype.
-import { Device } from './device/dtype';
-import { placeParameter, uploadParameter } from './device/params';
-import { placeDevice } from './device/placement';
-import { resolveExact, TensorLike } from './inputs';
+// adapter changes nothing. scaling = alpha / r, or alpha / √r with rsLoRA. A, B and their gradients
+// are float32 tensors (the masters) where the layer lives, whatever its compute dtype.
+import type { Placement } from './backends/backend';
+import { Device } from './dtype';
+import { zeroGrads } from './grad';
+import type { TensorLike } from './operands';
+import { newParameter, placeParameter } from './params';
+import { placeDevice } from './placement';
 import { Random, randomSeed } from './random';
 import { Tensor, zeros } from './tensor';
-import { checkBoolean, checkDim, checkFinite, checkFiniteNumber, checkOptions, checkSeed, optionKeys } from './validate';
+import { checkBoolean, checkDim, checkFiniteNumber, checkOptions, checkSeed, optionKeys } from './validate';
 
 export interface LoRAOptions {
   /** Default r, so scaling starts at 1. */
@@ -53,12 +55,12 @@ export class LoRA {
     this.configure({ alpha: opts.alpha, rslora: opts.rslora });
     const seed = opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed);
     const device = placeDevice(where, 'options.device', opts.device).device;
+    const on: Placement = { device, dtype: 'float32' };
     this.device = device;
-    this.A = LoRA.#initial(where, 'options.A', opts.A, [I, r], device, () => {
-      const rng = new Random(seed);
-      return rng.fillUniform(new Float32Array(I * r), 1 / Math.sqrt(I));
-    });
-    this.B = LoRA.#initial(where, 'options.B', opts.B, [r, O], device, () => new Float32Array(r * O));
+    this.A = opts.A === undefined
+      ? newParameter(new Random(seed).fillUniform(new Float32Array(I * r), 1 / Math.sqrt(I)), [I, r], on)
+      : placeParameter(where, 'options.A', opts.A, [I, r], on, true);
+    this.B = opts.B === undefined ? newParameter(new Float32Array(r * O), [r, O], on) : placeParameter(where, 'options.B', opts.B, [r, O], on, true);
     this.A.grad = zeros([I, r], { device });
     this.B.grad = zeros([r, O], { device });
   }
@@ -97,28 +99,11 @@ export class LoRA {
   }
 
   zeroGrad(): void {
-    if (this.device === 'cuda') {
-      this.A.grad!.deviceStorage('LoRA.zeroGrad: A.grad').fill(0);
-      this.B.grad!.deviceStorage('LoRA.zeroGrad: B.grad').fill(0);
-      return;
-    }
-    this.A.grad!.buffer('LoRA.zeroGrad: A.grad').fill(0);
-    this.B.grad!.buffer('LoRA.zeroGrad: B.grad').fill(0);
+    zeroGrads('LoRA.zeroGrad', [this.A, this.B], (i) => (i === 0 ? 'A' : 'B'));
   }
 
   dispose(): void {
     this.A.dispose();
     this.B.dispose();
-  }
-
-  static #initial(where: string, arg: string, given: unknown, shape: number[], device: Device, make: () => Float32Array): Tensor {
-    if (device === 'cuda') {
-      return given === undefined ? uploadParameter(make(), shape, 'float32') : placeParameter(where, arg, given, shape, 'float32', true);
-    }
-    if (given === undefined) return new Tensor(make(), shape);
-    if (given instanceof Tensor && given.device === 'cuda') given = given.to('cpu');  // a host copy of device values
-    const r = resolveExact(where, arg, given, shape);
-    checkFinite(where, arg, r.data);
-    return new Tensor(r.data.slice(), shape);  // our own copy: the optimizer updates it in place
   }
 }

@@ -1,16 +1,16 @@
-// Losses that return the loss and its gradient with respect to the prediction in one native pass:
-// the gradient is the `dy` a model's backward() starts from. Both reduce by the mean, as PyTorch's
-// default reduction='mean'. Non-finite inputs are computed through, as PyTorch does (a NaN logit
-// gives a NaN loss); only what would make the kernel read out of bounds (a label outside [0, C)) is
-// refused. With a prediction on the CUDA device the loss runs there (lib/device/losses.ts): the
-// target must be a cuda tensor of its dtype, the gradient stays on the device, and the loss (a number)
-// waits for the device.
-import { native } from './binding';
-import { deviceCrossEntropyLoss, deviceMseLoss } from './device/losses';
-import { output, resolve, resolveExact, TensorLike } from './inputs';
+// Losses that return the loss and its gradient with respect to the prediction in one pass: the
+// gradient is the `dy` a model's backward() starts from. Both reduce by the mean, as PyTorch's default
+// reduction='mean'. Non-finite inputs are computed through, as PyTorch does (a NaN logit gives a NaN
+// loss); only what would make a kernel read out of bounds (a label outside [0, C)) is refused. A loss
+// runs where its prediction lives (the target must be there too, in its dtype); the gradient stays
+// there, and the loss (a number) waits for a device.
+import { backendFor } from './backends/registry';
+import { fail, said } from './errors';
 import { OUT_KEYS, OutOptions } from './linear';
+import { exact, operand, output, TensorLike } from './operands';
+import { HOST, placementOf } from './placement';
 import { Tensor } from './tensor';
-import { checkOptions, fail, isInt, shapeString } from './validate';
+import { checkOptions, isInt, shapeString } from './validate';
 
 export interface LossResult {
   /** The mean loss, computed in double. */
@@ -30,14 +30,13 @@ export type Labels = Int32Array | readonly number[] | Tensor;
 export function mseLoss(y: TensorLike, target: TensorLike, options?: OutOptions): LossResult {
   const where = 'mseLoss';
   const opts = checkOptions(where, options, OUT_KEYS);
-  if (y instanceof Tensor && y.device === 'cuda') return deviceMseLoss(where, y, target, opts.out);
-  const yin = y instanceof Float32Array && target instanceof Tensor ? resolveExact(where, 'y', y, target.shape) : resolve(where, 'y', y);
-  const t = resolveExact(where, 'target', target, yin.shape);
+  const on = y instanceof Tensor ? placementOf(y) : HOST;
+  const yin = y instanceof Float32Array && target instanceof Tensor ? exact(where, 'y', y, target.shape, on) : operand(where, 'y', y, on);
+  const t = exact(where, 'target', target, yin.shape, on);
   // The mean of nothing is NaN in PyTorch (with a warning); here it is a shape error.
-  if (yin.data.length === 0) fail('ERR_SHAPE', where, 'y', 'at least one element', `shape ${shapeString(yin.shape)}`);
-  const grad = output(where, opts.out, yin.shape, [['y', yin.data], ['target', t.data]]);
-  const loss = native.mseLoss({ n: yin.data.length, y: yin.data, target: t.data, grad: grad.buffer(`${where}: out`) });
-  return { loss, grad };
+  if (yin.n === 0) fail('ERR_SHAPE', where, 'y', 'at least one element', said(`shape ${shapeString(yin.shape)}`));
+  const grad = output(where, opts.out, yin.shape, on, [['y', yin], ['target', t]]);
+  return { loss: backendFor(on).losses.mse(where, yin, t, grad.op), grad: grad.tensor };
 }
 
 /**
@@ -52,18 +51,15 @@ export function crossEntropyLoss(logits: TensorLike, labels: Labels, options?: O
   const opts = checkOptions(where, options, OUT_KEYS);
   const lab = labelArray(where, labels);
   const M = lab.length;
-  if (logits instanceof Tensor && logits.device === 'cuda') {
-    return deviceCrossEntropyLoss(where, logits, M, (C) => checkLabels(where, lab, C), opts.out);
-  }
-  const lg = resolve(where, 'logits', logits, (n) => (M > 0 && n % M === 0 ? [M, n / M] : [n]));
-  if (lg.shape.length !== 2) fail('ERR_SHAPE', where, 'logits', 'a 2-d tensor (M, C)', `shape ${shapeString(lg.shape)}`);
+  const on = logits instanceof Tensor ? placementOf(logits) : HOST;
+  const lg = operand(where, 'logits', logits, on, (n) => (M > 0 && n % M === 0 ? [M, n / M] : [n]));
+  if (lg.shape.length !== 2) fail('ERR_SHAPE', where, 'logits', 'a 2-d tensor (M, C)', said(`shape ${shapeString(lg.shape)}`));
   const [rows, C] = lg.shape;
-  if (rows !== M) fail('ERR_SHAPE', where, 'labels', `${rows} labels, one per row of logits ${shapeString(lg.shape)}`, `${M} labels`);
-  if (M === 0 || C === 0) fail('ERR_SHAPE', where, 'logits', 'at least one row and one class', `shape ${shapeString(lg.shape)}`);
+  if (rows !== M) fail('ERR_SHAPE', where, 'labels', `${rows} labels, one per row of logits ${shapeString(lg.shape)}`, said(`${M} labels`));
+  if (M === 0 || C === 0) fail('ERR_SHAPE', where, 'logits', 'at least one row and one class', said(`shape ${shapeString(lg.shape)}`));
   const ints = checkLabels(where, lab, C);
-  const grad = output(where, opts.out, lg.shape, [['logits', lg.data]]);
-  const loss = native.crossEntropyLoss({ M, C, logits: lg.data, labels: ints, grad: grad.buffer(`${where}: out`) });
-  return { loss, grad };
+  const grad = output(where, opts.out, lg.shape, on, [['logits', lg]]);
+  return { loss: backendFor(on).losses.crossEntropy(where, lg, M, C, ints, grad.op), grad: grad.tensor };
 }
 
 /** Every label an integer in [0, C) (ERR_ARGUMENT naming the first that is not); then as an Int32Array. */
@@ -79,8 +75,8 @@ function checkLabels(where: string, lab: { length: number; values: ArrayLike<num
 function labelArray(where: string, labels: unknown): { length: number; values: ArrayLike<number>; ints: () => Int32Array } {
   if (labels instanceof Int32Array) return { length: labels.length, values: labels, ints: () => labels };
   if (labels instanceof Tensor) {
-    if (labels.shape.length !== 1) fail('ERR_SHAPE', where, 'labels', 'a 1-d tensor (M)', `shape ${shapeString(labels.shape)}`);
-    const data = labels.device === 'cuda' ? labels.dataSync() : labels.buffer(`${where}: labels`);  // labels are checked on the host
+    if (labels.shape.length !== 1) fail('ERR_SHAPE', where, 'labels', 'a 1-d tensor (M)', said(`shape ${shapeString(labels.shape)}`));
+    const data = labels.hostView(where, 'labels');  // labels are checked on the host
     return { length: data.length, values: data, ints: () => Int32Array.from(data) };
   }
   if (Array.isArray(labels)) return { length: labels.length, values: labels as number[], ints: () => Int32Array.from(labels as number[]) };

@@ -1,10 +1,14 @@
 // ops: the LoRA kernels as plain functions, for other frameworks that keep their own parameters and
-// autograd. Fused, no dropout (apply it to x yourself); results are new tensors and dA, dB are not
-// accumulated. Dimensions come from the Tensors' shapes, or from M, I, O, r for Float32Arrays.
-import { native, LoraBackwardArgs, LoraForwardArgs } from './binding';
-import { resolveExact, Resolved, TensorLike } from './inputs';
+// autograd (and their own memory: a Float32Array is taken as it is). Fused or PEFT's order, no dropout
+// (apply it to x yourself); results are new tensors and dA, dB are not accumulated. Dimensions come
+// from the Tensors' shapes, or from M, I, O, r for Float32Arrays. They run where x lives, on a backend
+// with ops kernels (the CPU for now).
+import type { OpsBackward, OpsForward, OpsKernels, Operand, Placement } from './backends/backend';
+import { Call, run, runAsync } from './call';
+import { fail, said } from './errors';
+import { backendWith, exact, output, TensorLike } from './operands';
 import { Tensor } from './tensor';
-import { allocFloats, checkBoolean, checkDim, checkFiniteNumber, checkKeys, fail, OptionKeys, optionKeys } from './validate';
+import { checkBoolean, checkDim, checkFiniteNumber, checkKeys, OptionKeys, optionKeys } from './validate';
 
 export interface LoraForwardInput {
   x: TensorLike;        // (M, I)
@@ -49,7 +53,7 @@ const layouts: Record<string, [keyof Dims, keyof Dims] | [keyof Dims]> = {
 function dims(where: string, input: Record<string, unknown>, names: string[]): Dims {
   const found: Partial<Dims> = {};
   const set = (k: keyof Dims, v: number, from: string) => {
-    if (found[k] !== undefined && found[k] !== v) fail('ERR_SHAPE', where, from, `${k} = ${found[k]} (as elsewhere)`, `${k} = ${v}`);
+    if (found[k] !== undefined && found[k] !== v) fail('ERR_SHAPE', where, from, `${k} = ${found[k]} (as elsewhere)`, said(`${k} = ${v}`));
     found[k] = v;
   };
   for (const k of ['M', 'I', 'O', 'r'] as const) if (input[k] !== undefined) set(k, checkDim(where, k, input[k], k === 'r' ? 1 : 0), k);
@@ -57,7 +61,7 @@ function dims(where: string, input: Record<string, unknown>, names: string[]): D
     const v = input[name];
     if (!(v instanceof Tensor)) continue;
     const layout = layouts[name];
-    if (v.shape.length !== layout.length) fail('ERR_SHAPE', where, name, `a ${layout.length}-d tensor (${layout.join(', ')})`, `shape [${v.shape.join(', ')}]`);
+    if (v.shape.length !== layout.length) fail('ERR_SHAPE', where, name, `a ${layout.length}-d tensor (${layout.join(', ')})`, said(`shape [${v.shape.join(', ')}]`));
     layout.forEach((k, i) => set(k, v.shape[i], name));
   }
   for (const k of ['M', 'I', 'O', 'r'] as const) {
@@ -67,8 +71,8 @@ function dims(where: string, input: Record<string, unknown>, names: string[]): D
   return found as Dims;
 }
 
-function operand(where: string, input: Record<string, unknown>, name: string, d: Dims): Resolved {
-  return resolveExact(where, name, input[name], layouts[name].map((k) => d[k]));
+function operandOf(where: string, input: Record<string, unknown>, name: string, d: Dims, on: Placement): Operand {
+  return exact(where, name, input[name], layouts[name].map((k) => d[k]), on);
 }
 
 /**
@@ -87,61 +91,67 @@ function flag(where: string, inp: Record<string, unknown>, name: string): boolea
   return inp[name] === undefined ? true : checkBoolean(where, name, inp[name]);
 }
 
-function forwardArgs(where: string, input: LoraForwardInput) {
-  const inp = inputObject(where, input, FORWARD_KEYS, ['x', 'weight', 'A', 'B']);
-  const d = dims(where, inp, ['x', 'weight', 'bias', 'A', 'B']);
-  const hasBias = inp.bias !== undefined && inp.bias !== null;
-  const y = new Tensor(allocFloats(where, 'y', d.M * d.O, [d.M, d.O]), [d.M, d.O]);
-  const s = new Tensor(allocFloats(where, 's', d.M * d.r, [d.M, d.r]), [d.M, d.r]);
-  const args: LoraForwardArgs = {
-    ...d,
-    x: operand(where, inp, 'x', d).data, W: operand(where, inp, 'weight', d).data,
-    bias: hasBias ? operand(where, inp, 'bias', d).data : null,
-    A: operand(where, inp, 'A', d).data, B: operand(where, inp, 'B', d).data,
-    scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: flag(where, inp, 'fused'),
-    s: s.buffer(), y: y.buffer(),
-  };
-  return { args, y, s };
+/** A new (rows, cols) result where the call runs. */
+function result(where: string, rows: number, cols: number, on: Placement): { tensor: Tensor; op: Operand } {
+  return output(where, undefined, [rows, cols], on);
 }
 
-function backwardArgs(where: string, input: LoraBackwardInput) {
+/** Where the op runs (x's backend, which must have ops kernels), checked before anything is allocated. */
+const opsOf = (where: string, x: unknown) => backendWith(where, 'x', x, (b) => b.ops, 'ops.*');
+
+function forwardCall(where: string, input: LoraForwardInput): { kernels: OpsKernels; call: Call<OpsForward, { y: Tensor; s: Tensor }> } {
+  const inp = inputObject(where, input, FORWARD_KEYS, ['x', 'weight', 'A', 'B']);
+  const d = dims(where, inp, ['x', 'weight', 'bias', 'A', 'B']);
+  const { on, kernels } = opsOf(where, inp.x);
+  const hasBias = inp.bias !== undefined && inp.bias !== null;
+  const y = result(where, d.M, d.O, on);
+  const s = result(where, d.M, d.r, on);
+  const c: OpsForward = {
+    where, ...d,
+    x: operandOf(where, inp, 'x', d, on), W: operandOf(where, inp, 'weight', d, on),
+    bias: hasBias ? operandOf(where, inp, 'bias', d, on) : null,
+    A: operandOf(where, inp, 'A', d, on), B: operandOf(where, inp, 'B', d, on),
+    scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: flag(where, inp, 'fused'),
+    s: s.op, y: y.op,
+  };
+  return { kernels, call: { c, result: { y: y.tensor, s: s.tensor } } };
+}
+
+function backwardCall(where: string, input: LoraBackwardInput): { kernels: OpsKernels; call: Call<OpsBackward, { dx: Tensor | null; dA: Tensor; dB: Tensor }> } {
   const inp = inputObject(where, input, BACKWARD_KEYS, ['x', 's', 'dy', 'weight', 'A', 'B']);
   const d = dims(where, inp, ['x', 's', 'dy', 'weight', 'A', 'B']);
-  const dx = !flag(where, inp, 'inputGrad') ? null : new Tensor(allocFloats(where, 'dx', d.M * d.I, [d.M, d.I]), [d.M, d.I]);
-  const dA = new Tensor(allocFloats(where, 'dA', d.I * d.r, [d.I, d.r]), [d.I, d.r]);
-  const dB = new Tensor(allocFloats(where, 'dB', d.r * d.O, [d.r, d.O]), [d.r, d.O]);
-  const args: LoraBackwardArgs = {
-    ...d,
-    x: operand(where, inp, 'x', d).data, s: operand(where, inp, 's', d).data, dy: operand(where, inp, 'dy', d).data,
-    W: operand(where, inp, 'weight', d).data, A: operand(where, inp, 'A', d).data, B: operand(where, inp, 'B', d).data,
+  const { on, kernels } = opsOf(where, inp.x);
+  const dx = !flag(where, inp, 'inputGrad') ? null : result(where, d.M, d.I, on);
+  const dA = result(where, d.I, d.r, on);
+  const dB = result(where, d.r, d.O, on);
+  const c: OpsBackward = {
+    where, ...d,
+    x: operandOf(where, inp, 'x', d, on), s: operandOf(where, inp, 's', d, on), dy: operandOf(where, inp, 'dy', d, on),
+    W: operandOf(where, inp, 'weight', d, on), A: operandOf(where, inp, 'A', d, on), B: operandOf(where, inp, 'B', d, on),
     scaling: checkFiniteNumber(where, 'scaling', inp.scaling), fused: flag(where, inp, 'fused'),
-    ds: allocFloats(where, 'ds', d.M * d.r), dx: dx ? dx.buffer() : null, dA: dA.buffer(), dB: dB.buffer(), accumulate: false,
+    dx: dx?.op ?? null, dA: dA.op, dB: dB.op,
   };
-  return { args, dx, dA, dB };
+  return { kernels, call: { c, result: { dx: dx?.tensor ?? null, dA: dA.tensor, dB: dB.tensor } } };
 }
 
 /** y = x·Wᵀ + b + scaling·(x·A)·B, and s = x·A for backward. */
 export function loraForward(input: LoraForwardInput): { y: Tensor; s: Tensor } {
-  const { args, y, s } = forwardArgs('ops.loraForward', input);
-  native.loraForward(args);
-  return { y, s };
+  const { kernels, call } = forwardCall('ops.loraForward', input);
+  return run(call, (c) => kernels.forward(c));
 }
 
 export async function loraForwardAsync(input: LoraForwardInput): Promise<{ y: Tensor; s: Tensor }> {
-  const { args, y, s } = forwardArgs('ops.loraForwardAsync', input);
-  await native.loraForwardAsync(args);
-  return { y, s };
+  const { kernels, call } = forwardCall('ops.loraForwardAsync', input);
+  return runAsync(() => call, (c) => kernels.forwardAsync(c));
 }
 
 /** dx = dy·W + scaling·dy·Bᵀ·Aᵀ, dA = xᵀ·(scaling·dy·Bᵀ), dB = scaling·sᵀ·dy. */
 export function loraBackward(input: LoraBackwardInput): { dx: Tensor | null; dA: Tensor; dB: Tensor } {
-  const { args, dx, dA, dB } = backwardArgs('ops.loraBackward', input);
-  native.loraBackward(args);
-  return { dx, dA, dB };
+  const { kernels, call } = backwardCall('ops.loraBackward', input);
+  return run(call, (c) => kernels.backward(c));
 }
 
 export async function loraBackwardAsync(input: LoraBackwardInput): Promise<{ dx: Tensor | null; dA: Tensor; dB: Tensor }> {
-  const { args, dx, dA, dB } = backwardArgs('ops.loraBackwardAsync', input);
-  await native.loraBackwardAsync(args);
-  return { dx, dA, dB };
+  const { kernels, call } = backwardCall('ops.loraBackwardAsync', input);
+  return runAsync(() => call, (c) => kernels.backwardAsync(c));
 }

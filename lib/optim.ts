@@ -1,22 +1,23 @@
 // Optimizers over trainable parameters (Tensors with a .grad, e.g. layer.parameters()) and gradient
 // clipping, with PyTorch's semantics (torch.optim.SGD, torch.optim.AdamW,
-// torch.nn.utils.clip_grad_norm_). The per-element updates run natively, one call per parameter
-// tensor; the state buffers (exp_avg, exp_avg_sq, momentum_buffer) are Float32Arrays allocated once
-// here, and the argument objects of those calls are built once too, so step() allocates nothing.
+// torch.nn.utils.clip_grad_norm_). Each parameter is stepped by its own backend's kernel, in place,
+// one call per parameter tensor, with its state (exp_avg, exp_avg_sq, momentum_buffer) allocated once
+// where it lives; a list may mix backends. The objects a step passes around are built once too, so
+// step() allocates nothing.
 //
 // Gradients accumulate: backward() adds into .grad, step() reads whatever is there, zeroGrad()
-// clears it. So two backward calls before one step() train on the summed gradient.
-//
-// Parameters on the CUDA device (a LinearLoRA there) are float32 masters with float32 gradients:
-// AdamW steps them on the device with its state there (lib/device/optim.ts), and a list may mix
-// CPU and device parameters. SGD runs on the CPU only for now (ERR_DEVICE for a device parameter).
-// clipGradNorm takes device gradients through the host (they are r·(I + O) elements per layer).
-import { AdamWStepArgs, native, SgdStepArgs } from './binding';
-import { checkDeviceParam, deviceAdamWStep, deviceGrad, newState, StateBuffer, stateCopy, stateRelease, stateWrite } from './device/optim';
-import { DeviceStorage } from './device/storage';
-import { LoraError } from './errors';
+// clears it. So two backward calls before one step() train on the summed gradient. Each step marks
+// the parameter written, so a layer that keeps a derived copy of it (W_ext) refreshes it.
+// clipGradNorm takes every gradient through a host view (no copy on the CPU; they are r·(I + O)
+// elements per layer).
+import type { AdamWStep, OptimizerKernels, SGDStep, TensorStorage } from './backends/backend';
+import { backendFor, hostKernels } from './backends/registry';
+import { fail, said } from './errors';
+import { gradStorage, paramStorage, zeroGrads } from './grad';
+import { backendWith } from './operands';
+import { placementOf } from './placement';
 import { Tensor } from './tensor';
-import { checkBoolean, checkOptions, fail, isInt, MAX_ELEMENTS, optionKeys, shapeString } from './validate';
+import { checkBoolean, checkOptions, isInt, MAX_ELEMENTS, optionKeys, shapeString } from './validate';
 
 export interface SGDOptions {
   /** Learning rate, a finite number > 0. Required, as there is no good default for SGD. */
@@ -97,7 +98,7 @@ function resolveSGD(where: string, options: unknown, arg = 'options'): SGDHyper 
   const weightDecay = o.weightDecay === undefined ? 0 : checkNonNegative(where, `${arg}.weightDecay`, o.weightDecay);
   const nesterov = o.nesterov === undefined ? false : checkBoolean(where, `${arg}.nesterov`, o.nesterov);
   if (nesterov && (momentum <= 0 || dampening !== 0)) {
-    fail('ERR_ARGUMENT', where, `${arg}.nesterov`, 'momentum > 0 and dampening 0 with nesterov: true', `momentum ${momentum}, dampening ${dampening}`);
+    fail('ERR_ARGUMENT', where, `${arg}.nesterov`, 'momentum > 0 and dampening 0 with nesterov: true', said(`momentum ${momentum}, dampening ${dampening}`));
   }
   return { lr, momentum, dampening, weightDecay, nesterov };
 }
@@ -128,50 +129,42 @@ interface ParamCheck {
  */
 function checkParameters(where: string, params: unknown, how: ParamCheck): Tensor[] {
   if (!Array.isArray(params)) fail('ERR_ARGUMENT', where, 'params', 'an array of Tensors with a .grad (e.g. layer.parameters())', params);
-  if (params.length === 0 && !how.allowEmpty) fail('ERR_ARGUMENT', where, 'params', 'at least one parameter', 'an empty array');
+  if (params.length === 0 && !how.allowEmpty) fail('ERR_ARGUMENT', where, 'params', 'at least one parameter', said('an empty array'));
   const seen = new Set<Tensor>();
   const out: Tensor[] = [];
   params.forEach((p: unknown, i: number) => {
     const arg = `params[${i}]`;
     if (!(p instanceof Tensor)) fail('ERR_ARGUMENT', where, arg, 'a Tensor', p);
-    if (p.device === 'cuda') checkDeviceParam(where, arg, p);
-    else p.buffer(`${where}: ${arg}`);  // ERR_DISPOSED now rather than at the first step
-    if (seen.has(p)) fail('ERR_ARGUMENT', where, arg, 'each parameter once', `a repeat of an earlier entry (shape ${shapeString(p.shape)})`);
+    paramStorage(where, arg, p);  // ERR_DISPOSED now rather than at the first step
+    if (seen.has(p)) fail('ERR_ARGUMENT', where, arg, 'each parameter once', said(`a repeat of an earlier entry (shape ${shapeString(p.shape)})`));
     seen.add(p);
     if (p.grad === null && how.skipNoGrad) return;
-    if (p.device === 'cuda') deviceGrad(where, arg, p);
-    else checkGrad(where, arg, p);
+    gradStorage(where, arg, p);
     out.push(p);
   });
   return out;
 }
 
-/** p.grad is a live Tensor of p's shape; returns its storage. Checked at every step (.grad may be reassigned). */
-function checkGrad(where: string, arg: string, p: Tensor): Float32Array {
-  const g = p.grad;
-  if (!(g instanceof Tensor)) fail('ERR_ARGUMENT', where, `${arg}.grad`, 'a Tensor (a trainable parameter)', g);
-  if (g.shape.length !== p.shape.length || g.shape.some((d, k) => d !== p.shape[k])) {
-    fail('ERR_ARGUMENT', where, `${arg}.grad`, `a Tensor of the parameter's shape ${shapeString(p.shape)}`, `shape ${shapeString(g.shape)}`);
-  }
-  return g.buffer(`${where}: ${arg}.grad`);
-}
-
 /**
- * What SGD and AdamW share: the parameter list, the step count, zeroGrad, dispose, and the checks of
- * a state dict. Subclasses name their state buffers and run their kernel.
+ * What SGD and AdamW share: the parameter list and each parameter's kernels, the step count,
+ * zeroGrad, dispose, and the checks of a state dict. Subclasses name their state buffers and run
+ * their kernel.
  */
 abstract class Optimizer<K extends string, H extends object> {
   abstract readonly kind: K;
   protected readonly params: Tensor[];
   protected hyperparams: H;
+  /** Each parameter's backend's optimizer kernels, chosen once. */
+  protected readonly kernels: OptimizerKernels[];
   protected steps = 0;
   #disposed = false;
-  readonly #bufs: Array<{ param: Float32Array; grad: Float32Array }>;
+  readonly #bufs: Array<{ param: TensorStorage | null; grad: TensorStorage | null }>;
 
   protected constructor(where: string, params: unknown, hyper: H) {
     this.params = checkParameters(where, params, { allowEmpty: false, skipNoGrad: false });
     this.hyperparams = hyper;
-    this.#bufs = this.params.map(() => ({ param: new Float32Array(0), grad: new Float32Array(0) }));
+    this.kernels = this.params.map((p) => backendFor(placementOf(p)).optimizers);
+    this.#bufs = this.params.map(() => ({ param: null, grad: null }));
   }
 
   /** The number of step() calls made (restored by loadStateDict). */
@@ -197,10 +190,7 @@ abstract class Optimizer<K extends string, H extends object> {
   zeroGrad(): void {
     const where = `${this.name}.zeroGrad`;
     this.checkLive(where);
-    this.params.forEach((p, i) => {
-      if (p.device === 'cuda') deviceGrad(where, `params[${i}]`, p).storage.fill(0, where);
-      else checkGrad(where, `params[${i}]`, p).fill(0);
-    });
+    zeroGrads(where, this.params, (i) => `params[${i}]`);
   }
 
   /** Releases the optimizer's state; the parameters belong to their layers and are left alone. */
@@ -217,7 +207,7 @@ abstract class Optimizer<K extends string, H extends object> {
   stateDict(): OptimizerState<K, H> {
     this.checkLive(`${this.name}.stateDict`);
     const tensors: Record<string, Float32Array> = {};
-    for (const [key, buf] of this.stateBuffers()) tensors[key] = stateCopy(buf, `${this.name}.stateDict`);
+    for (const [key, buf] of this.stateBuffers()) tensors[key] = buf.hostCopy(`${this.name}.stateDict`);
     return { kind: this.kind, step: this.steps, hyper: structuredClone(this.hyperparams), tensors };
   }
 
@@ -249,19 +239,19 @@ abstract class Optimizer<K extends string, H extends object> {
           fail(ArrayBuffer.isView(t) ? 'ERR_DTYPE' : 'ERR_ARGUMENT', where, `state.tensors['${key}']`, 'a Float32Array', t);
         }
         if (t.length !== p.size) {
-          fail('ERR_SHAPE', where, `state.tensors['${key}']`, `${p.size} elements (params[${i}] has shape ${shapeString(p.shape)})`, `${t.length} elements`);
+          fail('ERR_SHAPE', where, `state.tensors['${key}']`, `${p.size} elements (params[${i}] has shape ${shapeString(p.shape)})`, said(`${t.length} elements`));
         }
       }
     });
     if (keys.size > 0) {
       const extra = [...keys][0];
-      fail('ERR_ARGUMENT', where, 'state.tensors', `only the keys of ${this.params.length} parameter(s) (${expected.map((n) => `param.<i>.${n}`).join(', ') || 'none'})`, `key '${extra}'`);
+      fail('ERR_ARGUMENT', where, 'state.tensors', `only the keys of ${this.params.length} parameter(s) (${expected.map((n) => `param.<i>.${n}`).join(', ') || 'none'})`, said(`key '${extra}'`));
     }
     // All checked: commit.
     this.hyperparams = hyper;
     this.steps = step;
     this.allocateState();
-    for (const [key, buf] of this.stateBuffers()) stateWrite(buf, (tensors as Record<string, Float32Array>)[key], where);
+    for (const [key, buf] of this.stateBuffers()) buf.write((tensors as Record<string, Float32Array>)[key], where);
   }
 
   protected abstract get name(): string;
@@ -273,26 +263,27 @@ abstract class Optimizer<K extends string, H extends object> {
   protected abstract allocateState(): void;
   protected abstract releaseState(): void;
   /** [key, buffer] for every state buffer, keyed as in stateDict().tensors. */
-  protected abstract stateBuffers(): Array<[string, StateBuffer]>;
+  protected abstract stateBuffers(): Array<[string, TensorStorage]>;
 
   protected checkLive(where: string): void {
-    if (this.#disposed) throw new LoraError('ERR_DISPOSED', `${where}: expected a live optimizer but received a disposed one`);
+    if (this.#disposed) fail('ERR_DISPOSED', where, '', 'a live optimizer', said('a disposed one'));
   }
 
   /** Every parameter's storage and gradient, checked before the first update so a bad one changes nothing. */
-  protected buffers(where: string): ReadonlyArray<{ param: Float32Array; grad: Float32Array }> {
+  protected buffers(where: string): ReadonlyArray<{ param: TensorStorage; grad: TensorStorage }> {
     this.checkLive(where);
     this.params.forEach((p, i) => {
-      if (p.device === 'cuda') {  // checked here too, so a bad one changes nothing; stepped on the device
-        checkDeviceParam(where, `params[${i}]`, p);
-        deviceGrad(where, `params[${i}]`, p);
-        return;
-      }
       const b = this.#bufs[i];  // reused: a step allocates no JS objects either
-      b.param = p.buffer(`${where}: params[${i}]`);
-      b.grad = checkGrad(where, `params[${i}]`, p);
+      b.param = paramStorage(where, `params[${i}]`, p);
+      b.grad = gradStorage(where, `params[${i}]`, p);
     });
-    return this.#bufs;
+    return this.#bufs as ReadonlyArray<{ param: TensorStorage; grad: TensorStorage }>;
+  }
+
+  /** A zeroed float32 state buffer for params[i], where it lives. */
+  protected newState(i: number): TensorStorage {
+    const p = this.params[i];
+    return backendFor(placementOf(p)).alloc(this.name, `the state of params[${i}]`, 'float32', p.size, true);
   }
 }
 
@@ -305,35 +296,26 @@ abstract class Optimizer<K extends string, H extends object> {
  */
 export class SGD extends Optimizer<'sgd', SGDHyper> {
   readonly kind = 'sgd' as const;
-  #buffers: Float32Array[] = [];  // momentum_buffer per parameter, or none when momentum is 0
-  readonly #args: SgdStepArgs[];
+  #buffers: TensorStorage[] = [];  // momentum_buffer per parameter, or none when momentum is 0
+  readonly #sgd: Array<NonNullable<OptimizerKernels['sgd']>>;
+  readonly #h: SGDStep = { lr: 0, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, firstStep: true };
 
   constructor(params: Tensor[], options: SGDOptions) {
     super('SGD', params, resolveSGD('SGD', options));
-    this.params.forEach((p, i) => {
-      if (p.device === 'cuda') {
-        throw new LoraError('ERR_DEVICE', `SGD: expected a cpu tensor for params[${i}] (SGD runs on the CPU only for now) but received a cuda one of shape ${shapeString(p.shape)}; use AdamW, or train on the CPU`);
-      }
-    });
+    this.#sgd = this.params.map((p, i) => backendWith('SGD', `params[${i}]`, p, (b) => b.optimizers.sgd, 'SGD', 'use AdamW, or train there').kernels);
     this.allocateState();
-    this.#args = this.params.map((p) => ({
-      n: p.size, param: new Float32Array(0), grad: new Float32Array(0), momentumBuffer: null,
-      lr: 0, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, firstStep: true,
-    }));
   }
 
   step(): void {
     const bufs = this.buffers('SGD.step');
-    const h = this.hyperparams;
+    const h = this.hyperparams, s = this.#h;
+    s.lr = h.lr; s.momentum = h.momentum; s.dampening = h.dampening; s.weightDecay = h.weightDecay; s.nesterov = h.nesterov;
     // The momentum buffer is initialised by the first step, as torch's (its state starts as None).
-    const firstStep = this.steps === 0;
+    s.firstStep = this.steps === 0;
     this.steps++;
     bufs.forEach(({ param, grad }, i) => {
-      const a = this.#args[i];
-      a.param = param; a.grad = grad; a.momentumBuffer = h.momentum !== 0 ? this.#buffers[i] : null;
-      a.lr = h.lr; a.momentum = h.momentum; a.dampening = h.dampening; a.weightDecay = h.weightDecay;
-      a.nesterov = h.nesterov; a.firstStep = firstStep;
-      native.sgdStep(a);
+      this.#sgd[i](param, grad, h.momentum !== 0 ? this.#buffers[i] : null, s);
+      param.markWritten();
     });
   }
 
@@ -350,15 +332,16 @@ export class SGD extends Optimizer<'sgd', SGDHyper> {
   }
 
   protected allocateState(): void {
-    if (this.hyperparams.momentum === 0) this.#buffers = [];
-    else if (this.#buffers.length === 0) this.#buffers = this.params.map((p) => new Float32Array(p.size));
+    if (this.hyperparams.momentum === 0) this.releaseState();
+    else if (this.#buffers.length === 0) this.#buffers = this.params.map((_, i) => this.newState(i));
   }
 
   protected releaseState(): void {
+    for (const b of this.#buffers) b.release();
     this.#buffers = [];
   }
 
-  protected stateBuffers(): Array<[string, Float32Array]> {
+  protected stateBuffers(): Array<[string, TensorStorage]> {
     return this.#buffers.map((b, i) => [`param.${i}.momentum_buffer`, b]);
   }
 }
@@ -371,33 +354,22 @@ export class SGD extends Optimizer<'sgd', SGDHyper> {
  */
 export class AdamW extends Optimizer<'adamw', AdamWHyper> {
   readonly kind = 'adamw' as const;
-  #expAvg: StateBuffer[] = [];
-  #expAvgSq: StateBuffer[] = [];
-  readonly #args: AdamWStepArgs[];
+  #expAvg: TensorStorage[] = [];
+  #expAvgSq: TensorStorage[] = [];
+  readonly #h: AdamWStep = { lr: 0, beta1: 0, beta2: 0, eps: 0, weightDecay: 0, step: 0 };
 
   constructor(params: Tensor[], options?: AdamWOptions) {
     super('AdamW', params, resolveAdamW('AdamW', options));
     this.allocateState();
-    this.#args = this.params.map((p) => ({
-      n: p.size, param: new Float32Array(0), grad: new Float32Array(0), expAvg: new Float32Array(0), expAvgSq: new Float32Array(0),
-      lr: 0, beta1: 0, beta2: 0, eps: 0, weightDecay: 0, step: 0,
-    }));
   }
 
   step(): void {
     const bufs = this.buffers('AdamW.step');
-    const h = this.hyperparams;
-    const step = ++this.steps;
+    const h = this.hyperparams, s = this.#h;
+    s.lr = h.lr; s.beta1 = h.betas[0]; s.beta2 = h.betas[1]; s.eps = h.eps; s.weightDecay = h.weightDecay; s.step = ++this.steps;
     bufs.forEach(({ param, grad }, i) => {
-      const a = this.#args[i];
-      const m = this.#expAvg[i], v = this.#expAvgSq[i];
-      a.lr = h.lr; a.beta1 = h.betas[0]; a.beta2 = h.betas[1]; a.eps = h.eps; a.weightDecay = h.weightDecay; a.step = step;
-      if (m instanceof DeviceStorage) {
-        deviceAdamWStep('AdamW.step', `params[${i}]`, this.params[i], m, v as DeviceStorage, a);
-        return;
-      }
-      a.param = param; a.grad = grad; a.expAvg = m; a.expAvgSq = v as Float32Array;
-      native.adamwStep(a);
+      this.kernels[i].adamw(param, grad, this.#expAvg[i], this.#expAvgSq[i], s);
+      param.markWritten();
     });
   }
 
@@ -415,19 +387,19 @@ export class AdamW extends Optimizer<'adamw', AdamWHyper> {
 
   protected allocateState(): void {
     if (this.#expAvg.length === 0) {
-      this.#expAvg = this.params.map((p) => newState(p));
-      this.#expAvgSq = this.params.map((p) => newState(p));
+      this.#expAvg = this.params.map((_, i) => this.newState(i));
+      this.#expAvgSq = this.params.map((_, i) => this.newState(i));
     }
   }
 
   protected releaseState(): void {
-    for (const b of [...this.#expAvg, ...this.#expAvgSq]) stateRelease(b);
+    for (const b of [...this.#expAvg, ...this.#expAvgSq]) b.release();
     this.#expAvg = [];
     this.#expAvgSq = [];
   }
 
-  protected stateBuffers(): Array<[string, StateBuffer]> {
-    return this.#expAvg.flatMap((m, i): Array<[string, StateBuffer]> => [
+  protected stateBuffers(): Array<[string, TensorStorage]> {
+    return this.#expAvg.flatMap((m, i): Array<[string, TensorStorage]> => [
       [`param.${i}.exp_avg`, m],
       [`param.${i}.exp_avg_sq`, this.#expAvgSq[i]],
     ]);
@@ -447,10 +419,11 @@ export function clipGradNorm(params: Tensor[], maxNorm: number, options?: ClipGr
   if (typeof maxNorm !== 'number' || !Number.isFinite(maxNorm) || maxNorm < 0) fail('ERR_ARGUMENT', where, 'maxNorm', 'a finite number >= 0', maxNorm);
   const opts = checkOptions(where, options, CLIP_KEYS);
   const errorIfNonfinite = opts.errorIfNonfinite === undefined ? false : checkBoolean(where, 'options.errorIfNonfinite', opts.errorIfNonfinite);
-  // Device gradients take part as host copies (a download each), written back only when scaled.
-  const device = ps.map((p) => (p.device === 'cuda' ? p.grad!.deviceStorage(`${where}: grad of a ${shapeString(p.shape)} parameter`) : null));
-  const grads = ps.map((p, i) => device[i]?.download(where) ?? p.grad!.buffer(`${where}: grad of a ${shapeString(p.shape)} parameter`));
-  const norm = native.clipGradNorm({ grads, maxNorm, errorIfNonfinite });
-  if (!(maxNorm / (norm + 1e-6) >= 1)) device.forEach((d, i) => d?.write(grads[i], where));  // scaled (or NaN), as the kernel did
+  // Host views: the gradients themselves on the CPU, downloads from a device, written back only when
+  // scaled (a write of a storage's own array copies nothing).
+  const storages = ps.map((p) => p.grad!.storage(where, `the grad of a ${shapeString(p.shape)} parameter`));
+  const grads = storages.map((g) => g.hostView(where));
+  const norm = hostKernels.clipGradNorm(grads, maxNorm, errorIfNonfinite);
+  if (!(maxNorm / (norm + 1e-6) >= 1)) storages.forEach((g, i) => g.write(grads[i], where));  // scaled (or NaN), as the kernel did
   return norm;
 }

@@ -1,12 +1,13 @@
 // Sequential: layers applied in order (Linear, LinearLoRA, activations, nested Sequentials), with
 // backward in reverse order, and applyLoRA, which wraps the named Linear layers of a model in
 // LinearLoRA as PEFT's target_modules does.
-import { LoraError } from './errors';
-import { TensorLike } from './inputs';
+import { fail, said } from './errors';
+import { zeroGrads } from './grad';
+import { TensorLike } from './operands';
 import { Linear } from './linear';
 import { LINEAR_LORA_KEYS, LinearLoRA, LinearLoRAOptions } from './linear-lora';
 import { Tensor } from './tensor';
-import { checkDim, checkOptions, checkSeed, fail, optionKeys } from './validate';
+import { checkDim, checkOptions, checkSeed, optionKeys } from './validate';
 
 /** What a Sequential can hold: anything with forward, backward and parameters. */
 export interface Module {
@@ -74,13 +75,13 @@ export class Sequential implements Module {
     if (!(layer instanceof Linear) && !isModule(layer)) fail('ERR_ARGUMENT', 'Sequential.replace', 'layer', 'a Linear, LinearLoRA, activation or Sequential', layer);
     const [head, ...rest] = path.split('.');
     const i = this.#layers.findIndex(([n]) => n === head);
-    if (i < 0) throw new LoraError('ERR_ARGUMENT', `Sequential.replace: expected a layer path of this model for path but received ${JSON.stringify(path)}`);
+    if (i < 0) fail('ERR_ARGUMENT', 'Sequential.replace', 'path', 'a layer path of this model', said(JSON.stringify(path)));
     if (rest.length === 0) {
       this.#layers[i] = [head, layer];
       return;
     }
     const inner = this.#layers[i][1];
-    if (!(inner instanceof Sequential)) throw new LoraError('ERR_ARGUMENT', `Sequential.replace: expected ${head} to be a Sequential for path but received ${JSON.stringify(path)}`);
+    if (!(inner instanceof Sequential)) fail('ERR_ARGUMENT', 'Sequential.replace', 'path', `${head} to be a Sequential`, said(JSON.stringify(path)));
     inner.replace(rest.join('.'), layer);
   }
 
@@ -110,15 +111,9 @@ export class Sequential implements Module {
     return Object.fromEntries(this.namedModules().filter(([, l]) => l instanceof LinearLoRA)) as Record<string, LinearLoRA>;
   }
 
-  /** Zeroes every parameter's gradient, where it lives (a fill on the CUDA device). */
+  /** Zeroes every parameter's gradient, where it lives (a fill on a device). */
   zeroGrad(): void {
-    const where = 'Sequential.zeroGrad';
-    for (const p of this.parameters()) {
-      const g = p.grad;
-      if (g === null) continue;
-      if (g.device === 'cuda') g.deviceStorage(where).fill(0, where);
-      else g.buffer(where).fill(0);
-    }
+    zeroGrads('Sequential.zeroGrad', this.parameters(), (i) => `parameters()[${i}]`, true);
   }
 }
 
@@ -165,7 +160,7 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<
     wrapped[path] = lora;
   }
   if (Object.keys(wrapped).length === 0) {
-    throw new LoraError('ERR_ARGUMENT', `${where}: expected options.targets to match at least one Linear of the model but received ${targets instanceof RegExp ? targets : JSON.stringify(targets)}`);
+    fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targets instanceof RegExp ? String(targets) : JSON.stringify(targets)));
   }
   return wrapped;
 }

@@ -1,14 +1,16 @@
-// Tensor: a shape, a dtype, a device and the storage. On the CPU the storage is a Float32Array in
-// row-major order; the kernels read and write it in place, so a training step copies nothing. On the
-// CUDA device it is a DeviceStorage (lib/device/storage.ts) in float32, bfloat16 or float16; moving
-// between the two is always explicit (.to(), dataSync(), data()).
-import { Device, DType } from './device/dtype';
-import { place } from './device/placement';
-import { DeviceStorage } from './device/storage';
-import { LoraError } from './errors';
-import { allocFloats, checkOptions, checkShape, fail, optionKeys, shapeString } from './validate';
+// Tensor: a shape, a dtype, a device and a storage (the interface of lib/backends/backend.ts, one
+// implementation per backend: a Float32Array on the CPU, device memory on the CUDA device). The
+// operations callers would otherwise branch for are the storage's, the same for every backend: zero
+// in place, a host view (no copy on the CPU, a download on a device), write (host values in), and the
+// liveness check. Moving between devices is always explicit (.to(), dataSync(), data()).
+import type { TensorStorage } from './backends/backend';
+import { backendFor, HOST } from './backends/registry';
+import type { Device, DType } from './dtype';
+import { fail, said } from './errors';
+import { place, placementOf } from './placement';
+import { checkOptions, checkShape, optionKeys, shapeString } from './validate';
 
-export type { Device, DType } from './device/dtype';
+export type { Device, DType } from './dtype';
 
 export interface TensorOptions {
   /** 'float32' (default); 'bfloat16' and 'float16' on the CUDA device only. */
@@ -21,31 +23,27 @@ const TENSOR_KEYS = optionKeys<TensorOptions>({ dtype: true, device: true });
 /** Tensor.to's options. */
 const TO_KEYS = optionKeys<{ dtype?: DType }>({ dtype: true });
 
+/** Where a Float32Array given to the constructor lives. */
+const host = backendFor(HOST);
+
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly device: Device;
   /** The gradient, for trainable parameters (LoRA's A and B); null elsewhere. */
   grad: Tensor | null = null;
-  #data: Float32Array | null;
-  #dev: DeviceStorage | null = null;
+  #storage: TensorStorage | null;
 
   /**
    * Wraps `data` (not a copy) as a tensor of `shape`. Prefer `tensor()`, which checks its input.
-   * A DeviceStorage (internal to this package) makes a device tensor that owns one reference to it.
+   * A TensorStorage (internal to this package) makes a tensor that owns one reference to it.
    */
-  constructor(data: Float32Array | DeviceStorage, shape: readonly number[]) {
+  constructor(data: Float32Array | TensorStorage, shape: readonly number[]) {
     this.shape = Object.freeze([...shape]);
-    if (data instanceof DeviceStorage) {
-      this.#data = null;
-      this.#dev = data;
-      this.dtype = data.dtype;
-      this.device = 'cuda';
-    } else {
-      this.#data = data;
-      this.dtype = 'float32';
-      this.device = 'cpu';
-    }
+    const s = data instanceof Float32Array ? host.fromHost(data, 'float32', false) : data;
+    this.#storage = s;
+    this.dtype = s.dtype;
+    this.device = s.device;
   }
 
   /** Number of elements. */
@@ -54,7 +52,40 @@ export class Tensor {
   }
 
   get disposed(): boolean {
-    return this.#data === null && (this.#dev === null || this.#dev.released);
+    return this.#storage === null || this.#storage.released;
+  }
+
+  /**
+   * The storage, for this package's kernels: ERR_DISPOSED naming `arg` for a disposed tensor. Callers
+   * must not keep it past the tensor's life.
+   */
+  storage(where = 'Tensor', arg = 'the tensor'): TensorStorage {
+    const s = this.#storage;
+    if (s === null || s.released) fail('ERR_DISPOSED', where, arg, 'a live tensor', said(`a disposed one (shape ${shapeString(this.shape)})`));
+    return s;
+  }
+
+  /** ERR_DISPOSED naming `arg` unless the tensor is live. */
+  assertLive(where = 'Tensor', arg = 'the tensor'): void {
+    this.storage(where, arg);
+  }
+
+  /**
+   * The values as host float32: the storage itself on the CPU (no copy: do not keep or write it),
+   * a copy on a device (which waits for the work queued before it).
+   */
+  hostView(where = 'Tensor.hostView', arg = 'the tensor'): Float32Array {
+    return this.storage(where, arg).hostView(where);
+  }
+
+  /** Overwrites every element with host float32 values (rounded to the dtype; an upload on a device). */
+  write(values: Float32Array, where = 'Tensor.write', arg = 'the tensor'): void {
+    this.storage(where, arg).write(values, where);
+  }
+
+  /** Sets every element to zero, where the tensor lives. */
+  zero(where = 'Tensor.zero', arg = 'the tensor'): void {
+    this.storage(where, arg).fill(0, where);
   }
 
   /**
@@ -62,14 +93,12 @@ export class Tensor {
    * this waits for the work queued before it; data() waits without blocking the event loop.
    */
   dataSync(): Float32Array {
-    if (this.#dev !== null) return this.#dev.download('Tensor.dataSync');
-    return this.buffer('Tensor.dataSync').slice();
+    return this.storage('Tensor.dataSync').hostCopy('Tensor.dataSync');
   }
 
   /** A copy of the values, row-major, as float32; on the device the copy waits off the JS thread. */
   async data(): Promise<Float32Array> {
-    if (this.#dev !== null) return this.#dev.downloadAsync('Tensor.data');
-    return this.dataSync();
+    return this.storage('Tensor.data').hostCopyAsync('Tensor.data');
   }
 
   /**
@@ -78,11 +107,8 @@ export class Tensor {
    * this tensor still uses it (then with the last of them).
    */
   dispose(): void {
-    this.#data = null;
-    if (this.#dev !== null) {
-      this.#dev.release();
-      this.#dev = null;
-    }
+    this.#storage?.release();
+    this.#storage = null;
     this.grad?.dispose();
   }
 
@@ -91,68 +117,46 @@ export class Tensor {
   }
 
   /**
-   * The storage itself, for this package's CPU kernels: callers must not keep it past the tensor's
-   * life. `where` names the caller (and argument) for the messages: ERR_DISPOSED for a disposed
-   * tensor, ERR_DEVICE for a cuda one (nothing is copied back behind the caller's back).
+   * The Float32Array that is this tensor's storage, for code that works on host float32 memory (the
+   * CPU's): ERR_DISPOSED for a disposed tensor, ERR_DEVICE for any other (nothing is copied back
+   * behind the caller's back; hostView() copies).
    */
-  buffer(where = 'Tensor'): Float32Array {
-    if (this.#data === null) {
-      if (this.#dev !== null) {
-        throw new LoraError('ERR_DEVICE', `${where}: expected a cpu tensor (this runs on the CPU) but received a cuda tensor (${this.dtype}, shape ${shapeString(this.shape)}); copy it with .to('cpu')`);
-      }
-      throw new LoraError('ERR_DISPOSED', `${where}: expected a live tensor but received a disposed one (shape ${shapeString(this.shape)})`);
+  buffer(where = 'Tensor', arg = 'the tensor'): Float32Array {
+    const a = this.storage(where, arg).hostArray;
+    if (a === null) {
+      fail('ERR_DEVICE', where, arg, `a ${HOST.device} ${HOST.dtype} tensor`, said(`a ${this.device} tensor (${this.dtype}, shape ${shapeString(this.shape)})`),
+        `this runs on ${host.label}: copy it with .to('${HOST.device}')`);
     }
-    return this.#data;
-  }
-
-  /**
-   * The device storage, for this package's CUDA ops (internal, as buffer() is for the CPU ones).
-   * ERR_DEVICE for a CPU tensor, ERR_DISPOSED for a disposed one.
-   */
-  deviceStorage(where = 'Tensor'): DeviceStorage {
-    const s = this.#dev;
-    if (s === null || s.released) {
-      if (this.#data !== null) {
-        throw new LoraError('ERR_DEVICE', `${where}: expected a cuda tensor (this runs on the CUDA device) but received a cpu tensor (shape ${shapeString(this.shape)}); copy it with .to('cuda')`);
-      }
-      throw new LoraError('ERR_DISPOSED', `${where}: expected a live tensor but received a disposed one (shape ${shapeString(this.shape)})`);
-    }
-    return s;
+    return a;
   }
 
   /** The same storage under another shape with the same element count. */
   reshape(shape: readonly number[]): Tensor {
     const n = checkShape('Tensor.reshape', 'shape', shape);
-    if (n !== this.size) fail('ERR_SHAPE', 'Tensor.reshape', 'shape', `${this.size} elements`, `${shapeString(shape)} (${n} elements)`);
-    if (this.device === 'cuda') return new Tensor(this.deviceStorage('Tensor.reshape').retain(), shape);
-    return new Tensor(this.buffer('Tensor.reshape'), shape);
+    if (n !== this.size) fail('ERR_SHAPE', 'Tensor.reshape', 'shape', `${this.size} elements`, said(`${shapeString(shape)} (${n} elements)`));
+    return new Tensor(this.storage('Tensor.reshape').retain(), shape);
   }
 
   /**
    * This tensor on `device` ('cpu', 'cuda' or 'auto') in `options.dtype` (default: float32 on the CPU,
    * this tensor's dtype on the device). Returns the tensor itself when it is already there in that
-   * dtype (as PyTorch's .to does), else a copy without a .grad: 'cuda' uploads (rounding to a 16-bit
-   * dtype on the device), 'cpu' downloads (waiting for the device), and a dtype change on the device
-   * is a cast there.
+   * dtype (as PyTorch's .to does), else a copy without a .grad: to another device through host float32
+   * (an upload, or a download that waits for the device), on the same backend a cast there.
    */
   to(device: Device | 'auto', options?: { dtype?: DType }): Tensor {
     const where = 'Tensor.to';
     const opts = checkOptions(where, options, TO_KEYS);
     const p = place(where, ['device', 'options.dtype'], device, opts.dtype, { dtype: this.dtype });
-    if (p.device === this.device && p.dtype === this.dtype) {
-      if (this.disposed) this.buffer(where);  // ERR_DISPOSED, as for any other use
-      return this;
-    }
-    if (p.device === 'cpu') return new Tensor(this.deviceStorage(where).download(where), this.shape);
-    if (this.device === 'cuda') {
-      const src = this.deviceStorage(where);
-      const dst = DeviceStorage.alloc(p.dtype, src.length);
+    const src = this.storage(where);
+    if (p.device === this.device && p.dtype === this.dtype) return this;
+    if (src.length !== this.size) fail('ERR_SHAPE', where, 'the tensor', `storage of ${this.size} elements for shape ${shapeString(this.shape)}`, said(`${src.length} elements`));
+    const target = backendFor(p);
+    if (target === backendFor(placementOf(this))) {
+      const dst = target.alloc(where, 'the copy', p.dtype, src.length, false);
       dst.copyFrom(src, where);
       return new Tensor(dst, this.shape);
     }
-    const values = this.buffer(where);
-    if (values.length !== this.size) fail('ERR_SHAPE', where, 'this', `storage of ${this.size} elements for shape ${shapeString(this.shape)}`, `${values.length} elements`);
-    return new Tensor(DeviceStorage.upload(values, p.dtype), this.shape);
+    return new Tensor(target.fromHost(src.hostView(where), p.dtype, false), this.shape);
   }
 
   toString(): string {
@@ -169,15 +173,15 @@ export class Tensor {
 export function tensor(data: Float32Array | ArrayLike<number>, shape?: readonly number[], options?: TensorOptions): Tensor {
   const where = 'tensor';
   const opts = checkOptions(where, options, TENSOR_KEYS);
-  const { device, dtype } = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype);
+  const p = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype);
   let values: Float32Array;
   if (data instanceof Float32Array) values = data;
   else if (ArrayBuffer.isView(data) || Array.isArray(data)) values = Float32Array.from(data as ArrayLike<number>);
   else fail('ERR_ARGUMENT', where, 'data', 'a Float32Array, another typed array or an array of numbers', data);
   const s = shape ?? [values.length];
   const n = checkShape(where, 'shape', s);
-  if (n !== values.length) fail('ERR_SHAPE', where, 'data', `${n} elements for shape ${shapeString(s)}`, `${values.length} elements`);
-  return device === 'cpu' ? new Tensor(values, s) : new Tensor(DeviceStorage.upload(values, dtype), s);
+  if (n !== values.length) fail('ERR_SHAPE', where, 'data', `${n} elements for shape ${shapeString(s)}`, said(`${values.length} elements`));
+  return new Tensor(backendFor(p).fromHost(values, p.dtype, false), s);
 }
 
 /** A tensor of zeros; `options` place it as tensor()'s do. */
@@ -185,9 +189,6 @@ export function zeros(shape: readonly number[], options?: TensorOptions): Tensor
   const where = 'zeros';
   const opts = checkOptions(where, options, TENSOR_KEYS);
   const n = checkShape(where, 'shape', shape);
-  const { device, dtype } = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype);
-  if (device === 'cpu') return new Tensor(allocFloats(where, 'shape', n, shape), shape);
-  const storage = DeviceStorage.alloc(dtype, n);
-  storage.fill(0, where);
-  return new Tensor(storage, shape);
+  const p = place(where, ['options.device', 'options.dtype'], opts.device, opts.dtype);
+  return new Tensor(backendFor(p).alloc(where, `shape ${shapeString(shape)}`, p.dtype, n, true), shape);
 }

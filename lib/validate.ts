@@ -1,17 +1,13 @@
-// Every argument check of the public API, in one place, with one message shape:
-// "<where>: expected <what> for <argument> but received <what came>". The native layer checks again
-// what it relies on (buffer types and lengths); these checks come first and say more.
+// The checks of plain arguments (dimensions, shapes, numbers, flags, option keys), each once; tensor
+// arguments are lib/operands.ts's. Every message comes from lib/errors.ts. The native layer checks
+// again what it relies on (buffer types and lengths); these checks come first and say more.
 import { distance } from 'fastest-levenshtein';
-import { describe, LoraError } from './errors';
+import { errorAt, fail, said } from './errors';
 
 /** Largest element count we accept: exact in a double, and far above any real layer. */
 export const MAX_ELEMENTS = 2 ** 53;
 /** Largest single dimension: BLAS and our kernels index with int32. */
 export const MAX_DIM = 2 ** 31 - 1;
-
-export function fail(code: LoraError['code'], where: string, arg: string, expected: string, received: unknown): never {
-  throw new LoraError(code, `${where}: expected ${expected} for ${arg} but received ${describe(received)}`);
-}
 
 export function isInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v);
@@ -31,7 +27,7 @@ export function checkShape(where: string, arg: string, shape: unknown): number {
     const d = shape[i];
     if (!isInt(d) || d < 0 || d > MAX_DIM) fail('ERR_SHAPE', where, `${arg}[${i}]`, 'an integer in [0, 2^31 - 1]', d);
     n *= d;
-    if (n > MAX_ELEMENTS) fail('ERR_SHAPE', where, arg, 'a shape with at most 2^53 elements', `[${shape.join(', ')}]`);
+    if (n > MAX_ELEMENTS) fail('ERR_SHAPE', where, arg, 'a shape with at most 2^53 elements', said(`[${shape.join(', ')}]`));
   }
   return n;
 }
@@ -45,7 +41,7 @@ export function allocFloats(where: string, arg: string, n: number, shape?: reado
   try {
     return new Float32Array(n);
   } catch (e) {
-    throw new LoraError('ERR_BACKEND', `${where}: expected to allocate ${n} float32 elements for ${arg}${shape ? ` (shape ${shapeString(shape)})` : ''} but received: ${(e as Error).message}`);
+    throw errorAt('ERR_BACKEND', where, `expected to allocate ${n} float32 elements for ${arg}${shape ? ` (shape ${shapeString(shape)})` : ''} but received`, e);
   }
 }
 
@@ -122,7 +118,7 @@ export function checkKeys(where: string, arg: string, v: object, keys: OptionKey
     const close = closestKey(key, keys.names);
     const name = key.length > 40 ? `${key.slice(0, 40)}…` : key;
     const shown = /^[A-Za-z_$][\w$]*$/.test(key) ? `${arg ? `${arg}.` : ''}${name}` : `${arg}[${JSON.stringify(name)}]`;
-    throw new LoraError('ERR_ARGUMENT', `${where}: expected ${arg ? `${arg} ` : ''}keys among ${keys.names.join(', ')} for ${shown} but received an unknown key${close === null ? '' : ` (did you mean '${close}'?)`}`);
+    fail('ERR_ARGUMENT', where, shown, `${arg ? `${arg} ` : ''}keys among ${keys.names.join(', ')}`, said(`an unknown key${close === null ? '' : ` (did you mean '${close}'?)`}`));
   }
 }
 
@@ -152,9 +148,7 @@ function closestKey(key: string, names: readonly string[]): string | null {
 export function checkFinite(where: string, arg: string, data: Float32Array): void {
   for (let i = 0; i < data.length; i++) {
     const v = data[i];
-    if (v - v !== 0) {
-      throw new LoraError('ERR_NOT_FINITE', `${where}: expected finite values in ${arg} but received ${v} at index ${i}`);
-    }
+    if (v - v !== 0) fail('ERR_NOT_FINITE', where, arg, 'finite values', said(`${v} at index ${i}`));
   }
 }
 

@@ -11,7 +11,7 @@ const { Worker, isMainThread, workerData, parentPort } = require('node:worker_th
 
 const root = process.env.FUSED_LORA_ROOT || path.join(__dirname, '..');
 const lib = require(path.join(root, 'dist', 'index.js'));
-const { native } = require(path.join(root, 'dist', 'binding.js'));
+const { native } = require(path.join(root, 'dist', 'backends', 'cpu', 'binding.js'));
 const { fuzzNative } = require(path.join(__dirname, '..', 'test', 'fixtures', 'native-fuzz.cjs'));
 
 const STEPS = Number(process.env.STEPS || 6);

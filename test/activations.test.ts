@@ -6,7 +6,7 @@
 // O(h²) ≈ 1e-10, rounding ≈ 1e-11, far below the kernel's fp32 rounding; 1e-5 leaves margin and
 // still catches a wrong derivative (e.g. Φ without the x·φ term is off by ~30%).
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { gelu, GELU, relu, ReLU, tensor } from '../lib/index';
 import { erf, geluGradRef, geluRef, randomArray, relErr } from './reference';
 import { expectCode } from './expect-code';

@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import * as lib from '../lib/index';
 import { Linear, LinearLoRA, LoraError, Tensor, tensor } from '../lib/index';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { randomArray } from './reference';
 
 /** Bit-for-bit equality of float32 arrays, fast for large ones (vitest's toEqual walks them slowly). */

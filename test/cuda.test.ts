@@ -4,6 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { wExtLayout } from './fixtures/tile-math';
 
 const root = path.join(__dirname, '..');
 const addon = path.join(root, 'build-cuda', 'Release', 'fused_lora_cuda.node');
@@ -13,6 +14,10 @@ if (!hasNvcc) console.warn('test/cuda.test.ts: skipped, nvcc is not on the PATH 
 function node(code: string, env: Record<string, string> = {}): string {
   return execFileSync(process.execPath, ['-e', code], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
 }
+
+// The W_ext layout export (wExtLayout) comes with a native change that may not be built here yet.
+const hasLayout = hasNvcc && fs.existsSync(addon) && node(`console.log(typeof require(${JSON.stringify(addon)}).wExtLayout)`).trim() === 'function';
+if (hasNvcc && !hasLayout) console.warn('test/cuda.test.ts: the built CUDA addon has no wExtLayout export: its check against the CPU fake is skipped');
 
 describe.skipIf(!hasNvcc)('the CUDA addon', () => {
   it('builds with cmake-js and nvcc (incrementally: up to date is a few seconds)', () => {
@@ -40,6 +45,13 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
     expect(out).toMatch(/main true ERR_ARGUMENT/);
   });
 
+  it.skipIf(!hasLayout)("wExtLayout gives, without a device, the layout the CPU fake uses (r_pad from tile_math.h's rank step) at every padding boundary", () => {
+    const shapes = [[1, 1, 1], [7, 9, 15], [7, 9, 16], [7, 9, 17], [768, 3072, 8], [4096, 4096, 64], [11008, 4096, 3], [20000, 12288, 33]];
+    const got = JSON.parse(node(`const m = require(${JSON.stringify(addon)});
+      console.log(JSON.stringify(${JSON.stringify(shapes)}.map(([I, O, r]) => m.wExtLayout({ I, O, r }))));`));
+    expect(got).toEqual(shapes.map(([I, O, r]) => wExtLayout(I, O, r)));
+  });
+
   it('links the CUDA runtime statically (no libcudart.so needed to load)', () => {
     const ldd = spawnSync('ldd', [addon], { encoding: 'utf8' });
     if (ldd.status === 0) expect(ldd.stdout).not.toMatch(/libcudart/);
@@ -61,7 +73,7 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
 
   it('without a device, ops throw ERR_DEVICE with the reason, and the process survives', () => {
     const out = JSON.parse(node(`
-      const { loadCuda } = require('./dist/cuda.js');
+      const { loadCuda } = require('./dist/backends/cuda/binding.js');
       const b = loadCuda().binding;
       const info = b.deviceInfo();
       let err = null;
@@ -86,10 +98,10 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
 
   it("device 'auto' falls back to the CPU with the reason; 'cuda' without a device is ERR_DEVICE", () => {
     const out = JSON.parse(node(`
-      const c = require('./dist/cuda.js');
-      const auto = c.resolveDevice('auto');
+      const c = require('./dist/backends/cuda/binding.js'), { resolveDevice } = require('./dist/placement.js');
+      const auto = resolveDevice('auto');
       let err = null;
-      try { c.resolveDevice('cuda'); } catch (e) { err = e.code; }
+      try { resolveDevice('cuda'); } catch (e) { err = e.code; }
       console.log(JSON.stringify({ auto, err, avail: c.cudaAvailable() }));`));
     if (!out.avail) {
       expect(out.auto.device).toBe('cpu');
@@ -105,7 +117,7 @@ describe('without the CUDA addon', () => {
   it('backendInfo().cuda says no addon is built, and auto picks the CPU', () => {
     const out = JSON.parse(node(`
       const info = require('./dist/index.js').backendInfo().cuda;
-      const choice = require('./dist/cuda.js').resolveDevice('auto');
+      const choice = require('./dist/placement.js').resolveDevice('auto');
       console.log(JSON.stringify({ info, choice }));`, { FUSED_LORA_CUDA_ADDON: path.join(root, 'build-cuda', 'nowhere.node') }));
     expect(out.info.loaded).toBe(false);
     expect(out.info.available).toBe(false);

@@ -135,13 +135,13 @@ describe('adapters of device layers (fake CUDA binding)', () => {
     train(dev, opt, 2);
     const [a0, b0_, s0] = [bits(dev.lora.A), bits(dev.lora.B), opt.stateDict()];
     const y0 = dev.forward(xOf('float32')).dataSync();
-    const versions = [dev.lora.A.deviceStorage().version, dev.lora.B.deviceStorage().version];
+    const versions = [dev.lora.A.storage().version, dev.lora.B.storage().version];
     const err = await loadAdapter(dir, { [P]: dev }, { optimizer: opt }).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(LoraError);
     expect(err).toMatchObject({ code: 'ERR_SHAPE' });
     expect((err as Error).message).toMatch(/expected rank 3/);
     expect([bits(dev.lora.A), bits(dev.lora.B)]).toEqual([a0, b0_]);
-    expect([dev.lora.A.deviceStorage().version, dev.lora.B.deviceStorage().version]).toEqual(versions);
+    expect([dev.lora.A.storage().version, dev.lora.B.storage().version]).toEqual(versions);
     expect(opt.stateDict()).toEqual(s0);
     fake().clearCalls();
     expect(dev.forward(xOf('float32')).dataSync()).toEqual(y0);

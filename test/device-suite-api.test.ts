@@ -1,5 +1,5 @@
-// The device suite's public-API checks (bench/gpu/device-suite.cjs, the part the H200 run adds for
-// phase 2), run here on the CPU fake of the CUDA addon: the same script that checks the device must
+// The device suite's public-API checks (test/gpu/device-suite.cjs: the TS layer on the device against
+// the CPU layers), run here on the CPU fake of the CUDA addon: the same script that checks the device must
 // pass on the fake, so a mistake in it shows before the GPU run, not during it.
 import { describe, expect, it } from 'vitest';
 import * as api from '../lib/index';
@@ -14,7 +14,7 @@ describe("the device suite's API checks, on the fake CUDA binding", () => {
   const fake = useFakeCuda();
 
   it('all pass, and every device byte they allocate is given back', async () => {
-    const suite = require('../bench/gpu/device-suite.cjs') as Suite;
+    const suite = require('./gpu/device-suite.cjs') as Suite;
     await suite.apiCases(api, fake(), { quick: true });
     expect(suite.results.failures).toEqual([]);
     expect(suite.results.passed).toBeGreaterThan(100);

@@ -172,14 +172,43 @@ describe('device tensors (fake CUDA binding)', () => {
     const x = tensor(new Float32Array(6), [2, 3], { device: 'cuda' });
     const e = thrown(() => relu(x));
     expect(e.code).toBe('ERR_DEVICE');
-    expect(e.message).toMatch(/relu: x: expected a cpu tensor .* received a cuda tensor \(float32, shape \[2, 3\]\).*\.to\('cpu'\)/);
+    expect(e.message).toMatch(/relu: expected a cpu tensor for x .*received a cuda tensor \(float32, shape \[2, 3\]\).*\.to\('cpu'\)/);
     const cpuLayer = new LinearLoRA(new Linear(3, 2, { seed: 1 }), 1, { seed: 1 });
     const f = thrown(() => cpuLayer.forward(x));
     expect(f.code).toBe('ERR_DEVICE');
-    expect(f.message).toMatch(/LinearLoRA\.forward: x: expected a cpu tensor/);
+    expect(f.message).toMatch(/LinearLoRA\.forward: expected a cpu tensor for x/);
     const w = new Float32Array(6), a = new Float32Array(3), b = new Float32Array(2);
-    expect(thrown(() => ops.loraForward({ x, weight: w, A: a, B: b, scaling: 1, r: 1, O: 2 })).message).toMatch(/ops\.loraForward: x: expected a cpu tensor/);
+    expect(thrown(() => ops.loraForward({ x, weight: w, A: a, B: b, scaling: 1, r: 1, O: 2 })).message).toMatch(/ops\.loraForward: expected a cpu tensor for x/);
     expect(cpuLayer.forward(x.to('cpu')).device).toBe('cpu');  // the layer survives
+    x.dispose();  // disposed is ERR_DISPOSED wherever the tensor lived, before any question of where it runs
+    expect(thrown(() => relu(x)).code).toBe('ERR_DISPOSED');
+    expect(thrown(() => ops.loraForward({ x, weight: w, A: a, B: b, scaling: 1, r: 1, O: 2 })).code).toBe('ERR_DISPOSED');
+    expect(thrown(() => cpuLayer.forward(x)).code).toBe('ERR_DISPOSED');
+  });
+
+  it('zero(), write(), hostView() and assertLive() are the same on both devices: in place on the CPU, through the device there', () => {
+    const v = values();
+    for (const device of ['cpu', 'cuda'] as const) {
+      const t = tensor(v.slice(), [8], { device, dtype: 'float32' });
+      expect(Array.from(t.hostView())).toEqual(Array.from(v));
+      t.write(Float32Array.from(v, (x) => 2 * x));
+      expect(Array.from(t.dataSync())).toEqual(Array.from(v, (x) => Math.fround(2 * x)));
+      expect(thrown(() => t.write(new Float32Array(7))).code).toBe('ERR_SHAPE');
+      t.zero();
+      expect(Array.from(t.dataSync())).toEqual(new Array(8).fill(0));
+      t.assertLive();
+      t.dispose();
+      for (const use of [() => t.assertLive('f', 'x'), () => t.hostView('f', 'x'), () => t.zero('f', 'x'), () => t.write(v, 'f', 'x')]) {
+        const e = thrown(use);
+        expect([e.code, e.message]).toEqual(['ERR_DISPOSED', expect.stringMatching(/^f: expected a live tensor for x but received a disposed one/)]);
+      }
+    }
+    const c = tensor(v, [8]);
+    expect(c.hostView()).toBe(v);  // no copy on the CPU
+    fake().clearCalls();
+    const d = tensor(v, [8], { device: 'cuda' });
+    expect(d.hostView()).not.toBe(v);
+    expect(fake().calls).toEqual(['alloc', 'upload', 'download']);
   });
 
   it('Tensor is still a thin wrapper on the CPU: a Float32Array is its storage, no device calls', () => {

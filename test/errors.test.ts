@@ -1,5 +1,5 @@
 // Bad input, as a specification. Every argument check of the public API throws a LoraError whose
-// `code` is the documented one (DESIGN.md section 5) and whose message names the argument and what
+// `code` is the documented one (README, LoraError) and whose message names the argument and what
 // came; the native addon checks again what it relies on (buffer types and lengths, dimensions) and
 // throws the same class. After any of these errors the process and the layer's state survive.
 import { describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import {
   Linear, LinearLoRA, LoRA, LoraError, ops, setNumThreads, Tensor, tensor, zeros,
 } from '../lib/index';
 import type { LoraErrorCode } from '../lib/index';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 
 // Small shapes: rows, in, out, rank.
 const M = 4, I = 5, O = 3, r = 2;

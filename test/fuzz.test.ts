@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AdamW, Linear, LinearLoRA, loadAdapter, LoraError, readSafetensors, saveAdapter, writeSafetensors } from '../lib/index';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { joinFile, mutateBytes, Rng, structuredMutation } from './fixtures/mutate';
 import { randomArray } from './reference';
 

@@ -2,7 +2,7 @@
 // the built-in kernel or the loaded BLAS): all four transpose cases, awkward sizes, leading
 // dimensions larger than widths, alpha/beta, and beta = 0 overwriting a NaN-filled C.
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { backendInfo } from '../lib/index';
 import { randomArray, relErr } from './reference';
 

@@ -4,7 +4,7 @@
 //     x separately, so central differences have no truncation error: only fp32 rounding remains).
 // The loss is L = Σ dy ⊙ y, so dL/dθ is what backward returns for upstream gradient dy.
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { makeProblem, Problem, randomArray, refForward } from './reference';
 
 type Param = 'A' | 'B' | 'x';

@@ -10,7 +10,7 @@
 // magnitude. Differencing the kernel's own loss would not work as well for cross-entropy: its fp32
 // exponentials make the loss noisy at ~1e-7, which h = 1e-3 would magnify to ~1e-4.
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { crossEntropyLoss, mseLoss, Tensor, tensor, zeros } from '../lib/index';
 import { randomArray, relErr } from './reference';
 import { expectCode } from './expect-code';

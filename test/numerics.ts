@@ -2,7 +2,7 @@
 // FUSED_LORA_BLAS): forward and backward, fused, unfused and async, against the float64 reference
 // over the shape sweep, with every output pre-filled with NaN so an unwritten element fails.
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { backendInfo } from '../lib/index';
 import { makeProblem, Problem, refBackward, refForward, relErr, shapeSweep, randomArray } from './reference';
 

@@ -7,7 +7,7 @@
 // leaves room for that and still fails on any wrong term (a missing bias correction or decay moves
 // the numbers by 1e-2 or more here).
 import { describe, expect, it } from 'vitest';
-import { native } from '../lib/binding';
+import { native } from '../lib/backends/cpu/binding';
 import { AdamW, backendInfo, clipGradNorm, Linear, LinearLoRA, setNumThreads, SGD, Tensor, tensor, zeros } from '../lib/index';
 import { randomArray, relErr } from './reference';
 import { expectCode } from './expect-code';

@@ -20,7 +20,7 @@ describe('the built package', () => {
     expect(hasDist).toBe(true);
   });
 
-  it('loads with require and with import, exporting the API of DESIGN.md section 5', () => {
+  it('loads with require and with import, exporting the public API the README lists', () => {
     const names = ['tensor', 'Tensor', 'Linear', 'LoRA', 'LinearLoRA', 'backendInfo', 'setNumThreads', 'ops', 'LoraError'];
     const cjs = JSON.parse(node(`const m = require('fused-lora'); console.log(JSON.stringify(Object.keys(m)))`));
     const esm = JSON.parse(node(`import * as m from 'fused-lora'; console.log(JSON.stringify(Object.keys(m)))`, {}, true));

@@ -9,7 +9,7 @@
 const path = require('node:path');
 const fs = require('node:fs');
 const root = path.join(__dirname, '..', '..');
-const { loadCuda } = require(path.join(root, 'dist', 'cuda.js'));
+const { loadCuda } = require(path.join(root, 'dist', 'backends', 'cuda', 'binding.js'));
 const argv = process.argv.slice(2);
 const jsonOut = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : null;
 const Ms = argv.includes('--m') ? argv[argv.indexOf('--m') + 1].split(',').map(Number) : [1, 16, 512, 8192];

@@ -2,7 +2,7 @@
 // class labels (N) for cross-entropy, from a .safetensors file (tensors "x" and "y" or "labels") or
 // a .jsonl file (one {"x": [...], "y": [...]} or {"x": [...], "label": k} per line).
 import fs from 'node:fs';
-import { LoraError } from '../errors';
+import { errorAt } from '../errors';
 import { readSafetensors } from '../io/safetensors';
 
 export interface Dataset {
@@ -17,7 +17,7 @@ export interface Dataset {
 }
 
 function fail(file: string, what: string): never {
-  throw new LoraError('ERR_IO', `data: ${file}: ${what}`);
+  throw errorAt('ERR_IO', 'data', `${file}: ${what}`);
 }
 
 export async function loadDataset(file: string): Promise<Dataset> {

@@ -10,7 +10,7 @@
 //     "optimizer": { "type": "adamw", "lr": 0.001, "weightDecay": 0 },
 //     "steps": 200, "batchSize": 32, "clipGradNorm": 1.0, "seed": 1, "baseModel": "my-model" }
 import { GELU, ReLU } from '../activations';
-import { LoraError } from '../errors';
+import { fail, said } from '../errors';
 import { Linear } from '../linear';
 import { ADAMW_KEYS, AdamWOptions, SGD_KEYS, SGDOptions } from '../optim';
 import { Sequential } from '../sequential';
@@ -52,7 +52,7 @@ const MODEL_KEYS = optionKeys<ModelSpec>({
 });
 
 function bad(path: string, expected: string, received: unknown): never {
-  throw new LoraError('ERR_ARGUMENT', `model: expected ${expected} for ${path} but received ${JSON.stringify(received)}`);
+  fail('ERR_ARGUMENT', 'model', path, expected, said(JSON.stringify(received)));
 }
 
 const posInt = (path: string, v: unknown) => (Number.isInteger(v) && (v as number) > 0 ? (v as number) : bad(path, 'a positive integer', v));
@@ -121,7 +121,7 @@ export function buildModel(spec: ModelSpec, weights: Record<string, Tensor> | nu
     }
     const w = weights?.[`${l.name}.weight`];
     const b = weights?.[`${l.name}.bias`];
-    if (weights && !w) throw new LoraError('ERR_IO', `model: expected a tensor ${l.name}.weight in the weights file but received none`);
+    if (weights && !w) fail('ERR_IO', 'model', `${l.name}.weight`, 'a tensor in the weights file', said('none'));
     layers[l.name] = new Linear(l.in, l.out, { weight: w, bias: b ?? (weights ? false : l.bias), seed: spec.seed * 1000 + i });
   }
   return new Sequential(layers);

@@ -10,7 +10,7 @@ import { AdamW, clipGradNorm, SGD } from '../optim';
 import { Random } from '../random';
 import { applyLoRA } from '../sequential';
 import { Tensor } from '../tensor';
-import { LoraError } from '../errors';
+import { fail, said } from '../errors';
 import { loadDataset } from './data';
 import { buildModel, parseModelSpec } from './model-spec';
 
@@ -39,7 +39,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   try {
     raw = JSON.parse(fs.readFileSync(o.model, 'utf8'));
   } catch (e) {
-    throw new LoraError('ERR_IO', `train: expected a readable JSON model file for --model but received ${o.model} (${(e as Error).message})`);
+    fail('ERR_IO', 'train', '--model', 'a readable JSON model file', said(`${o.model} (${(e as Error).message})`));
   }
   const spec = parseModelSpec(raw);
   const steps = o.steps ?? spec.steps, batch = o.batchSize ?? spec.batchSize, lr = o.lr ?? spec.optimizer.lr, seed = o.seed ?? spec.seed;
@@ -53,9 +53,9 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   const data = await loadDataset(o.data);
   const firstLinear = spec.layers.find((l) => l.type === 'linear')!;
   const lastLinear = [...spec.layers].reverse().find((l) => l.type === 'linear')!;
-  if (data.I !== firstLinear.in) throw new LoraError('ERR_SHAPE', `train: expected data x with ${firstLinear.in} features (layer ${firstLinear.name}) but received ${data.I}`);
-  if (spec.loss === 'mse' && data.O !== lastLinear.out) throw new LoraError('ERR_SHAPE', `train: expected data y with ${lastLinear.out} features for mse but received ${data.O ?? 'labels'}`);
-  if (spec.loss === 'cross_entropy' && !data.labels) throw new LoraError('ERR_SHAPE', 'train: expected class labels in the data for cross_entropy but received targets y');
+  if (data.I !== firstLinear.in) fail('ERR_SHAPE', 'train', 'data x', `${firstLinear.in} features (layer ${firstLinear.name})`, said(`${data.I}`));
+  if (spec.loss === 'mse' && data.O !== lastLinear.out) fail('ERR_SHAPE', 'train', 'data y (mse)', `${lastLinear.out} features`, said(`${data.O ?? 'labels'}`));
+  if (spec.loss === 'cross_entropy' && !data.labels) fail('ERR_SHAPE', 'train', 'the data (cross_entropy)', 'class labels', said('targets y'));
   const B = Math.min(batch, data.N);
 
   const { type, lr: _lr, ...hyper } = spec.optimizer;

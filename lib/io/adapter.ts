@@ -1,4 +1,4 @@
-// PEFT adapters on disk (DESIGN.md section 6): a directory with adapter_config.json and
+// PEFT adapters on disk: a directory with adapter_config.json and
 // adapter_model.safetensors, whose keys are base_model.model.<path>.lora_A.weight (r, I) and
 // ….lora_B.weight (O, r): Aᵀ and Bᵀ of our layout (A (I, r), B (r, O)). Optionally
 // optimizer.safetensors, to resume training.
@@ -7,17 +7,16 @@
 // step, but a mix left by a crash between files is caught on load (ranks against the config, the
 // optimizer's save id against the weights'). Loading checks everything (config, keys, shapes, ranks,
 // finiteness, the optimizer's state) before it changes any layer, so a failed load changes nothing.
-// Layers on the CUDA device: A and B (fp32 masters) are downloaded to save and uploaded through their
-// storage to load, which bumps its version, so the layer rebuilds W_ext before its next forward.
+// A and B go through host views wherever the layer lives (their own arrays on the CPU; a download of
+// the fp32 masters to save, an upload to load on a device).
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { LoraError } from '../errors';
+import { errorAt, fail, LoraError, said } from '../errors';
 import { LinearLoRA } from '../linear-lora';
-import type { Tensor } from '../tensor';
-import { checkFinite, checkOptions, fail, optionKeys, shapeString } from '../validate';
-import { ioError, writeFileAtomic } from './atomic';
-import { WritableDType } from './dtype';
+import { checkFinite, checkOptions, optionKeys, shapeString } from '../validate';
+import { writeFileAtomic } from './atomic';
+import { checkWritable, WritableDType } from './dtype';
 import { decodeOptimizerState, encodeOptimizerState, StatefulOptimizer } from './optimizer-state';
 import { AdapterConfig, buildConfig, parseConfig, resolveLayer } from './peft-config';
 import { read, writeSafetensors } from './safetensors';
@@ -68,8 +67,7 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
   checkDir(where, dir);
   const opts = checkOptions(where, options, SAVE_KEYS);
   if (opts.baseModel !== undefined && typeof opts.baseModel !== 'string') fail('ERR_ARGUMENT', where, 'options.baseModel', 'a string', opts.baseModel);
-  const dtype = opts.dtype ?? 'F32';
-  if (dtype !== 'F32' && dtype !== 'BF16') fail('ERR_DTYPE', where, 'options.dtype', "'F32' or 'BF16'", dtype);
+  const dtype = checkWritable(where, 'options.dtype', opts.dtype);
   const optimizer = checkOptimizer(where, opts.optimizer, 'stateDict');
   const entries = checkLayers(where, layers);
 
@@ -77,8 +75,8 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
   for (const [p, layer] of entries) {
     const { inFeatures: I, outFeatures: O } = layer.base;
     const r = layer.rank;
-    const A = hostValues(layer.lora.A, `${where}: layers[${JSON.stringify(p)}].lora.A`);
-    const B = hostValues(layer.lora.B, `${where}: layers[${JSON.stringify(p)}].lora.B`);
+    const A = layer.lora.A.hostView(where, `layers[${JSON.stringify(p)}].lora.A`);
+    const B = layer.lora.B.hostView(where, `layers[${JSON.stringify(p)}].lora.B`);
     checkFinite(where, `layers[${JSON.stringify(p)}].lora.A`, A);
     checkFinite(where, `layers[${JSON.stringify(p)}].lora.B`, B);
     tensors[keyA(p)] = { data: transpose(A, I, r), shape: [r, I] };
@@ -91,7 +89,7 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
   try {
     await fs.mkdir(dir, { recursive: true });
   } catch (e) {
-    throw ioError(where, `could not create the directory ${dir}`, e);
+    throw errorAt('ERR_IO', where, `could not create the directory ${dir}`, e);
   }
   if (state) await writeSafetensors(path.join(dir, OPTIMIZER_STATE), state.tensors, { metadata: state.metadata });
   // "format": "pt" is what PEFT writes, and what transformers checks before loading a safetensors file.
@@ -113,9 +111,9 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
   const optimizer = checkOptimizer(where, opts.optimizer, 'loadStateDict');
   const entries = checkLayers(where, layers);
   for (const [p, layer] of entries) {
-    if (layer.merged) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', 'a merged one');
+    if (layer.merged) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', said('a merged one'));
     // ERR_DISPOSED now, not halfway through
-    for (const [name, t] of [['A', layer.lora.A], ['B', layer.lora.B]] as const) checkLive(t, `${where}: layers[${JSON.stringify(p)}].lora.${name}`);
+    for (const [name, t] of [['A', layer.lora.A], ['B', layer.lora.B]] as const) t.assertLive(where, `layers[${JSON.stringify(p)}].lora.${name}`);
   }
 
   const config = parseConfig(where, path.join(dir, ADAPTER_CONFIG), await readConfig(where, path.join(dir, ADAPTER_CONFIG)));
@@ -129,21 +127,21 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
     const r = layer.rank;
     const a = weights.tensors[keyA(p)], b = weights.tensors[keyB(p)];
     for (const [key, t] of [[keyA(p), a], [keyB(p), b]] as const) {
-      if (!Object.hasOwn(weights.tensors, key) || t === undefined) throw new LoraError('ERR_IO', `${where}: ${weightsFile} has no ${key} for module ${JSON.stringify(p)}`);
+      if (!Object.hasOwn(weights.tensors, key) || t === undefined) throw errorAt('ERR_IO', where, `${weightsFile} has no ${key} for module ${JSON.stringify(p)}`);
     }
     const wrongShape = (key: string, want: string, expected: number[], got: number[]) =>
-      new LoraError('ERR_SHAPE', `${where}: expected ${key} of shape ${want} = ${shapeString(expected)} for module ${JSON.stringify(p)} but received shape ${shapeString(got)}`);
-    if (a.shape.length !== 2) throw wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
-    if (b.shape.length !== 2) throw wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
+      fail('ERR_SHAPE', where, `module ${JSON.stringify(p)}`, `${key} of shape ${want} = ${shapeString(expected)}`, said(`shape ${shapeString(got)}`));
+    if (a.shape.length !== 2) wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
+    if (b.shape.length !== 2) wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
     if (a.shape[0] !== r || b.shape[1] !== r) {
       const ranks = a.shape[0] === b.shape[1] ? `${a.shape[0]}` : `${a.shape[0]} in lora_A and ${b.shape[1]} in lora_B`;
-      throw new LoraError('ERR_SHAPE', `${where}: expected rank ${r} (the layer's) for module ${JSON.stringify(p)} but received rank ${ranks} in ${weightsFile}`);
+      fail('ERR_SHAPE', where, `module ${JSON.stringify(p)}`, `rank ${r} (the layer's)`, said(`rank ${ranks} in ${weightsFile}`));
     }
-    if (a.shape[1] !== I) throw wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
-    if (b.shape[0] !== O) throw wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
+    if (a.shape[1] !== I) wrongShape(keyA(p), '(r, I)', [r, I], a.shape);
+    if (b.shape[0] !== O) wrongShape(keyB(p), '(O, r)', [O, r], b.shape);
     const { rank: configRank, alpha } = resolveLayer(config, p);
     if (configRank !== r) {
-      throw new LoraError('ERR_IO', `${where}: ${dir} is inconsistent: ${ADAPTER_CONFIG} gives module ${JSON.stringify(p)} rank ${configRank} but ${ADAPTER_WEIGHTS} has rank ${r}`);
+      throw errorAt('ERR_IO', where, `${dir} is inconsistent: ${ADAPTER_CONFIG} gives module ${JSON.stringify(p)} rank ${configRank} but ${ADAPTER_WEIGHTS} has rank ${r}`);
     }
     checkFinite(where, keyA(p), a.data);
     checkFinite(where, keyB(p), b.data);
@@ -155,8 +153,9 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
 
   for (const { layer, A, B, alpha } of plans) {
     layer.lora.configure({ alpha, rslora: config.use_rslora });
-    writeValues(layer.lora.A, A, where);
-    writeValues(layer.lora.B, B, where);
+    // On a device an upload, which bumps the storage's version: the layer rebuilds W_ext before its next forward.
+    layer.lora.A.write(A, where);
+    layer.lora.B.write(B, where);
   }
   return { modules: entries.map(([p]) => p), optimizer: restored };
 }
@@ -167,7 +166,7 @@ async function loadOptimizer(where: string, dir: string, optimizer: StatefulOpti
     await fs.stat(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw ioError(where, `could not read ${file}`, e);
+    throw errorAt('ERR_IO', where, `could not read ${file}`, e);
   }
   const state = decodeOptimizerState(where, file, await read(where, file), modules, saveId);
   optimizer.loadStateDict!(state);
@@ -178,39 +177,16 @@ async function readConfig(where: string, file: string): Promise<unknown> {
   let text: string;
   try {
     const st = await fs.stat(file);
-    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) throw new LoraError('ERR_IO', `${where}: expected ${file} to be a file of at most ${MAX_CONFIG_BYTES} bytes but received ${st.isFile() ? `${st.size} bytes` : 'something else'}`);
+    if (!st.isFile() || st.size > MAX_CONFIG_BYTES) fail('ERR_IO', where, file, `a file of at most ${MAX_CONFIG_BYTES} bytes`, said(st.isFile() ? `${st.size} bytes` : 'something else'));
     text = await fs.readFile(file, 'utf8');
   } catch (e) {
-    throw e instanceof LoraError ? e : ioError(where, `could not read ${file}`, e);
+    throw e instanceof LoraError ? e : errorAt('ERR_IO', where, `could not read ${file}`, e);
   }
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw ioError(where, `${file} is not JSON`, e);
+    throw errorAt('ERR_IO', where, `${file} is not JSON`, e);
   }
-}
-
-/**
- * A tensor's values on the host: the storage itself on the CPU (copied by transpose), a download of
- * the fp32 master on the CUDA device (waiting for the steps queued before it).
- */
-function hostValues(t: Tensor, where: string): Float32Array {
-  return t.device === 'cuda' ? t.deviceStorage(where).download(where) : t.buffer(where);
-}
-
-/** ERR_DISPOSED for a released tensor, wherever it lives. */
-function checkLive(t: Tensor, where: string): void {
-  if (t.device === 'cuda') t.deviceStorage(where);
-  else t.buffer(where);
-}
-
-/**
- * Overwrites a parameter with host values. On the device this is an upload through its storage,
- * which bumps the storage's version, so a LinearLoRA rebuilds W_ext before its next forward.
- */
-function writeValues(t: Tensor, values: Float32Array, where: string): void {
-  if (t.device === 'cuda') t.deviceStorage(where).write(values, where);
-  else t.buffer(where).set(values);
 }
 
 /** (rows, cols) row-major → (cols, rows) row-major, as a new array. */
@@ -229,7 +205,7 @@ function checkDir(where: string, dir: unknown): void {
 function checkLayers(where: string, layers: unknown): [string, LinearLoRA][] {
   if (layers === null || typeof layers !== 'object' || Array.isArray(layers)) fail('ERR_ARGUMENT', where, 'layers', 'an object of LinearLoRA by module path', layers);
   const entries = Object.entries(layers as Record<string, unknown>);
-  if (entries.length === 0) fail('ERR_ARGUMENT', where, 'layers', 'at least one layer', 'an empty object');
+  if (entries.length === 0) fail('ERR_ARGUMENT', where, 'layers', 'at least one layer', said('an empty object'));
   for (const [p, layer] of entries) {
     if (p === '' || p.startsWith('.') || p.endsWith('.')) fail('ERR_ARGUMENT', where, 'layers', 'module paths like "model.layers.0.self_attn.q_proj"', p);
     if (!(layer instanceof LinearLoRA)) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'a LinearLoRA', layer);

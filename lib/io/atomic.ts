@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { LoraError } from '../errors';
+import { errorAt, LoraError } from '../errors';
 
 /** Writes what `write` sends through `put` to `file`, atomically. `where` names the caller in errors. */
 export async function writeFileAtomic(where: string, file: string, write: (put: (bytes: Uint8Array) => Promise<void>) => Promise<void>): Promise<void> {
@@ -31,7 +31,7 @@ export async function writeFileAtomic(where: string, file: string, write: (put: 
     await handle?.close().catch(() => undefined);
     await fs.rm(temp, { force: true }).catch(() => undefined);
     if (e instanceof LoraError) throw e;
-    throw ioError(where, `could not write ${file}`, e);
+    throw errorAt('ERR_IO', where, `could not write ${file}`, e);
   }
   await syncDirectory(dir);
 }
@@ -48,11 +48,4 @@ async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await handle?.close().catch(() => undefined);
   }
-}
-
-/** An ERR_IO that keeps the system error as its cause. */
-export function ioError(where: string, what: string, cause: unknown): LoraError {
-  const err = new LoraError('ERR_IO', `${where}: ${what}: ${(cause as Error)?.message ?? String(cause)}`);
-  err.cause = cause;
-  return err;
 }

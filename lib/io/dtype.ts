@@ -1,7 +1,9 @@
-// The safetensors dtype table and the conversions to and from float32, in one place.
-// Every dtype of the format is known (so a file's sizes can be checked); F32, F16 and BF16 can be
-// read, all three exactly (float32 holds every F16 and BF16 value); F32 and BF16 can be written.
+// The safetensors format's dtypes and the conversions of ours to and from float32. Every dtype of the
+// format is known (so a file's sizes can be checked); ours (lib/dtype.ts: F32, F16 and BF16) are read,
+// all three exactly (float32 holds every F16 and BF16 value); those the table marks written are written.
 import os from 'node:os';
+import { isSafetensorsDType, SafetensorsDType, safetensorsBytes, WRITTEN_SAFETENSORS_DTYPES, WrittenSafetensorsDType } from '../dtype';
+import { fail } from '../errors';
 
 /** Bits per element of every dtype the safetensors format defines (sub-byte ones included). */
 export const DTYPE_BITS: Readonly<Record<string, number>> = Object.freeze({
@@ -13,12 +15,17 @@ export const DTYPE_BITS: Readonly<Record<string, number>> = Object.freeze({
 });
 
 /** The dtypes this package converts to float32 when reading. */
-export type ReadableDType = 'F32' | 'F16' | 'BF16';
+export type ReadableDType = SafetensorsDType;
 /** The dtypes this package writes. */
-export type WritableDType = 'F32' | 'BF16';
+export type WritableDType = WrittenSafetensorsDType;
 
-export function isReadable(dtype: string): dtype is ReadableDType {
-  return dtype === 'F32' || dtype === 'F16' || dtype === 'BF16';
+export const isReadable: (dtype: string) => dtype is ReadableDType = isSafetensorsDType;
+
+/** A dtype option of a writer (undefined: F32), checked. */
+export function checkWritable(where: string, arg: string, v: unknown): WritableDType {
+  if (v === undefined) return 'F32';
+  if (!(WRITTEN_SAFETENSORS_DTYPES as readonly unknown[]).includes(v)) fail('ERR_DTYPE', where, arg, WRITTEN_SAFETENSORS_DTYPES.map((d) => `'${d}'`).join(' or '), v);
+  return v as WritableDType;
 }
 
 /** The format is little-endian; on a big-endian host every element is byte-swapped in place. */
@@ -111,5 +118,5 @@ export function encode(dtype: WritableDType, data: Float32Array): Buffer {
 }
 
 export function bytesPerElement(dtype: WritableDType): number {
-  return dtype === 'F32' ? 4 : 2;
+  return safetensorsBytes(dtype);
 }

@@ -2,8 +2,7 @@
 // tensors (moments, ...) are stored as F32 whatever the adapter's dtype: BF16 moments would change
 // the next steps. The scalars go in __metadata__: kind, step, hyper (JSON), the module paths in the
 // order the optimizer's parameters were given, and the id of the adapter save they belong to.
-import { LoraError } from '../errors';
-import { fail } from '../validate';
+import { errorAt, fail, said } from '../errors';
 import { setOwn } from './own';
 import type { OptimizerState } from '../optim';
 import type { SafetensorsContents } from './safetensors';
@@ -47,7 +46,7 @@ export function encodeOptimizerState(where: string, optimizer: StatefulOptimizer
 export function decodeOptimizerState(where: string, file: string, contents: SafetensorsContents, modules: string[], saveId: string | undefined): OptimizerState<string, Record<string, unknown>> {
   const m = contents.metadata;
   const invalid = (what: string): never => {
-    throw new LoraError('ERR_IO', `${where}: ${file} is not an optimizer state this package wrote: ${what}`);
+    throw errorAt('ERR_IO', where, `${file} is not an optimizer state this package wrote: ${what}`);
   };
   if (m.format !== FORMAT) invalid(`expected __metadata__.format "${FORMAT}" but received ${JSON.stringify(m.format) ?? 'none'}`);
   if (saveId === undefined || m.save_id !== saveId) {
@@ -59,7 +58,7 @@ export function decodeOptimizerState(where: string, file: string, contents: Safe
   if (hyper === null || typeof hyper !== 'object' || Array.isArray(hyper)) invalid('expected a JSON object in __metadata__.hyper');
   const saved = parseJson(m.modules, invalid, 'modules');
   if (!Array.isArray(saved) || saved.length !== modules.length || saved.some((p, i) => p !== modules[i])) {
-    throw new LoraError('ERR_ARGUMENT', `${where}: expected layers with the modules the optimizer state was saved for, in order (${JSON.stringify(saved)}) but received ${JSON.stringify(modules)}`);
+    fail('ERR_ARGUMENT', where, 'layers', `the modules the optimizer state was saved for, in order (${JSON.stringify(saved)})`, said(JSON.stringify(modules)));
   }
   const tensors: Record<string, Float32Array> = {};
   for (const [name, t] of Object.entries(contents.tensors)) setOwn(tensors, name, t.data);

@@ -3,7 +3,7 @@
 // matched against the end of a module path; we write plain module paths and match a key when it is
 // the path or a dotted suffix of it (an exact match first, then the first suffix match in file
 // order), which is what PEFT does for plain names.
-import { LoraError } from '../errors';
+import { errorAt, fail, said } from '../errors';
 import { setOwn } from './own';
 
 export interface AdapterConfig {
@@ -52,7 +52,7 @@ export function buildConfig(where: string, layers: LayerSettings[], baseModel: s
   const alpha_pattern: Record<string, number> = {};
   for (const l of layers) {
     if (l.rslora !== first.rslora) {
-      throw new LoraError('ERR_ARGUMENT', `${where}: expected every layer to share rslora (PEFT stores one use_rslora) but received ${first.rslora} for ${first.path} and ${l.rslora} for ${l.path}`);
+      fail('ERR_ARGUMENT', where, 'rslora', 'one value shared by every layer (PEFT stores one use_rslora)', said(`${first.rslora} for ${first.path} and ${l.rslora} for ${l.path}`));
     }
     if (l.rank !== first.rank) setOwn(rank_pattern, l.path, l.rank);
     if (l.alpha !== first.alpha) setOwn(alpha_pattern, l.path, l.alpha);
@@ -70,7 +70,7 @@ export function buildConfig(where: string, layers: LayerSettings[], baseModel: s
   for (const l of layers) {
     const got = resolveLayer(config, l.path);
     if (got.rank !== l.rank || got.alpha !== l.alpha) {
-      throw new LoraError('ERR_ARGUMENT', `${where}: expected module paths that PEFT's rank_pattern / alpha_pattern can tell apart but received ${l.path}, which a pattern written for another module also matches`);
+      fail('ERR_ARGUMENT', where, 'layers', "module paths that PEFT's rank_pattern / alpha_pattern can tell apart", said(`${l.path}, which a pattern written for another module also matches`));
     }
   }
   return config;
@@ -98,7 +98,7 @@ function patternKey(keys: string[], path: string): string | null {
  */
 export function parseConfig(where: string, file: string, raw: unknown): Scaling {
   const invalid = (what: string): never => {
-    throw new LoraError('ERR_IO', `${where}: ${file} is not a LoRA adapter config this package can load: ${what}`);
+    throw errorAt('ERR_IO', where, `${file} is not a LoRA adapter config this package can load: ${what}`);
   };
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return invalid('expected a JSON object');
   const c = raw as Record<string, unknown>;

@@ -3,11 +3,12 @@
 // into its Float32Array, so a large checkpoint costs its float32 size and nothing more; a header is
 // checked in full (safetensors-header.ts) before any size it claims is allocated. Writes are atomic.
 import fs from 'node:fs/promises';
-import { LoraError } from '../errors';
+import { errorAt, fail, LoraError, said } from '../errors';
 import { Tensor } from '../tensor';
-import { checkOptions, checkShape, fail, optionKeys, shapeString } from '../validate';
-import { ioError, writeFileAtomic } from './atomic';
-import { bytesPerElement, decodeInto, encode, isReadable, WritableDType } from './dtype';
+import { checkOptions, checkShape, optionKeys, shapeString } from '../validate';
+import { writeFileAtomic } from './atomic';
+import { SAFETENSORS_DTYPES } from '../dtype';
+import { bytesPerElement, checkWritable, decodeInto, encode, isReadable, WritableDType } from './dtype';
 import { setOwn } from './own';
 import { Header, headerLength, Invalid, parseHeader } from './safetensors-header';
 
@@ -71,7 +72,7 @@ export async function read(where: string, source: string | Uint8Array, options?:
   const src = await open(where, source);
   try {
     const invalid: Invalid = (what) => {
-      throw new LoraError('ERR_IO', `${where}: ${src.label} is not a valid safetensors file: ${what}`);
+      throw errorAt('ERR_IO', where, `${src.label} is not a valid safetensors file: ${what}`);
     };
     const prefix = Buffer.alloc(8);
     if (src.size >= 8) await src.read(prefix, 0);
@@ -90,7 +91,7 @@ async function readTensors(where: string, src: Source, header: Header, dataStart
   // Refuse an unsupported dtype before reading anything.
   for (const e of wanted) {
     if (!isReadable(e.dtype)) {
-      throw new LoraError('ERR_IO', `${where}: ${src.label}: dtype ${e.dtype} is not supported (tensor ${JSON.stringify(e.name)}; F32, F16 and BF16 are; options.select can skip it)`);
+      throw errorAt('ERR_IO', where, `${src.label}: dtype ${e.dtype} is not supported (tensor ${JSON.stringify(e.name)}; ${SAFETENSORS_DTYPES.join(', ')} are; options.select can skip it)`);
     }
   }
   const out: Record<string, SafetensorsTensor> = {};
@@ -101,7 +102,7 @@ async function readTensors(where: string, src: Source, header: Header, dataStart
       // F32 is read straight into the result; 16-bit dtypes into an aligned scratch array.
       raw = e.dtype === 'F32' ? Buffer.from(data.buffer) : Buffer.from(new Uint16Array(e.count).buffer);
     } catch (err) {
-      throw ioError(where, `${src.label}: tensor ${JSON.stringify(e.name)} of shape ${shapeString(e.shape)} is larger than this process can allocate`, err);
+      throw errorAt('ERR_IO', where, `${src.label}: tensor ${JSON.stringify(e.name)} of shape ${shapeString(e.shape)} is larger than this process can allocate`, err);
     }
     await src.read(raw, dataStart + e.begin);
     decodeInto(e.dtype as 'F32' | 'F16' | 'BF16', raw, data);
@@ -129,15 +130,15 @@ async function open(where: string, source: unknown): Promise<Source> {
   try {
     handle = await fs.open(file, 'r');
   } catch (e) {
-    throw ioError(where, `could not open ${file}`, e);
+    throw errorAt('ERR_IO', where, `could not open ${file}`, e);
   }
   try {
     const st = await handle.stat();
-    if (!st.isFile()) throw new LoraError('ERR_IO', `${where}: expected a file for ${file} but received a ${st.isDirectory() ? 'directory' : 'special file'}`);
+    if (!st.isFile()) fail('ERR_IO', where, file, 'a file', said(`a ${st.isDirectory() ? 'directory' : 'special file'}`));
     size = st.size;
   } catch (e) {
     await handle.close();
-    throw e instanceof LoraError ? e : ioError(where, `could not read ${file}`, e);
+    throw e instanceof LoraError ? e : errorAt('ERR_IO', where, `could not read ${file}`, e);
   }
   return {
     label: file,
@@ -148,9 +149,9 @@ async function open(where: string, source: unknown): Promise<Source> {
         try {
           ({ bytesRead: got } = await handle.read(into, done, Math.min(CHUNK, into.byteLength - done), position + done));
         } catch (e) {
-          throw ioError(where, `could not read ${file}`, e);
+          throw errorAt('ERR_IO', where, `could not read ${file}`, e);
         }
-        if (got === 0) throw new LoraError('ERR_IO', `${where}: ${file} ended at byte ${position + done} while ${position + into.byteLength} were expected (did it change while being read?)`);
+        if (got === 0) throw errorAt('ERR_IO', where, `${file} ended at byte ${position + done} while ${position + into.byteLength} were expected (did it change while being read?)`);
         done += got;
       }
     },
@@ -169,8 +170,7 @@ export async function writeSafetensors(file: string, tensors: Record<string, Ten
   const where = 'writeSafetensors';
   if (typeof file !== 'string' || file === '') fail('ERR_ARGUMENT', where, 'file', 'a non-empty path', file);
   const opts = checkOptions(where, options, WRITE_KEYS);
-  const dtype = opts.dtype ?? 'F32';
-  if (dtype !== 'F32' && dtype !== 'BF16') fail('ERR_DTYPE', where, 'options.dtype', "'F32' or 'BF16'", dtype);
+  const dtype = checkWritable(where, 'options.dtype', opts.dtype);
   const metadata = opts.metadata === undefined ? null : checkMetadata(where, opts.metadata);
   const entries = checkTensors(where, tensors);
   const header = encodeHeader(entries, dtype, metadata);
@@ -189,7 +189,7 @@ function checkTensors(where: string, tensors: unknown): { name: string; data: Fl
     const { data, shape } = t instanceof Tensor ? { data: t.buffer(`${where}: ${arg}`), shape: t.shape } : (t as { data: unknown; shape: unknown });
     if (!(data instanceof Float32Array)) fail('ERR_DTYPE', where, `${arg}.data`, 'a Float32Array', data);
     const n = checkShape(where, `${arg}.shape`, shape);
-    if (n !== data.length) fail('ERR_SHAPE', where, `${arg}.data`, `${n} elements for shape ${shapeString(shape as number[])}`, `${data.length} elements`);
+    if (n !== data.length) fail('ERR_SHAPE', where, `${arg}.data`, `${n} elements for shape ${shapeString(shape as number[])}`, said(`${data.length} elements`));
     return { name, data, shape: shape as number[] };
   });
   // The reference sorts by name as UTF-8 bytes; JS's default sort compares UTF-16 units.

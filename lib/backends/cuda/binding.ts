@@ -1,13 +1,15 @@
 // Loads the CUDA addon (build-cuda/Release/fused_lora_cuda.node, built by `npm run build:cuda`) if it
 // is there, and types its exports once. Loading never throws: a missing or broken addon is recorded
-// with the reason, and the CPU backend carries on. Device tensors (lib/device/) call the addon only
+// with the reason, and the CPU backend carries on. The CUDA backend (this folder) calls the addon only
 // through cudaBinding(), so a test can put a CPU fake of the same interface in its place
 // (__setCudaBindingForTests) and run the very same TS code.
 import fs from 'node:fs';
 import path from 'node:path';
-import { LoraError } from './errors';
+import type { DType } from '../../dtype';
+import { errorAt, LoraError } from '../../errors';
 
-export type CudaDtype = 'float32' | 'bfloat16' | 'float16';
+/** The addon's element types: ours (lib/dtype.ts), stored as its DType does. */
+export type CudaDtype = DType;
 
 export interface CudaDeviceInfo {
   available: boolean;
@@ -32,18 +34,37 @@ export interface DeviceBuffer {
   dispose(): void;
 }
 
+/** The extended layout of a LoRA layer (I, O, r) on the device: W_ext is (rows, ldx), x_ext (M, ldx), dy_ext (M, ldy). */
+export interface WExtLayout {
+  /** r rounded up to the GEMM's K step. */
+  rPad: number;
+  /** I + r_pad: W_ext's and x_ext's leading dimension. */
+  ldx: number;
+  /** O + r_pad: dy_ext's leading dimension. */
+  ldy: number;
+  /** O + r_pad: W_ext's rows (W on top, Aᵀ below). */
+  rows: number;
+  /** rows · ldx: W_ext's elements. */
+  elements: number;
+}
+
 export interface CudaLayerArgs {
   dtype: CudaDtype; math?: 'tf32' | 'exact';
   M: number; I: number; O: number; r: number; scaling?: number;
 }
 
-/** The CUDA addon's exports (native/cuda_addon/addon.cpp). Shapes are row-major; ld = leading dimension. */
+/**
+ * The CUDA addon's exports (native/cuda_addon/addon.cpp). Shapes are row-major; ld = leading dimension.
+ * `accumulate` is always passed: the TS layer never relies on an addon's default for it.
+ */
 export interface CudaBinding {
   setErrorClass(ctor: typeof LoraError): void;
   deviceInfo(): CudaDeviceInfo;
   memoryStats(): { allocatedBytes: number; cachedBytes: number; reservedBytes: number };
   emptyCache(): void;
   rankPad(args: { r: number }): number;
+  /** The extended layout of a LoRA layer (native/cuda/tile_math.h): the one source of r_pad and the leading dimensions. */
+  wExtLayout(args: { I: number; O: number; r: number }): WExtLayout;
   alloc(bytes: number): DeviceBuffer;
   upload(args: { buffer: DeviceBuffer; dtype: CudaDtype | 'int32'; data: Float32Array | Int32Array; rows?: number; cols?: number; ld?: number }): void;
   download(args: { buffer: DeviceBuffer; dtype: CudaDtype; rows: number; cols: number; ld?: number }): Float32Array;
@@ -59,14 +80,14 @@ export interface CudaBinding {
   loraForwardFused(args: CudaLayerArgs & { xExt: DeviceBuffer; wExt: DeviceBuffer; bias?: DeviceBuffer | null; A: DeviceBuffer; y: DeviceBuffer; ldy?: number }): void;
   loraBackwardFused(args: CudaLayerArgs & {
     xExt: DeviceBuffer; dyExt: DeviceBuffer; wExt: DeviceBuffer; B: DeviceBuffer; dsWork: DeviceBuffer;
-    dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; lddx?: number; accumulate?: boolean;
+    dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; lddx?: number; accumulate: boolean;
   }): void;
   loraForwardUnfused(args: CudaLayerArgs & {
     x: DeviceBuffer; W: DeviceBuffer; bias?: DeviceBuffer | null; A: DeviceBuffer; B: DeviceBuffer; s: DeviceBuffer; u: DeviceBuffer; y: DeviceBuffer;
   }): void;
   loraBackwardUnfused(args: CudaLayerArgs & {
     x: DeviceBuffer; s: DeviceBuffer; dy: DeviceBuffer; W: DeviceBuffer; A: DeviceBuffer; B: DeviceBuffer;
-    du: DeviceBuffer; ds: DeviceBuffer; dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; accumulate?: boolean;
+    du: DeviceBuffer; ds: DeviceBuffer; dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; accumulate: boolean;
   }): void;
   adamw(args: { n: number; param: DeviceBuffer; grad: DeviceBuffer; m: DeviceBuffer; v: DeviceBuffer; lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; step: number }): void;
   mseLoss(args: { dtype: CudaDtype; n: number; pred: DeviceBuffer; target: DeviceBuffer; loss: DeviceBuffer; dpred?: DeviceBuffer | null }): void;
@@ -84,7 +105,7 @@ export interface CudaLoad {
 
 /** Where the addon lives: FUSED_LORA_CUDA_ADDON overrides (a path to a .node file). */
 export function cudaAddonPath(): string {
-  return process.env.FUSED_LORA_CUDA_ADDON || path.join(__dirname, '..', 'build-cuda', 'Release', 'fused_lora_cuda.node');
+  return process.env.FUSED_LORA_CUDA_ADDON || path.join(__dirname, '..', '..', '..', 'build-cuda', 'Release', 'fused_lora_cuda.node');
 }
 
 let loaded: CudaLoad | undefined;
@@ -132,26 +153,6 @@ export function cudaAvailable(): boolean {
   return cudaStatus().available;
 }
 
-export type DeviceRequest = 'auto' | 'cpu' | 'cuda';
-export interface DeviceChoice { device: 'cpu' | 'cuda'; reason: string }
-
-/**
- * Decides where `device: 'auto' | 'cpu' | 'cuda'` runs: 'auto' → CUDA if the addon loads and a device
- * answers, else the CPU, with the reason; 'cuda' without a device is a LoraError with ERR_DEVICE.
- */
-export function resolveDevice(request: DeviceRequest = 'auto'): DeviceChoice {
-  if (request === 'cpu') return { device: 'cpu', reason: "requested device: 'cpu'" };
-  const st = cudaStatus();
-  if (request === 'cuda') {
-    if (!st.available) throw new LoraError('ERR_DEVICE', `expected a CUDA device for device: 'cuda' but ${st.reason}`);
-    return { device: 'cuda', reason: `requested device: 'cuda' (${st.device!.name})` };
-  }
-  if (request !== 'auto') throw new LoraError('ERR_ARGUMENT', `expected 'auto', 'cpu' or 'cuda' for device but received ${String(request)}`);
-  return st.available
-    ? { device: 'cuda', reason: `device 'auto': CUDA device ${st.device!.name} (compute capability ${st.device!.computeCapability})` }
-    : { device: 'cpu', reason: `device 'auto': CPU, because ${st.reason}` };
-}
-
 /**
  * Tests only: `binding` replaces the CUDA addon for this process (a fake implementing CudaBinding,
  * e.g. test/fixtures/fake-cuda.ts); null forgets it, so the next use loads the real addon again.
@@ -165,6 +166,6 @@ export function __setCudaBindingForTests(binding: CudaBinding | null): void {
 /** The loaded binding, or ERR_DEVICE saying why there is none. */
 export function cudaBinding(): CudaBinding {
   const l = loadCuda();
-  if (!l.binding) throw new LoraError('ERR_DEVICE', l.reason);
+  if (!l.binding) throw errorAt('ERR_DEVICE', 'fused-lora', l.reason);
   return l.binding;
 }

@@ -3,7 +3,7 @@
 // waits is a copy back (dataSync) or a loss's number. The async twins resolve once the device has
 // run everything queued so far, and that wait happens on a worker thread, so the event loop keeps
 // answering.
-import { cudaBinding } from '../cuda';
+import { cudaBinding } from './binding';
 
 /** Resolves with `value` once the device has run everything queued so far. */
 export async function whenDeviceDone<T>(value: T): Promise<T> {

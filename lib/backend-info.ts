@@ -1,8 +1,9 @@
-// What the package computes with, and why: the BLAS found (or the built-in GEMM), its threads, and
-// the CUDA backend's state.
-import { native } from './binding';
-import { cudaStatus } from './cuda';
-import { fail, isInt } from './validate';
+// What the package computes with, and why: each backend's own report (the CPU addon's BLAS or
+// built-in GEMM and its threads; whether the CUDA addon loaded and a device answered).
+import { native } from './backends/cpu/binding';
+import { cudaStatus } from './backends/cuda/binding';
+import { fail } from './errors';
+import { isInt } from './validate';
 
 export interface BackendInfo {
   cpu: {

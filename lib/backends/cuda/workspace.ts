@@ -1,11 +1,12 @@
-// The device buffers a LinearLoRA on the CUDA device reuses from step to step (DESIGN.md section 2),
-// so a steady training loop allocates nothing: they grow (never shrink) when M grows, and the old
-// ones go back to the caching allocator at once.
+// The device buffers a LinearLoRA on the CUDA device reuses from step to step, so a steady training
+// loop allocates nothing: they grow (never shrink) when M grows, and the old ones go back to the
+// caching allocator at once. Their widths come from the W_ext layout (r_pad, leading dimensions).
 //   fused:   x_ext (M, I + r_pad) and dy_ext (M, O + r_pad) in the compute dtype, whose padding
 //            columns receive s and ds from the shrink and the dy-pass; ds_work (M, r) fp32.
 //   unfused: s (M, r), u (M, O), du (M, O), ds (M, r) in the compute dtype (PEFT's temporaries), and
 //            A, B cast to the compute dtype (16-bit only; in float32 the masters are used as they are).
-import { DType } from './dtype';
+import type { DType } from '../../dtype';
+import { cudaBinding, WExtLayout } from './binding';
 import { DeviceStorage } from './storage';
 
 type Name = 'xExt' | 'dyExt' | 'dsWork' | 's' | 'u' | 'du' | 'ds';
@@ -15,26 +16,27 @@ export class DeviceWorkspace {
   readonly #I: number;
   readonly #O: number;
   readonly #r: number;
-  readonly #rPad: number;
+  /** W_ext's rows and leading dimension, and x_ext's and dy_ext's leading dimensions. */
+  readonly layout: WExtLayout;
   readonly #bufs = new Map<Name, { rows: number; storage: DeviceStorage }>();
   #At: DeviceStorage | null = null;
   #Bt: DeviceStorage | null = null;
 
-  constructor(dtype: DType, I: number, O: number, r: number, rPad: number) {
+  constructor(dtype: DType, I: number, O: number, r: number) {
     this.dtype = dtype;
     this.#I = I;
     this.#O = O;
     this.#r = r;
-    this.#rPad = rPad;
+    this.layout = cudaBinding().wExtLayout({ I, O, r });
   }
 
   /** Leading dimensions of x_ext and dy_ext. */
   get ldx(): number {
-    return this.#I + this.#rPad;
+    return this.layout.ldx;
   }
 
   get ldy(): number {
-    return this.#O + this.#rPad;
+    return this.layout.ldy;
   }
 
   /** The buffer `name` with room for at least M rows. */

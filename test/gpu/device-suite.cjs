@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The CUDA device suite: every op of the CUDA addon against a float64 CPU reference, in each dtype,
-// over the shape sweep of DESIGN.md section 7, with NaN-poisoned outputs and guard bands after each
-// buffer (and in the gaps of leading dimensions larger than the width), and fused against unfused.
-// Then the public TS API on the device (phase 2): device tensors and .to() round trips, Linear and
+// over the shape sweep of the numerics tests (test/reference.ts), with NaN-poisoned outputs and
+// guard bands after each buffer (and in the gaps of leading dimensions larger than the width), and
+// fused against unfused.
+// Then the public TS API on the device: device tensors and .to() round trips, Linear and
 // LinearLoRA on 'cuda' against the same layers on the CPU (fused and unfused, each dtype), AdamW on
 // the device and the W_ext refresh it triggers, the losses, merge, the async twins, mixed-device
 // errors, and every device byte given back after dispose().
@@ -10,9 +11,9 @@
 // it needs only dist/, build-cuda/Release/fused_lora_cuda.node and (for the API checks, which use
 // the CPU layers as their reference) build/Release/fused_lora.node.
 //
-//   node bench/gpu/device-suite.cjs [--quick] [--api-only] [--json FILE]
+//   node test/gpu/device-suite.cjs [--quick] [--api-only] [--json FILE]
 //     --quick      small shapes only (for compute-sanitizer runs)
-//     --api-only   only the public API checks (phase 2), not the kernel sweep
+//     --api-only   only the public API checks, not the kernel sweep
 //   exit 0: all passed; 1: a check failed; 3: no device (prints "no device: <reason>").
 // Required as a module (test/device-suite-api.test.ts does, with a CPU fake of the addon), it runs
 // nothing and exports apiCases and its results.
@@ -29,7 +30,7 @@ const jsonOut = argv.includes('--json') ? argv[argv.indexOf('--json') + 1] : nul
 
 let cu = null, info = null;
 if (isMain) {
-  const { loadCuda } = require(path.join(root, 'dist', 'cuda.js'));
+  const { loadCuda } = require(path.join(root, 'dist', 'backends', 'cuda', 'binding.js'));
   const loaded = loadCuda();
   if (!loaded.binding) { console.log(`no device: ${loaded.reason}`); process.exit(3); }
   cu = loaded.binding;
@@ -284,7 +285,7 @@ function adamwCase() {
   freeAll();
 }
 
-// ---- the public API on the device (phase 2) ----------------------------------------------------------
+// ---- the public API on the device --------------------------------------------------------------------
 // Each case builds the same LinearLoRA twice, on 'cuda' and on the CPU, from the values as rounded on
 // the device, and compares forward, backward, the gradients, an AdamW step (then a forward, which must
 // see the refreshed W_ext), a loss, and merge; fused and unfused agree with each other.

@@ -2,7 +2,7 @@
 // object. node-gyp-build looks in build/Release first (a local build), then prebuilds/.
 import path from 'node:path';
 import nodeGypBuild from 'node-gyp-build';
-import { LoraError } from './errors';
+import { fail, LoraError, said } from '../../errors';
 
 export interface NativeBlasInfo {
   name: string;
@@ -98,16 +98,13 @@ export interface BindingModule {
 }
 
 function load(): BindingModule {
-  const root = path.join(__dirname, '..');
+  const root = path.join(__dirname, '..', '..', '..');
   let mod: BindingModule;
   try {
     mod = nodeGypBuild(root) as BindingModule;
   } catch (err) {
-    throw new LoraError(
-      'ERR_BACKEND',
-      `fused-lora: expected the native addon in ${root}/build/Release or ${root}/prebuilds but received: ` +
-        `${(err as Error).message}. Build it with \`npm run build:native\` (needs Python, make and a C++17 compiler).`,
-    );
+    fail('ERR_BACKEND', 'fused-lora', 'the native addon', `a build in ${root}/build/Release or ${root}/prebuilds`, said((err as Error).message),
+      'build it with `npm run build:native` (needs Python, make and a C++17 compiler)');
   }
   mod.setErrorClass(LoraError);
   return mod;
