@@ -21,7 +21,7 @@ export const C_TOL = 16;
 
 /** op(X), rows × cols: element (i, k) is data[i·ld + k], or data[k·ld + i] when trans. */
 export interface Mat {
-  data: Float32Array;
+  data: Float32Array | Float64Array;
   rows: number;
   cols: number;
   ld: number;
@@ -41,6 +41,8 @@ export interface Problem {
   extra: Extra | null;
   C: Float32Array; // the result, M × N with leading dimension ldc
   ldc: number;
+  /** Float32 accumulation the kernel did before this product (an operand it computed itself, as ds for dA). */
+  depth?: number;
 }
 
 export interface Failure {
@@ -147,7 +149,7 @@ export interface Prepared {
 
 // op(B)·v for the sign vector of (seed, round): the same for every A, so it is kept per operand
 // (the LoRA sweeps check many row counts against one W).
-const bvCache = new WeakMap<Float32Array, Map<string, { y: Float64Array; q: Float64Array }>>();
+const bvCache = new WeakMap<Float32Array | Float64Array, Map<string, { y: Float64Array; q: Float64Array }>>();
 
 function bTimesV(B: Mat, v: Float64Array, key: string): { y: Float64Array; q: Float64Array } {
   let m = bvCache.get(B.data);
@@ -243,7 +245,7 @@ export function entries(p: Problem, rows: number[], cols: number[], report?: Rep
   const { A, B, alpha, extra, C, ldc } = p;
   const M = A.rows, N = B.cols, K = A.cols;
   const r = report ?? { failures: [], failed: 0, worst: 0, checked: 0 };
-  const sqK = Math.sqrt(K), ed = extra ? Math.sqrt(extra.depth) : 0;
+  const sqK = Math.sqrt(K + (p.depth ?? 0)), ed = extra ? Math.sqrt(extra.depth) : 0;
   const I = [...new Set(rows.filter((i) => i >= 0 && i < M))];
   const J = [...new Set(cols.filter((j) => j >= 0 && j < N))];
   for (const i of I) {

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../lib/binding';
 import { backendInfo, setNumThreads } from '../lib/index';
 import { Backend, GemmCase, runCase } from './gemm-check';
+import { batch, checkLora, loraPathCases, makeLayer, README_LAYER, VARIANTS } from './lora-wide';
 import { blockingTags, boundaryCases, frozenCases, MODEL_LAYERS, MODEL_RANKS, randomCases, rankCases, REQUIRED_TAGS, threadedCases } from './gemm-shapes';
 
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
@@ -93,6 +94,21 @@ export function defineBuiltinWide(isa: 'avx512' | 'avx2' | 'generic'): void {
         const want = ['blocked', 'gemv-rows', 'gemv-cols', ...(table.dot ? ['dot'] : [])].flatMap((path) => [1, 2, 3].map((n) => `${path} on ${n}`));
         expect(want.filter((w) => !seen.has(w))).toEqual([]);
         expect(seen.has('blocked split M') && seen.has('blocked split N')).toBe(true);
+      });
+    });
+
+    // The rank-r products and GEMVs follow the same ISA choice; the LoRA kernels reach them.
+    describe('the LoRA kernels on this ISA: rank-r tiles, streaming stores, decode', () => {
+      it(`rank-r products run ${isa}`, () => {
+        expect(table.lora.rankRIsa).toBe(isa);
+      });
+      it.each(loraPathCases())('$name: M=$M I=$I O=$O r=$r', async ({ M, I, O, r }) => {
+        const L = makeLayer(I, O, r, 6000 + M + O);
+        await checkLora(L, batch(L, M, 6000 + M), VARIANTS.slice(0, 1));
+      });
+      it.each([1, 6])(`the README layer (I=${README_LAYER.I}, O=${README_LAYER.O}, r=${README_LAYER.r}) at M=%i`, async (M) => {
+        const L = makeLayer(README_LAYER.I, README_LAYER.O, README_LAYER.r, 4242);
+        await checkLora(L, batch(L, M, 4242), VARIANTS.slice(0, 2));
       });
     });
 
