@@ -11,9 +11,10 @@
 //
 // Tolerances come from the norms. Rounding errors of a K-term float32 dot product behave like a
 // random walk: about u·√K·σ with σ = √(Σ_k a_ik²·b_kj²) and u = 2^-24. Summed over a row with random
-// signs they add in quadrature, so row i of C·v gets c·u·(√K·|α|·√(Σ_j σ_ij²) + ‖E_i‖·√depth + ‖C_i‖):
-// the last term is the final rounding of each entry, `depth` the accumulation depth of E's own
-// float32 computation. Σ_j σ_ij² = ((op(A)∘op(A))·(op(B)∘op(B))·1)_i costs one more pass. c = 16
+// signs they add in quadrature, so row i of C·v gets c·u·(√K·|α|·√(Σ_j σ_ij²) + ‖S_i‖ + ‖C_i‖): the
+// last term is the final rounding of each entry, S the error scale of E's own float32 computation
+// (the magnitude of its terms times the root of its depth). Σ_j σ_ij² = ((op(A)∘op(A))·(op(B)∘op(B))·1)_i
+// costs one more pass. c = 16
 // keeps a correct product many standard deviations inside (test/freivalds.test.ts measures the
 // margin and shows one wrong entry of 1% of C's RMS, a zeroed tile or a NaN failing the check).
 export const U = 2 ** -24;
@@ -28,10 +29,14 @@ export interface Mat {
   trans: boolean;
 }
 
-/** A float64 term added to the product, M × N row-major, computed in float32 over `depth` terms by the kernel. */
+/**
+ * A float64 term added to the product, M × N row-major, and the scale of the error the kernel's
+ * float32 computation of it may make (per entry, in units of u): the sum of its terms' magnitudes
+ * times the root of their accumulation depth, not |E|, which may be a cancellation of larger terms.
+ */
 export interface Extra {
   data: Float64Array;
-  depth: number;
+  scale: Float64Array;
 }
 
 export interface Problem {
@@ -167,7 +172,7 @@ function bTimesV(B: Mat, v: Float64Array, key: string): { y: Float64Array; q: Fl
 export function prepare(A: Mat, B: Mat, alpha: number, extra: Extra | null, seed: number, rounds = 1): Prepared {
   if (A.cols !== B.rows) throw new Error(`op(A) is ${A.rows}x${A.cols} but op(B) is ${B.rows}x${B.cols}`);
   const M = A.rows, N = B.cols, K = A.cols;
-  const a = Math.abs(alpha), sqK = Math.sqrt(K), ed = extra ? Math.sqrt(extra.depth) : 0;
+  const a = Math.abs(alpha), sqK = Math.sqrt(K);
   const onesM = new Float64Array(M).fill(1);
   const sides = [];
   for (let round = 0; round < rounds; round++) {
@@ -180,13 +185,12 @@ export function prepare(A: Mat, B: Mat, alpha: number, extra: Extra | null, seed
       let want = alpha * Av.y[i], en = 0;
       if (extra) {
         for (let j = 0; j < N; j++) {
-          const e = extra.data[i * N + j];
-          want += e * v[j];
-          en += e * e;
+          want += extra.data[i * N + j] * v[j];
+          en += extra.scale[i * N + j] ** 2;
         }
       }
       rowWant[i] = want;
-      rowScale[i] = sqK * a * Math.sqrt(Av.q[i]) + ed * Math.sqrt(en);
+      rowScale[i] = sqK * a * Math.sqrt(Av.q[i]) + Math.sqrt(en);
     }
     // Columns: uᵀ·C against α·(uᵀ·op(A))·op(B) + uᵀ·E.
     const u = signs(M, seed * 37 + round + 1);
@@ -198,13 +202,12 @@ export function prepare(A: Mat, B: Mat, alpha: number, extra: Extra | null, seed
       for (let i = 0; i < M; i++) {
         const ui = u[i], o = i * N;
         for (let j = 0; j < N; j++) {
-          const e = extra.data[o + j];
-          colWant[j] += ui * e;
-          en[j] += e * e;
+          colWant[j] += ui * extra.data[o + j];
+          en[j] += extra.scale[o + j] ** 2;
         }
       }
     }
-    for (let j = 0; j < N; j++) colScale[j] = sqK * a * Math.sqrt(uAB.q[j]) + ed * Math.sqrt(en[j]);
+    for (let j = 0; j < N; j++) colScale[j] = sqK * a * Math.sqrt(uAB.q[j]) + Math.sqrt(en[j]);
     sides.push({ v, u, rowWant, rowScale, colWant, colScale });
   }
   return {
@@ -245,7 +248,7 @@ export function entries(p: Problem, rows: number[], cols: number[], report?: Rep
   const { A, B, alpha, extra, C, ldc } = p;
   const M = A.rows, N = B.cols, K = A.cols;
   const r = report ?? { failures: [], failed: 0, worst: 0, checked: 0 };
-  const sqK = Math.sqrt(K + (p.depth ?? 0)), ed = extra ? Math.sqrt(extra.depth) : 0;
+  const sqK = Math.sqrt(K + (p.depth ?? 0));
   const I = [...new Set(rows.filter((i) => i >= 0 && i < M))];
   const J = [...new Set(cols.filter((j) => j >= 0 && j < N))];
   for (const i of I) {
@@ -258,9 +261,9 @@ export function entries(p: Problem, rows: number[], cols: number[], report?: Rep
         s += t;
         s2 += t * t;
       }
-      const e = extra ? extra.data[i * N + j] : 0;
+      const e = extra ? extra.data[i * N + j] : 0, es = extra ? extra.scale[i * N + j] : 0;
       const c = C[i * ldc + j];
-      const tol = C_TOL * U * (sqK * Math.abs(alpha) * Math.sqrt(s2) + ed * Math.abs(e) + Math.abs(c)) + 1e-30;
+      const tol = C_TOL * U * (sqK * Math.abs(alpha) * Math.sqrt(s2) + es + Math.abs(c)) + 1e-30;
       compare(r, `C[${i}, ${j}]`, c, alpha * s + e, tol);
     }
   }

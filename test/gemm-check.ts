@@ -3,6 +3,7 @@
 // beta = 0, sentinels in C's padding and in guard cells before and after C, and the result checked
 // against float64 by Freivalds plus exact sampled entries (test/freivalds.ts) at every sliver and
 // panel edge the built-in GEMM's plan has for that shape.
+import { expect } from 'vitest';
 import { native, NativeGemmPlan } from '../lib/binding';
 import { describeReport, entries, Mat, prepare, Prepared, Report } from './freivalds';
 import { randomArray } from './reference';
@@ -124,9 +125,9 @@ export function runCase(c: GemmCase, backend: Backend): Outcome {
 
   let extra = null;
   if (C0) {
-    const e = new Float64Array(M * N);
-    for (let i = 0; i < M * N; i++) e[i] = beta * C0[i];
-    extra = { data: e, depth: 1 };
+    const e = new Float64Array(M * N), scale = new Float64Array(M * N);
+    for (let i = 0; i < M * N; i++) scale[i] = Math.abs((e[i] = beta * C0[i]));
+    extra = { data: e, scale };
   }
   const opA: Mat = { data: X, rows: M, cols: K, ld: K, trans: false };
   const opB: Mat = { data: B, rows: K, cols: N, ld: ldb, trans: tb };
@@ -140,4 +141,11 @@ export function runCase(c: GemmCase, backend: Backend): Outcome {
   const message = `${backend} ${caseName(c)} (${plan.path}${plan.kernel >= 0 ? ` ${k.mr}x${k.nr} MC=${plan.MC} NC=${plan.NC} KC=${plan.KC}` : ''}, ${plan.threads} thread(s)): ` +
     `${describeReport(report)}${clobbered.length ? `; wrote outside C: ${clobbered.join(', ')}` : ''}`;
   return { report, clobbered, plan, message };
+}
+
+/** Runs and checks one case, failing the test with the case, its plan and what went wrong. */
+export function expectClean(c: GemmCase, backend: Backend, context = ''): Outcome {
+  const o = runCase(c, backend);
+  expect(o.report.failed === 0 && o.clobbered.length === 0, `${context}${o.message}`).toBe(true);
+  return o;
 }

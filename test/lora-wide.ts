@@ -10,6 +10,7 @@
 import { expect } from 'vitest';
 import { native } from '../lib/binding';
 import { describeReport, entries, Extra, Mat, prepare, Prepared, Report } from './freivalds';
+import { Rng } from './fixtures/mutate';
 import { randomArray } from './reference';
 
 export interface Layer {
@@ -91,22 +92,36 @@ function references(L: Layer, M: number, x: Float32Array, dy: Float32Array, mask
       dsRef[m * r + k] = scaling * acc;
     }
   }
-  // The rank-r terms of y and dx: bias + scaling·s·B (M, O) and (ds·Aᵀ) ⊙ mask / (1 − p) (M, I).
-  const yExtra = new Float64Array(M * O), dxExtra = new Float64Array(M * I);
+  // The rank-r terms of y and dx: bias + scaling·s·B (M, O) and (ds·Aᵀ) ⊙ mask / (1 − p) (M, I),
+  // with the scale of their float32 error: the kernels form s and ds over I and O terms first, then
+  // r products of them, so |terms| · √(I + r) (and √(O + r)).
+  const yE: Extra = { data: new Float64Array(M * O), scale: new Float64Array(M * O) };
+  const dxE: Extra = { data: new Float64Array(M * I), scale: new Float64Array(M * I) };
+  const yDepth = Math.sqrt(I + r), dxDepth = Math.sqrt(O + r);
   for (let m = 0; m < M; m++) {
     for (let o = 0; o < O; o++) {
-      let acc = 0;
-      for (let k = 0; k < r; k++) acc += sRef[m * r + k] * B[k * O + o];
-      yExtra[m * O + o] = (bias ? bias[o] : 0) + scaling * acc;
+      let acc = 0, mag = 0;
+      for (let k = 0; k < r; k++) {
+        const t = sRef[m * r + k] * B[k * O + o];
+        acc += t;
+        mag += Math.abs(t);
+      }
+      const b0 = bias ? bias[o] : 0;
+      yE.data[m * O + o] = b0 + scaling * acc;
+      yE.scale[m * O + o] = Math.abs(b0) + yDepth * Math.abs(scaling) * mag;
     }
     for (let i = 0; i < I; i++) {
-      let acc = 0;
-      for (let k = 0; k < r; k++) acc += dsRef[m * r + k] * A[i * r + k];
-      dxExtra[m * I + i] = mask ? (mask[m * I + i] ? acc / (1 - p) : 0) : acc;
+      let acc = 0, mag = 0;
+      for (let k = 0; k < r; k++) {
+        const t = dsRef[m * r + k] * A[i * r + k];
+        acc += t;
+        mag += Math.abs(t);
+      }
+      const keep = mask ? (mask[m * I + i] ? 1 / (1 - p) : 0) : 1;
+      dxE.data[m * I + i] = keep * acc;
+      dxE.scale[m * I + i] = dxDepth * keep * mag;
     }
   }
-  // The kernels compute s and ds in float32 over I and O terms before using them.
-  const yE: Extra = { data: yExtra, depth: I + r }, dxE: Extra = { data: dxExtra, depth: O + r };
   const xv = view(x, M, I), Wt = view(W, I, O, true), dyv = view(dy, M, O), Wv = view(W, O, I);
   const rows = sample(M, seed), colsO = sample(O, seed + 1), colsI = sample(I, seed + 2);
   const sCanon = Float32Array.from(sRef);
@@ -215,4 +230,19 @@ export function loraPathCases(): Array<{ name: string; M: number; I: number; O: 
     { name: "dx's LoRA term through rank_r_product, from its threshold", M: dxRows, I: 4096, O: 64, r: 16 },
     { name: "dx's LoRA term, just below", M: dxRows - 1, I: 4096, O: 48, r: 64 },
   ];
+}
+
+/** Random layers: M in 1..64, I and O log-uniform up to 20,000 (W kept under 2.5e7 elements), r in 1..64, some with dropout. */
+export function randomLoraCases(count: number, seed: number): Array<{ M: number; I: number; O: number; r: number; p: number; variant: Variant }> {
+  const rng = new Rng(seed);
+  const logUniform = (max: number) => Math.max(1, Math.round(Math.exp(rng.next() * Math.log(max))));
+  return Array.from({ length: count }, () => {
+    const M = rng.chance(0.3) ? 1 + rng.int(8) : 1 + rng.int(64);
+    let I = logUniform(20000), O = logUniform(20000);
+    if (I * O > 2.5e7) {
+      if (rng.chance(0.5)) I = Math.floor(2.5e7 / O);
+      else O = Math.floor(2.5e7 / I);
+    }
+    return { M, I, O, r: 1 + rng.int(64), p: rng.chance(0.25) ? 0.2 : 0, variant: rng.pick(VARIANTS) };
+  });
 }
