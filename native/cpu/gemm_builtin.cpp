@@ -499,6 +499,7 @@ __attribute__((target("avx512f"))) void gemm_dot_avx512(Trans tb, int64_t m0, in
       const int64_t kc = std::min(kDotKC, K - p0);
       const int64_t kcp = (kc + 15) / 16 * 16;  // zero-padded, so the k loop has no tail
       // bt[j*kcp + k] = op(B)(p0 + k, j0 + j); rows j >= nj and k >= kc are zero.
+      FL_DCHECK(kcp <= kDotKC);  // bt holds 16 rows of kDotKC
       std::memset(bt, 0, sizeof(float) * size_t(16 * kcp));
       if (tb == Trans::T) {
         for (int64_t j = 0; j < nj; ++j)

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "fused_lora/check.h"
 #include "fused_lora/isa.h"
 #include "fused_lora/threads.h"
 
@@ -109,6 +110,7 @@ __attribute__((target("avx512f"))) void rows_avx512_stream(int64_t m0, int64_t m
       const __m512 bias0 = bias ? _mm512_loadu_ps(bias + n) : _mm512_setzero_ps();
       const __m512 bias1 = bias ? _mm512_loadu_ps(bias + n + 16) : _mm512_setzero_ps();
       for (int i = 0; i < rows; ++i) {
+        FL_DCHECK(reinterpret_cast<uintptr_t>(Cm + i * ldc + n) % 64 == 0);  // streaming stores fault otherwise
         _mm512_stream_ps(Cm + i * ldc + n, _mm512_fmadd_ps(acc[i][0], va, bias0));
         _mm512_stream_ps(Cm + i * ldc + n + 16, _mm512_fmadd_ps(acc[i][1], va, bias1));
       }
