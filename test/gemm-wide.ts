@@ -14,19 +14,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../lib/binding';
 import { backendInfo, setNumThreads } from '../lib/index';
-import { Backend, GemmCase, runCase } from './gemm-check';
+import { Backend, expectClean } from './gemm-check';
 import { batch, checkLora, loraPathCases, makeLayer, README_LAYER, VARIANTS } from './lora-wide';
 import { blockingTags, boundaryCases, frozenCases, MODEL_LAYERS, MODEL_RANKS, randomCases, rankCases, REQUIRED_TAGS, threadedCases } from './gemm-shapes';
 
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed);
 const RANDOM_CASES = Math.round(6 * SCALE);
-
-function expectClean(c: GemmCase, backend: Backend) {
-  const o = runCase(c, backend);
-  expect(o.report.failed === 0 && o.clobbered.length === 0, o.message).toBe(true);
-  return o;
-}
 
 function shapeSuites(backend: Backend) {
   describe.each(MODEL_LAYERS.map((l, i) => [...l, i] as const))('%s (I=%i, O=%i)', (_name, _I, _O, layer) => {
