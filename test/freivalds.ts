@@ -174,7 +174,7 @@ export function prepare(A: Mat, B: Mat, alpha: number, extra: Extra | null, seed
   const M = A.rows, N = B.cols, K = A.cols;
   const a = Math.abs(alpha), sqK = Math.sqrt(K);
   const onesM = new Float64Array(M).fill(1);
-  const sides = [];
+  const sides: Array<{ v: Float64Array; u: Float64Array; rowWant: Float64Array; rowScale: Float64Array; colWant: Float64Array; colScale: Float64Array }> = [];
   for (let round = 0; round < rounds; round++) {
     // Rows: C·v against α·op(A)·(op(B)·v) + E·v, with Σ_j σ_ij² for the tolerance.
     const v = signs(N, seed * 31 + round);
