@@ -9,6 +9,8 @@
         "native/addon/addon.cpp",
         "native/addon/args.cpp",
         "native/addon/workers.cpp",
+        "native/addon/kernels.cpp",
+        "native/cpu/isa.cpp",
         "native/cpu/threads.cpp",
         "native/cpu/blas.cpp",
         "native/cpu/gemm.cpp",

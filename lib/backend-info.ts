@@ -20,8 +20,10 @@ export interface BackendInfo {
     /** Threads of our own kernels, and of the BLAS (0 when none is loaded). */
     threads: number;
     blasThreads: number;
-    /** The built-in GEMM's micro-kernel on this CPU: "avx512", "avx2" or "generic". */
+    /** The instruction set the built-in kernels run: "avx512", "avx2" or "generic". */
     builtinKernel: string;
+    /** Why: the best the CPU supports, or FUSED_LORA_ISA (capped to what the CPU has). */
+    builtinKernelReason: string;
   };
   cuda: {
     /** The CUDA addon (build-cuda/Release/fused_lora_cuda.node) loaded. */
@@ -45,6 +47,7 @@ export function backendInfo(): BackendInfo {
     cpu: {
       blas: n.blas.name, blasPath: n.blas.path, request: n.blas.request, reason: n.blas.reason, tried: n.blas.tried,
       threads: n.threads, blasThreads: n.blas.threads, builtinKernel: n.builtinKernel,
+      builtinKernelReason: n.builtinKernelReason,
     },
     cuda: cudaInfo(),
   };

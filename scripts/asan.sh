@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `npm run test:asan`: builds the CPU addon with AddressSanitizer and UndefinedBehaviorSanitizer into
 # build-asan/ (build/Release is left alone) and runs scripts/sanitize-run.cjs against it, once with
-# the BLAS the machine has and once with the built-in GEMM: a training loop over many shapes (sync,
-# async, two worker_threads), and random calls straight into the addon's exports (the native second
-# line of argument checks, and the kernels behind it). Any sanitizer report fails the run.
+# the BLAS the machine has and once on the built-in GEMM per ISA: a training loop over many shapes
+# (sync, async, two worker_threads), layers and GEMMs of real widths, and random calls straight into
+# the addon's exports (the native second line of argument checks, and the kernels behind it). Any
+# sanitizer report, or failed internal check (FL_DCHECK, compiled in here), fails the run.
 #
 # Needs g++ with libasan/libubsan (gcc's own), and dist/ (npm run build:ts). Node itself is not
 # instrumented: libasan is preloaded so it sees every allocation, and leak detection is off (V8
-# keeps memory until exit, which LeakSanitizer would report). About a minute on 2 cores.
+# keeps memory until exit, which LeakSanitizer would report). About a minute and a half on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,11 +55,14 @@ export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stac
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export FUSED_LORA_ROOT="$PWD/$PKG"
 
+# The BLAS the machine has, then the built-in GEMM on each ISA its kernels are compiled for
+# (FUSED_LORA_ISA caps at what the CPU has, so a lower-end CPU repeats its best one).
 status=0
-for blas in auto builtin; do
-  echo "asan: running scripts/sanitize-run.cjs (FUSED_LORA_BLAS=$blas)"
-  if ! FUSED_LORA_BLAS=$blas node scripts/sanitize-run.cjs; then
-    echo "asan: FAILED with FUSED_LORA_BLAS=$blas" >&2
+for run in auto: builtin:avx512 builtin:avx2 builtin:generic; do
+  blas=${run%%:*} isa=${run#*:}
+  echo "asan: running scripts/sanitize-run.cjs (FUSED_LORA_BLAS=$blas${isa:+ FUSED_LORA_ISA=$isa})"
+  if ! FUSED_LORA_BLAS=$blas FUSED_LORA_ISA=$isa node scripts/sanitize-run.cjs; then
+    echo "asan: FAILED with FUSED_LORA_BLAS=$blas${isa:+ FUSED_LORA_ISA=$isa}" >&2
     status=1
   fi
 done

@@ -1,7 +1,8 @@
 // What scripts/asan.sh and scripts/valgrind.sh run against an instrumented addon: a training loop over
 // many shapes (sync and async, dropout, fused and unfused, every optimizer, loss and activation,
-// merge), two worker_threads doing the same, and random calls straight into the addon's exports
-// (test/fixtures/native-fuzz.cjs: the second line of argument checks, and the kernels behind it).
+// merge), two worker_threads doing the same, layers and GEMMs of real widths, and random calls
+// straight into the addon's exports (test/fixtures/native-fuzz.cjs: the second line of argument
+// checks, and the kernels behind it).
 //
 //   FUSED_LORA_ROOT  the package root to load (a copy with the instrumented addon); default: this repo
 //   FUZZ_CALLS       random native calls (default 20000); STEPS training steps per shape (default 6)
@@ -66,6 +67,35 @@ async function train(seedBase) {
   return checks;
 }
 
+// Layers and GEMMs wider than one N panel of the built-in GEMM (4080-4096 columns) at small M, every
+// transpose case, on the built-in GEMM and on whatever sgemm() routes to: where a block size that was
+// not whole slivers packed past its buffer. AddressSanitizer sees an overflow past an allocation;
+// the sanitizer build's FL_DCHECKs see one that lands inside a larger buffer grown by an earlier call.
+const WIDE_LAYERS = [[2, 1000, 10000, 10], [4, 64, 4081, 8], [16, 4096, 4096, 16], [9, 768, 3072, 64], [3, 4096, 11008, 3]];
+const WIDE_GEMMS = [[4, 4081, 64], [2, 10000, 1000], [16, 4096, 16], [16, 8193, 40], [7, 12289, 33], [64, 4097, 129]];
+
+async function wide() {
+  for (const [M, I, O, r] of WIDE_LAYERS) {
+    for (const fused of [true, false]) {
+      const layer = new lib.LinearLoRA(new lib.Linear(I, O, { seed: I + O, bias: fused }), r, { seed: r, fused, B: data(r * O, 3) });
+      for (let s = 0; s < 2; s++) {
+        const x = lib.tensor(data(M * I, s + 1), [M, I]);
+        const y = s ? await layer.forwardAsync(x) : layer.forward(x);
+        const dy = data(y.size, s + 2);
+        if (s) await layer.backwardAsync(dy); else layer.backward(dy);
+      }
+      layer.dispose();
+    }
+  }
+  for (const [M, N, K] of WIDE_GEMMS) {
+    for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]]) {
+      const lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 1, ldc = N + 1;
+      const A = data((ta ? K : M) * lda, M), B = data((tb ? N : K) * ldb, N), C = new Float32Array(M * ldc);
+      for (const backend of ['builtin', 'auto']) native.gemm({ transA: ta, transB: tb, M, N, K, alpha: 1, A, lda, B, ldb, beta: 0.5, C, ldc, backend });
+    }
+  }
+}
+
 async function main() {
   const info = lib.backendInfo();
   const blas = info.cpu ? info.cpu.blas : info.blas && info.blas.name;
@@ -77,13 +107,15 @@ async function main() {
     t.on('exit', (code) => code !== 0 && reject(new Error(`worker exited with ${code}`)));
   }));
   await train(1);
+  await wide();
   const fuzz = await fuzzNative(native, lib.LoraError, { seed: 4242, iterations: CALLS, guarded: false });
   await Promise.all(workers);
   // After the workers are gone, the main thread's errors still come from its own LoraError class.
   let ok = false;
   try { native.loraForward({ M: -1 }); } catch (e) { ok = e instanceof lib.LoraError; }
   if (!ok) throw new Error('native error after the workers exited is not a LoraError');
-  console.log(JSON.stringify({ blas, shapes: SHAPES.length, steps: STEPS, workers: 2, nativeCalls: CALLS, ran: fuzz.ran, refused: fuzz.refused, async: fuzz.async, seconds: (Date.now() - started) / 1000 }));
+  const isa = info.cpu ? info.cpu.builtinKernel : undefined;
+  console.log(JSON.stringify({ blas, isa, shapes: SHAPES.length, wideLayers: WIDE_LAYERS.length, wideGemms: WIDE_GEMMS.length * 4, steps: STEPS, workers: 2, nativeCalls: CALLS, ran: fuzz.ran, refused: fuzz.refused, async: fuzz.async, seconds: (Date.now() - started) / 1000 }));
 }
 
 if (isMainThread) {

@@ -5,6 +5,9 @@
 // size the file claims before the claim is checked. A failed adapter load changes no layer and no
 // optimizer.
 //
+// The GEMM and the LoRA kernels at random wide shapes (M <= 64, widths up to 20,000), each checked
+// against float64 (test/gemm-check.ts, test/lora-wide.ts).
+//
 // Counts: FUZZ_SCALE (default 1) multiplies them; FUZZ_SEED (default fixed, for CI) picks the cases.
 // `npm run fuzz` runs 100x more with a random seed; a failure names the seed and case to reproduce.
 import fc from 'fast-check';
@@ -12,10 +15,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { AdamW, Linear, LinearLoRA, loadAdapter, LoraError, readSafetensors, saveAdapter, writeSafetensors } from '../lib/index';
+import { AdamW, backendInfo, Linear, LinearLoRA, loadAdapter, LoraError, readSafetensors, saveAdapter, writeSafetensors } from '../lib/index';
 import { native } from '../lib/backends/cpu/binding';
 import { joinFile, mutateBytes, Rng, structuredMutation } from './fixtures/mutate';
 import { randomArray } from './reference';
+import { expectClean } from './gemm-check';
+import { randomCases } from './gemm-shapes';
+import { batch, checkLora, makeLayer, randomLoraCases } from './lora-wide';
 
 const SCALE = Number(process.env.FUZZ_SCALE ?? 1);
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed);
@@ -26,6 +32,8 @@ const COUNTS = {
   files: Math.round(150 * SCALE),
   adapters: Math.round(200 * SCALE),
   native: Math.round(4000 * SCALE),
+  wideGemm: Math.round(4 * SCALE),
+  wideLora: Math.round(2 * SCALE),
 };
 const READABLE = new Set(['F32', 'F16', 'BF16']);
 if (SCALE > 1) vi.setConfig({ testTimeout: 120_000 * SCALE });
@@ -276,5 +284,23 @@ describe(`native second line fuzz (seed ${SEED})`, () => {
     expect(stats.ran).toBeGreaterThan(COUNTS.native / 5);      // many calls pass the checks and run their kernel
     expect(stats.refused).toBeGreaterThan(COUNTS.native / 5);  // and many are refused
     expect(Object.keys(stats.byCall).length).toBeGreaterThanOrEqual(18);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
+// The kernels at random wide shapes. (test/gemm-wide-<isa>.test.ts scale their random shapes by
+// FUZZ_SCALE too, so `npm run fuzz` runs these on every ISA.)
+
+describe(`wide shapes fuzz (seed ${SEED})`, () => {
+  const backends = backendInfo().cpu.blas === 'builtin' ? (['builtin'] as const) : (['builtin', 'blas'] as const);
+  it(`${COUNTS.wideGemm} random GEMMs, M <= 64 and N, K up to 20,000, on ${backends.join(' and ')}: float64-checked, nothing written outside C`, () => {
+    for (const c of randomCases(COUNTS.wideGemm, SEED * 3 + 1)) for (const b of backends) expectClean(c, b, `FUZZ_SEED=${SEED}: `);
+  });
+  it(`${COUNTS.wideLora} random LoRA layers, M <= 64 and I, O up to 20,000: every output float64-checked`, async () => {
+    for (const [t, { M, I, O, r, p, variant }] of randomLoraCases(COUNTS.wideLora, SEED * 5 + 2).entries()) {
+      const L = makeLayer(I, O, r, SEED + t);
+      const run = batch(L, M, SEED + t);
+      await checkLora(L, p ? { ...run, dropout: { p, seed: SEED, step: t } } : run, [variant]);
+    }
   });
 });

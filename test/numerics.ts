@@ -3,8 +3,10 @@
 // over the shape sweep, with every output pre-filled with NaN so an unwritten element fails.
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/backends/cpu/binding';
-import { backendInfo } from '../lib/index';
+import { backendInfo, Linear, LinearLoRA, tensor } from '../lib/index';
 import { makeProblem, Problem, refBackward, refForward, relErr, shapeSweep, randomArray } from './reference';
+import { MODEL_LAYERS, MODEL_RANKS } from './gemm-shapes';
+import { batch, checkLora, loraPathCases, makeLayer, README_LAYER, VARIANTS } from './lora-wide';
 
 const TOL = 1e-5;
 const nan = (n: number) => new Float32Array(n).fill(NaN);
@@ -88,6 +90,63 @@ export function defineNumerics(blas: 'builtin' | 'openblas'): void {
           expect(relErr(b.dB, g.dB)).toBeLessThanOrEqual(TOL);
         });
       }
+    });
+
+    defineWideNumerics();
+  });
+}
+
+// Real model widths (test/lora-wide.ts checks every output by Freivalds and sampled entries; a
+// full float64 reference would take minutes here). The older sweep stopped at 1000, below the
+// built-in GEMM's 4080-column panel, where the README's own layer overflowed its packing buffer.
+const WIDE_ROWS = [1, 2, 4, 7, 8, 9, 16, 33, 64];
+
+export function defineWideNumerics(): void {
+  describe.each(MODEL_LAYERS.map((l, i) => [...l, i] as const))('%s (I=%i, O=%i)', (_name, I, O, layer) => {
+    const shapes = [0, 1].map((q) => ({ M: WIDE_ROWS[(2 * layer + q) % WIDE_ROWS.length], r: MODEL_RANKS[(layer + 2 * q) % MODEL_RANKS.length] }));
+    it.each(shapes)('M=$M r=$r: y, s, dx, ds, dA, dB, fused and unfused, sync and async', async ({ M, r }) => {
+      const L = makeLayer(I, O, r, 3000 + layer, layer % 2 === 0);
+      await checkLora(L, batch(L, M, 3000 + layer), VARIANTS);
+    });
+  });
+
+  // Every row count from decode to 64, across the M <= 8 route to the built-in GEMM beside a BLAS:
+  // the README's layer crashed or went wrong at M = 2..8 before its GEMM's panels were whole slivers.
+  describe(`the README example layer (I=${README_LAYER.I}, O=${README_LAYER.O}, r=${README_LAYER.r}) at every M from 1 to 64`, () => {
+    const L = () => makeLayer(README_LAYER.I, README_LAYER.O, README_LAYER.r, 4242);
+    it.each(Array.from({ length: 64 }, (_, i) => i + 1))('M=%i', async (M) => {
+      // Fused sync at every M; the unfused and async paths at every fourth.
+      await checkLora(L(), batch(L(), M, 4242), M % 4 === 0 ? VARIANTS : VARIANTS.slice(0, 1));
+    });
+    it('with dropout (p = 0.1), M=5', async () => {
+      await checkLora(L(), { ...batch(L(), 5, 4242), dropout: { p: 0.1, seed: 77, step: 2 } }, VARIANTS);
+    });
+  });
+
+  it('through LinearLoRA (the README layer at M = 2, 5, 8, where it crashed): the same bits as the kernel checked above', () => {
+    const { I, O, r } = README_LAYER;
+    const L = makeLayer(I, O, r, 4242);
+    for (const M of [2, 5, 8]) {
+      const layer = new LinearLoRA(new Linear(I, O, { weight: L.W, bias: L.bias! }), r, { alpha: 16, A: L.A.slice(), B: L.B.slice() });
+      const { x, dy } = batch(L, M, 4242);
+      const y = layer.forward(tensor(x, [M, I]));
+      const dx = layer.backward(tensor(dy, [M, O]))!;
+      const f = { M, I, O, r, x, W: L.W, bias: L.bias, A: L.A, B: L.B, scaling: L.scaling, fused: true, s: nan(M * r), y: nan(M * O) };
+      native.loraForward(f);
+      const b = { M, I, O, r, x, s: f.s, dy, W: L.W, A: L.A, B: L.B, scaling: L.scaling, fused: true, ds: nan(M * r), dx: nan(M * I), dA: nan(I * r), dB: nan(r * O), accumulate: false };
+      native.loraBackward(b);
+      expect(y.dataSync()).toEqual(f.y);
+      expect(dx.dataSync()).toEqual(b.dx);
+      expect(layer.lora.A.grad!.dataSync()).toEqual(b.dA);
+      expect(layer.lora.B.grad!.dataSync()).toEqual(b.dB);
+      layer.dispose();
+    }
+  });
+
+  describe("the LoRA kernels' path boundaries, from the addon's table", () => {
+    it.each(loraPathCases())('$name: M=$M I=$I O=$O r=$r', async ({ M, I, O, r }) => {
+      const L = makeLayer(I, O, r, 5000 + M + O, true);
+      await checkLora(L, batch(L, M, 5000 + M), VARIANTS.slice(0, 3));
     });
   });
 }

@@ -5,10 +5,12 @@
 #include "args.h"
 #include "fused_lora/blas.h"
 #include "fused_lora/gemm.h"
+#include "fused_lora/isa.h"
 #include "fused_lora/lora.h"
 #include "fused_lora/threads.h"
-#include "workers.h"
+#include "kernels.h"
 #include "train.h"
+#include "workers.h"
 
 namespace fused_lora::addon {
 namespace {
@@ -34,7 +36,8 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   blas.Set("tried", tried);
   Napi::Object out = Napi::Object::New(env);
   out.Set("blas", blas);
-  out.Set("builtinKernel", builtin::kernel_name());
+  out.Set("builtinKernel", isa_name(isa()));
+  out.Set("builtinKernelReason", isa_choice().reason);
   out.Set("threads", num_threads());
   return out;
 }
@@ -107,6 +110,10 @@ Napi::Value Merge(const Napi::CallbackInfo& info) {
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // A kernel choice asked for by name (for a test, or to rule a kernel out) must never quietly
+  // become another one: an unknown FUSED_LORA_ISA fails the load, with the accepted values.
+  const IsaChoice& isa = isa_choice();
+  if (!isa.error.empty()) throw make_error(env, "ERR_ARGUMENT", isa.error);
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
@@ -121,6 +128,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraForwardAsync", Napi::Function::New(env, LoraForwardAsync, "loraForwardAsync"));
   exports.Set("loraBackwardAsync", Napi::Function::New(env, LoraBackwardAsync, "loraBackwardAsync"));
   RegisterTrain(env, exports);
+  RegisterKernels(env, exports);
   return exports;
 }
 

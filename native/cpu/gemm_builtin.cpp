@@ -11,12 +11,15 @@
 // partial slivers are zero-padded so the micro-kernel never branches on sizes; partial C tiles go
 // through a small stack tile and only their valid part is written back.
 //
-// The micro-kernel is picked at run time (the addon is built without -march): AVX-512F, AVX2+FMA,
-// or a portable one the compiler vectorises for whatever the baseline is (SSE2, NEON, ...).
-// M == 1 and N == 1 (GEMV, the LoRA decode case) skip packing entirely and stream the matrix once.
+// The kernels are picked at run time (the addon is built without -march), all from one kernel set
+// per ISA (isa.h): AVX-512F, AVX2+FMA, or portable ones the compiler vectorises for whatever the
+// baseline is (SSE2, NEON, ...). M == 1 and N == 1 (GEMV, the LoRA decode case) skip packing
+// entirely and stream the matrix once. plan() decides the path, kernel, blocking and threads of a
+// call; sgemm runs exactly that plan, and the addon reports it to the tests that sweep the edges.
 #include "fused_lora/gemm.h"
-#include "fused_lora/threads.h"
 #include "fused_lora/check.h"
+#include "fused_lora/isa.h"
+#include "fused_lora/threads.h"
 
 #include <algorithm>
 #include <cstddef>
@@ -76,10 +79,10 @@ struct Kernel {
   Ukr ukr_direct_b;  // the same, for B read in place (may prefetch it)
 };
 
-constexpr int kMaxTile = 24 * 48;  // >= MR*NR of every kernel below (edge-tile scratch)
+constexpr int kMaxTile = 24 * 48;  // >= MR*NR of every kernel (the edge-tile scratch; checked below)
+constexpr int kMaxSliver = 64;     // >= MR and NR of every kernel (pack_t_generic's staging tile)
 
 inline int64_t round_up(int64_t v, int64_t q) { return (v + q - 1) / q * q; }
-inline int64_t round_down(int64_t v, int64_t q) { return v / q * q; }
 
 // ------------------------------------------------------------------------------------------------
 // Packing. A sliver: for each k, MR consecutive values a(i, k). B sliver: for each k, NR consecutive
@@ -109,7 +112,8 @@ void pack_copy(const float* s, int64_t ld, int64_t cols, int R, int64_t kc, floa
 // staging tile, which is then written out k-major.
 void pack_t_generic(const float* s, int64_t ld, int64_t rows, int R, int64_t kc, float* d) {
   constexpr int KB = 16;
-  float tmp[64 * KB];  // R <= 64
+  float tmp[kMaxSliver * KB];
+  FL_DCHECK(R <= kMaxSliver);
   for (int64_t k0 = 0; k0 < kc; k0 += KB) {
     const int kn = int(std::min<int64_t>(KB, kc - k0));
     for (int i = 0; i < R; ++i) {
@@ -172,7 +176,7 @@ __attribute__((target("avx512f"))) void pack_t_avx512(const float* s, int64_t ld
 }
 #endif
 
-const PackT& pack_t();  // the transposer for this CPU, chosen with the micro-kernels
+const PackT& pack_t();  // the transposer of the chosen kernel set
 
 // op(A)[0:m, 0:kc] into MR slivers, A already offset to (i0, p0).
 void pack_a(Trans ta, const float* A, int64_t lda, int64_t m, int64_t kc, int mr, float* dst) {
@@ -330,191 +334,6 @@ __attribute__((target("avx2,fma"))) void ukr_avx2(int64_t kc, const float* __res
 #endif  // FL_X86
 
 // ------------------------------------------------------------------------------------------------
-// Kernel sets per ISA, with their cache blocking. Measured on Zen 4 (32 KiB L1d, 1 MiB L2 per core,
-// 2 cores, 2048³): the textbook rule "B sliver (KC×NR) in L1" gives KC ≈ 128 for NR = 32, but the
-// C tile is then re-read and re-written every 128 k, and that costs more than streaming the B
-// sliver from L2, which Zen 4 feeds at 64 B/cycle (the kernel needs 128 B per 28-FMA k step).
-// So KC is deep (512: A sliver 28 KiB, B sliver 64 KiB, both from L2) and MC keeps the packed A
-// block (MC×KC) at about a third of L2 (168×512×4 = 336 KiB), leaving room for the B slivers and
-// the C lines passing through. KC 256 → 512 was worth ~8%; 12×32 → 14×32 another ~5%.
-//   NC: the packed B panel (KC×NC) sits in L3; large, since each thread re-packs A per panel.
-// ------------------------------------------------------------------------------------------------
-struct KernelSet {
-  const char* name;
-  Kernel k[3];  // [0] the square-ish default; [1], [2] alternates for skinny outputs
-  int count;
-  PackT pack_t;
-};
-
-KernelSet make_kernels() {
-#if FL_X86
-  // FUSED_LORA_GEMM_ISA (a compile-time define, for testing the fallbacks on a newer CPU) caps the
-  // kernel: 0 = generic, 1 = AVX2, 2 (default) = best available.
-#ifndef FUSED_LORA_GEMM_ISA
-#define FUSED_LORA_GEMM_ISA 2
-#endif
-  __builtin_cpu_init();
-  if (FUSED_LORA_GEMM_ISA >= 2 && __builtin_cpu_supports("avx512f")) {
-    // 14×32: 28 zmm accumulators + 2 B vectors + 1 broadcast register = 31 of 32, no spills (checked
-    // in the disassembly); 14 broadcasts + 2 loads per 28 FMAs keeps the load ports under the FMA
-    // rate, and 28 independent chains hide the 4-cycle FMA latency. 24×16 for
-    // N ≤ 16 outputs that do not take the dot path (A transposed), 8×48 for short-M outputs (r×N
-    // LoRA gradients, M = r = 8/16/...) so neither pays for zero padding.
-    return {"avx512",
-            {{14, 32, 168, 512, 4096, &ukr_avx512<14, 2>, &ukr_avx512<14, 2, true>},
-             {24, 16, 192, 512, 4096, &ukr_avx512<24, 1>, &ukr_avx512<24, 1, true>},
-             {8, 48, 128, 512, 4096, &ukr_avx512<8, 3>, &ukr_avx512<8, 3, true>}},
-            3,
-            &pack_t_avx512};
-  }
-  if (FUSED_LORA_GEMM_ISA >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    // 6×16: the classic Haswell tile, 12 ymm accumulators + 2 B vectors + 1 broadcast.
-    return {"avx2",
-            {{6, 16, 192, 384, 4096, &ukr_avx2<6, 2>, &ukr_avx2<6, 2>},
-             {12, 8, 192, 512, 4096, &ukr_avx2<12, 1>, &ukr_avx2<12, 1>},
-             {4, 24, 192, 256, 4096, &ukr_avx2<4, 3>, &ukr_avx2<4, 3>}},
-            3,
-            &pack_t_generic};
-  }
-#endif
-  return {"generic",
-          {{4, 16, 128, 256, 4096, &ukr_generic<4, 16>, &ukr_generic<4, 16>},
-           {8, 8, 128, 256, 4096, &ukr_generic<8, 8>, &ukr_generic<8, 8>},
-           {2, 32, 128, 256, 4096, &ukr_generic<2, 32>, &ukr_generic<2, 32>}},
-          3,
-          &pack_t_generic};
-}
-
-const KernelSet& kernels() {
-  static const KernelSet ks = make_kernels();
-  return ks;
-}
-
-const PackT& pack_t() { return kernels().pack_t; }
-
-// The kernel wasting the least work on zero padding for this output shape; the default wins ties
-// and is preferred unless an alternate saves more than ~10%.
-const Kernel& pick_kernel(int64_t M, int64_t N) {
-  const KernelSet& ks = kernels();
-  int best = 0;
-  double best_cost = 0;
-  for (int i = 0; i < ks.count; ++i) {
-    const Kernel& k = ks.k[i];
-    double padded = double((M + k.mr - 1) / k.mr * k.mr) * double((N + k.nr - 1) / k.nr * k.nr);
-    double cost = padded * (i == 0 ? 1.0 : 1.1);
-    if (i == 0 || cost < best_cost) {
-      best = i;
-      best_cost = cost;
-    }
-  }
-  return ks.k[best];
-}
-
-// C[0:m, 0:n] = alpha*tile + beta*C, for the valid part of a partial tile.
-void store_edge(const float* tile, int nr, float* C, int64_t ldc, int64_t m, int64_t n, float alpha,
-                float beta) {
-  for (int64_t i = 0; i < m; ++i) {
-    const float* t = tile + i * nr;
-    float* c = C + i * ldc;
-    if (beta == 0.f) {
-      for (int64_t j = 0; j < n; ++j) c[j] = alpha * t[j];
-    } else {
-      for (int64_t j = 0; j < n; ++j) c[j] = alpha * t[j] + beta * c[j];
-    }
-  }
-}
-
-// One thread's share: the whole blocked algorithm on an m×n sub-problem (pointers already offset).
-void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int64_t K, float alpha,
-                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                 int64_t ldc) {
-  const int mr = kr.mr, nr = kr.nr;
-  // K slabs of equal depth (e.g. K = 600 as 2×300, not 512 + 88: a shallow slab pays the C tile
-  // round trip for few FMAs).
-  const int64_t kslabs = (K + kr.kc - 1) / kr.kc;
-  const int64_t KC = std::min<int64_t>(kr.kc, ((K + kslabs - 1) / kslabs + 15) / 16 * 16);
-  // MC and NC are whole slivers: packing fills round_up(mc, MR) rows and round_up(nc, NR) columns
-  // (zero-padded), so a block size that is not a multiple of the sliver (NC = 4096 with NR = 48)
-  // would pack past a buffer sized MC·KC or NC·KC on every layer wider than one panel.
-  const int64_t MC = std::min(round_down(kr.mc, mr), round_up(m, mr));
-  const int64_t NC = std::min(round_down(kr.nc, nr), round_up(n, nr));
-  // Packing pays for itself through reuse: a packed B sliver serves m/MR micro-kernel calls, a
-  // packed A sliver n/NR. For skinny outputs that reuse is a handful of calls while packing the big
-  // operand costs a full extra pass over it, so when its slivers are already laid out k-major with
-  // unit stride in the source (A transposed, B not) the micro-kernel reads it in place. Only full
-  // slivers go direct; a partial one is still packed (zero padding keeps the kernel branch-free).
-  const bool direct_a = ta == Trans::T && n <= 2 * nr;
-  const bool direct_b = tb == Trans::N && m <= 2 * mr;
-  const int64_t ap_cap = (direct_a ? mr : MC) * KC, bp_cap = (direct_b ? nr : NC) * KC;
-  float* ap = tl_pack_a.get(size_t(ap_cap));
-  float* bp = tl_pack_b.get(size_t(bp_cap));
-  alignas(64) float tile[kMaxTile];
-
-  for (int64_t jc = 0; jc < n; jc += NC) {
-    const int64_t nc = std::min(NC, n - jc);
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc);
-      const float beta_eff = pc == 0 ? beta : 1.f;  // later K slabs accumulate onto the first
-      const float* Bpc = tb == Trans::N ? B + pc * ldb + jc : B + jc * ldb + pc;
-      if (!direct_b) {
-        FL_DCHECK(round_up(nc, nr) * kc <= bp_cap);
-        pack_b(tb, Bpc, ldb, kc, nc, nr, bp);
-      }
-      for (int64_t ic = 0; ic < m; ic += MC) {
-        const int64_t mc = std::min(MC, m - ic);
-        const float* Apc = ta == Trans::N ? A + ic * lda + pc : A + pc * lda + ic;
-        const int64_t mfull = mc / mr * mr;  // rows covered by full slivers
-        if (!direct_a) {
-          FL_DCHECK(round_up(mc, mr) * kc <= ap_cap);
-          pack_a(ta, Apc, lda, mc, kc, mr, ap);
-        } else if (mfull < mc) {
-          FL_DCHECK(mr * kc <= ap_cap);
-          pack_a(ta, Apc + mfull, lda, mc - mfull, kc, mr, ap);  // the partial sliver only
-        }
-        for (int64_t jr = 0; jr < nc; jr += nr) {
-          const int64_t nv = std::min<int64_t>(nr, nc - jr);
-          const float* bs;
-          int64_t bstride;
-          if (!direct_b) {
-            bs = bp + jr * kc;
-            bstride = nr;
-          } else if (nv == nr) {
-            bs = Bpc + jr;
-            bstride = ldb;
-          } else {
-            FL_DCHECK(nr * kc <= bp_cap);
-            pack_b(tb, Bpc + jr, ldb, kc, nv, nr, bp);
-            bs = bp;
-            bstride = nr;
-          }
-          for (int64_t ir = 0; ir < mc; ir += mr) {
-            const int64_t mv = std::min<int64_t>(mr, mc - ir);
-            const float* as = ap + ir * kc;
-            int64_t astride = mr;
-            if (direct_a) {
-              if (mv == mr) {
-                as = Apc + ir;
-                astride = lda;
-              } else {
-                as = ap;
-              }
-            }
-            float* c = C + (ic + ir) * ldc + jc + jr;
-            const Ukr ukr = bstride == nr ? kr.ukr : kr.ukr_direct_b;
-            if (mv == mr && nv == nr) {
-              ukr(kc, as, astride, bs, bstride, c, ldc, alpha, beta_eff);
-            } else {
-              ukr(kc, as, astride, bs, bstride, tile, nr, 1.f, 0.f);
-              store_edge(tile, nr, c, ldc, mv, nv, alpha, beta_eff);
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
-// ------------------------------------------------------------------------------------------------
 // GEMV: y[n*ys] = alpha * sum_k x[k]·W(n, k) + beta * y[n*ys], for n in [n0, n1).
 //   rows layout: W(n, k) = W[n*ldw + k]  (dot products; M == 1 with B transposed, the nn.Linear case)
 //   cols layout: W(n, k) = W[k*ldw + n]  (row axpys)
@@ -640,57 +459,8 @@ __attribute__((target("avx2,fma"))) void gemv_cols_avx2(int64_t n0, int64_t n1, 
 }
 #endif
 
-// Thresholds for going parallel. Waking a pool worker measured ~35 µs here (a VM; two 20 µs chunks
-// took ~56 µs in all), so each thread must get a few hundred µs of work for the split to pay:
-// 10 MFLOP is ~100 µs of one core at the micro-kernel's rate, so two threads start at 20 MFLOP
-// (e.g. 272³, or the LoRA shapes 2048×16×2048 at 134 MFLOP).
-constexpr double kMinFlopsPerThread = 1.0e7;
-// GEMV is bandwidth-bound (~70 GB/s per core from L3, ~20 from DRAM): split only when each thread
-// streams at least this many bytes of W.
-constexpr double kMinGemvBytesPerThread = 4.0 * 1024 * 1024;
-
-// y = alpha·W·x + beta·y over n outputs; x is K values with stride xs.
-void gemv(bool rows_layout, int64_t n, int64_t K, float alpha, const float* x, int64_t xs, const float* W,
-          int64_t ldw, float beta, float* y, int64_t ys) {
-  const KernelSet& ks = kernels();
-  GemvRows rows_fn = &gemv_rows_generic;
-  GemvCols cols_fn = &gemv_cols_generic;
-#if FL_X86
-  if (ks.name[3] == '5') {  // "avx512"
-    rows_fn = &gemv_rows_avx512;
-    cols_fn = &gemv_cols_avx512;
-  } else if (ks.name[3] == '2') {  // "avx2"
-    rows_fn = &gemv_rows_avx2;
-    cols_fn = &gemv_cols_avx2;
-  }
-#endif
-  // The kernels want x contiguous; a strided x (a column of a row-major matrix) is gathered once.
-  if (xs != 1) {
-    float* xc = tl_vec.get(size_t(K));
-    for (int64_t k = 0; k < K; ++k) xc[k] = x[k * xs];
-    x = xc;
-  }
-  const double bytes = 4.0 * double(n) * double(K);
-  int64_t threads = std::max<int64_t>(1, std::min<int64_t>(num_threads(), int64_t(bytes / kMinGemvBytesPerThread)));
-  threads = std::min<int64_t>(threads, std::max<int64_t>(1, n / 16));
-  // Chunk boundaries on 16-output multiples keep each thread's y writes on its own cache lines.
-  const int64_t blocks = (n + 15) / 16;
-  auto body = [&](int64_t b0, int64_t b1) {
-    const int64_t n0 = b0 * 16, n1 = std::min(n, b1 * 16);
-    if (n0 >= n1) return;
-    if (rows_layout) {
-      rows_fn(n0, n1, K, alpha, x, W, ldw, beta, y, ys);
-    } else {
-      float* acc = tl_pack_b.get(size_t(n1 - n0));
-      cols_fn(n0, n1, K, alpha, x, W, ldw, beta, y, ys, acc);
-    }
-  };
-  if (threads <= 1) {
-    body(0, blocks);
-  } else {
-    parallel_for(blocks, (blocks + threads - 1) / threads, body);
-  }
-}
+constexpr int64_t kDotKC = 256;
+constexpr int64_t kDotMaxN = 32;  // from 32 to 64 columns the blocked path measured level with it
 
 #if FL_X86
 // ------------------------------------------------------------------------------------------------
@@ -700,8 +470,6 @@ void gemv(bool rows_layout, int64_t n, int64_t K, float alpha, const float* x, i
 // K, so A is read once, in place, in unit stride. op(B) is packed as Bᵀ: 16 rows of KC contiguous k
 // (16 KiB at KC = 256, resident in L1 while the rows of A stream past it).
 // ------------------------------------------------------------------------------------------------
-constexpr int64_t kDotKC = 256;
-constexpr int64_t kDotMaxN = 32;  // from 32 to 64 columns the blocked path measured level with it
 
 // out[j] = sum of the 16 lanes of v[j], j < 16: a transpose-and-add tree.
 __attribute__((target("avx512f"))) inline __m512 hsum16(const __m512* v) {
@@ -731,6 +499,7 @@ __attribute__((target("avx512f"))) void gemm_dot_avx512(Trans tb, int64_t m0, in
       const int64_t kc = std::min(kDotKC, K - p0);
       const int64_t kcp = (kc + 15) / 16 * 16;  // zero-padded, so the k loop has no tail
       // bt[j*kcp + k] = op(B)(p0 + k, j0 + j); rows j >= nj and k >= kc are zero.
+      FL_DCHECK(kcp <= kDotKC);  // bt holds 16 rows of kDotKC
       std::memset(bt, 0, sizeof(float) * size_t(16 * kcp));
       if (tb == Trans::T) {
         for (int64_t j = 0; j < nj; ++j)
@@ -771,6 +540,277 @@ __attribute__((target("avx512f"))) void gemm_dot_avx512(Trans tb, int64_t m0, in
 }
 #endif
 
+// ------------------------------------------------------------------------------------------------
+// Kernel sets per ISA, with their cache blocking. Measured on Zen 4 (32 KiB L1d, 1 MiB L2 per core,
+// 2 cores, 2048³): the textbook rule "B sliver (KC×NR) in L1" gives KC ≈ 128 for NR = 32, but the
+// C tile is then re-read and re-written every 128 k, and that costs more than streaming the B
+// sliver from L2, which Zen 4 feeds at 64 B/cycle (the kernel needs 128 B per 28-FMA k step).
+// So KC is deep (512: A sliver 28 KiB, B sliver 64 KiB, both from L2) and MC keeps the packed A
+// block (MC×KC) at about a third of L2 (168×512×4 = 336 KiB), leaving room for the B slivers and
+// the C lines passing through. KC 256 → 512 was worth ~8%; 12×32 → 14×32 another ~5%.
+//   NC: the packed B panel (KC×NC) sits in L3; large, since each thread re-packs A per panel.
+// MC and NC are whole slivers (checked below): packing fills round_up(mc, MR) rows and
+// round_up(nc, NR) columns, zero-padded, so a block that ended inside a sliver (NC = 4096 with
+// NR = 48) would pack past its MC·KC or NC·KC buffer on every layer wider than one panel.
+// ------------------------------------------------------------------------------------------------
+struct KernelSet {
+  Isa isa;
+  Kernel k[3];  // [0] the square-ish default; [1], [2] alternates for skinny outputs
+  int count;
+  PackT pack_t;
+  GemvRows gemv_rows;
+  GemvCols gemv_cols;
+  bool dot;  // narrow outputs of a row-major A go to gemm_dot_avx512
+};
+
+#if FL_X86
+// 14×32: 28 zmm accumulators + 2 B vectors + 1 broadcast register = 31 of 32, no spills (checked in
+// the disassembly); 14 broadcasts + 2 loads per 28 FMAs keeps the load ports under the FMA rate, and
+// 28 independent chains hide the 4-cycle FMA latency. 24×16 for N ≤ 16 outputs that do not take the
+// dot path (A transposed), 8×48 for short-M outputs (r×N LoRA gradients, M = r = 8/16/...) so
+// neither pays for zero padding.
+constexpr KernelSet kAvx512 = {Isa::Avx512,
+                               {{14, 32, 168, 512, 4096, &ukr_avx512<14, 2>, &ukr_avx512<14, 2, true>},
+                                {24, 16, 192, 512, 4096, &ukr_avx512<24, 1>, &ukr_avx512<24, 1, true>},
+                                {8, 48, 128, 512, 4080, &ukr_avx512<8, 3>, &ukr_avx512<8, 3, true>}},
+                               3,
+                               &pack_t_avx512,
+                               &gemv_rows_avx512,
+                               &gemv_cols_avx512,
+                               true};
+// 6×16: the classic Haswell tile, 12 ymm accumulators + 2 B vectors + 1 broadcast.
+constexpr KernelSet kAvx2 = {Isa::Avx2,
+                             {{6, 16, 192, 384, 4096, &ukr_avx2<6, 2>, &ukr_avx2<6, 2>},
+                              {12, 8, 192, 512, 4096, &ukr_avx2<12, 1>, &ukr_avx2<12, 1>},
+                              {4, 24, 192, 256, 4080, &ukr_avx2<4, 3>, &ukr_avx2<4, 3>}},
+                             3,
+                             &pack_t_generic,
+                             &gemv_rows_avx2,
+                             &gemv_cols_avx2,
+                             false};
+#endif
+constexpr KernelSet kGeneric = {Isa::Generic,
+                                {{4, 16, 128, 256, 4096, &ukr_generic<4, 16>, &ukr_generic<4, 16>},
+                                 {8, 8, 128, 256, 4096, &ukr_generic<8, 8>, &ukr_generic<8, 8>},
+                                 {2, 32, 128, 256, 4096, &ukr_generic<2, 32>, &ukr_generic<2, 32>}},
+                                3,
+                                &pack_t_generic,
+                                &gemv_rows_generic,
+                                &gemv_cols_generic,
+                                false};
+
+// The fixed-size scratch of gemm_serial and pack_t_generic, and the blocking arithmetic, hold for
+// every kernel in a set: whole slivers per block, KC rounded to 16 stays within kc, and the tile
+// fits the edge-tile and staging buffers.
+constexpr bool valid(const KernelSet& s) {
+  for (int i = 0; i < s.count; ++i) {
+    const Kernel& k = s.k[i];
+    if (k.mr < 1 || k.nr < 1 || k.mr * k.nr > kMaxTile || k.mr > kMaxSliver || k.nr > kMaxSliver) return false;
+    if (k.mc < k.mr || k.mc % k.mr != 0 || k.nc < k.nr || k.nc % k.nr != 0 || k.kc < 16 || k.kc % 16 != 0) return false;
+  }
+  return s.count >= 1 && s.count <= 3;
+}
+#if FL_X86
+static_assert(valid(kAvx512) && valid(kAvx2), "an x86 kernel set breaks the blocking rules");
+#endif
+static_assert(valid(kGeneric), "the generic kernel set breaks the blocking rules");
+
+const KernelSet& kernels() {
+  switch (isa()) {
+#if FL_X86
+    case Isa::Avx512: return kAvx512;
+    case Isa::Avx2: return kAvx2;
+#endif
+    default: return kGeneric;
+  }
+}
+
+const PackT& pack_t() { return kernels().pack_t; }
+
+// The kernel wasting the least work on zero padding for this output shape; the default wins ties
+// and is preferred unless an alternate saves more than ~10%.
+int pick_kernel(const KernelSet& ks, int64_t M, int64_t N) {
+  int best = 0;
+  double best_cost = 0;
+  for (int i = 0; i < ks.count; ++i) {
+    const Kernel& k = ks.k[i];
+    double padded = double((M + k.mr - 1) / k.mr * k.mr) * double((N + k.nr - 1) / k.nr * k.nr);
+    double cost = padded * (i == 0 ? 1.0 : 1.1);
+    if (i == 0 || cost < best_cost) {
+      best = i;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+// C[0:m, 0:n] = alpha*tile + beta*C, for the valid part of a partial tile.
+void store_edge(const float* tile, int nr, float* C, int64_t ldc, int64_t m, int64_t n, float alpha,
+                float beta) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float* t = tile + i * nr;
+    float* c = C + i * ldc;
+    if (beta == 0.f) {
+      for (int64_t j = 0; j < n; ++j) c[j] = alpha * t[j];
+    } else {
+      for (int64_t j = 0; j < n; ++j) c[j] = alpha * t[j] + beta * c[j];
+    }
+  }
+}
+
+// The blocking of one thread's m×n share of C (K whole).
+struct Blocking {
+  int64_t MC, NC, KC;
+  bool direct_a, direct_b;  // the operand is read in place, not packed
+};
+
+Blocking blocking(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int64_t K) {
+  Blocking b;
+  // K slabs of equal depth (e.g. K = 600 as 2×300, not 512 + 88: a shallow slab pays the C tile
+  // round trip for few FMAs). kc is a multiple of 16, so rounding to 16 stays within it.
+  const int64_t kslabs = (K + kr.kc - 1) / kr.kc;
+  b.KC = std::min<int64_t>(kr.kc, round_up((K + kslabs - 1) / kslabs, 16));
+  b.MC = std::min<int64_t>(kr.mc, round_up(m, kr.mr));  // whole slivers, as kr.mc and kr.nc are
+  b.NC = std::min<int64_t>(kr.nc, round_up(n, kr.nr));
+  // Packing pays for itself through reuse: a packed B sliver serves m/MR micro-kernel calls, a
+  // packed A sliver n/NR. For skinny outputs that reuse is a handful of calls while packing the big
+  // operand costs a full extra pass over it, so when its slivers are already laid out k-major with
+  // unit stride in the source (A transposed, B not) the micro-kernel reads it in place. Only full
+  // slivers go direct; a partial one is still packed (zero padding keeps the kernel branch-free).
+  b.direct_a = ta == Trans::T && n <= 2 * kr.nr;
+  b.direct_b = tb == Trans::N && m <= 2 * kr.mr;
+  return b;
+}
+
+// One thread's share: the whole blocked algorithm on an m×n sub-problem (pointers already offset).
+void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int64_t K, float alpha,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                 int64_t ldc) {
+  const int mr = kr.mr, nr = kr.nr;
+  const Blocking bl = blocking(kr, ta, tb, m, n, K);
+  const int64_t MC = bl.MC, NC = bl.NC, KC = bl.KC;
+  const bool direct_a = bl.direct_a, direct_b = bl.direct_b;
+  // The packing buffers are sized from this call's blocking; every pack below is checked against them.
+  const int64_t ap_cap = (direct_a ? mr : MC) * KC, bp_cap = (direct_b ? nr : NC) * KC;
+  float* ap = tl_pack_a.get(size_t(ap_cap));
+  float* bp = tl_pack_b.get(size_t(bp_cap));
+  alignas(64) float tile[kMaxTile];
+
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = std::min(NC, n - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const float beta_eff = pc == 0 ? beta : 1.f;  // later K slabs accumulate onto the first
+      const float* Bpc = tb == Trans::N ? B + pc * ldb + jc : B + jc * ldb + pc;
+      if (!direct_b) {
+        FL_DCHECK(round_up(nc, nr) * kc <= bp_cap);
+        pack_b(tb, Bpc, ldb, kc, nc, nr, bp);
+      }
+      for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mc = std::min(MC, m - ic);
+        const float* Apc = ta == Trans::N ? A + ic * lda + pc : A + pc * lda + ic;
+        const int64_t mfull = mc / mr * mr;  // rows covered by full slivers
+        if (!direct_a) {
+          FL_DCHECK(round_up(mc, mr) * kc <= ap_cap);
+          pack_a(ta, Apc, lda, mc, kc, mr, ap);
+        } else if (mfull < mc) {
+          FL_DCHECK(mr * kc <= ap_cap);
+          pack_a(ta, Apc + mfull, lda, mc - mfull, kc, mr, ap);  // the partial sliver only
+        }
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const int64_t nv = std::min<int64_t>(nr, nc - jr);
+          const float* bs;
+          int64_t bstride;
+          if (!direct_b) {
+            bs = bp + jr * kc;
+            bstride = nr;
+          } else if (nv == nr) {
+            bs = Bpc + jr;
+            bstride = ldb;
+          } else {
+            FL_DCHECK(nr * kc <= bp_cap);
+            pack_b(tb, Bpc + jr, ldb, kc, nv, nr, bp);
+            bs = bp;
+            bstride = nr;
+          }
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t mv = std::min<int64_t>(mr, mc - ir);
+            const float* as = ap + ir * kc;
+            int64_t astride = mr;
+            if (direct_a) {
+              if (mv == mr) {
+                as = Apc + ir;
+                astride = lda;
+              } else {
+                as = ap;
+              }
+            }
+            float* c = C + (ic + ir) * ldc + jc + jr;
+            const Ukr ukr = bstride == nr ? kr.ukr : kr.ukr_direct_b;
+            if (mv == mr && nv == nr) {
+              ukr(kc, as, astride, bs, bstride, c, ldc, alpha, beta_eff);
+            } else {
+              ukr(kc, as, astride, bs, bstride, tile, nr, 1.f, 0.f);
+              store_edge(tile, nr, c, ldc, mv, nv, alpha, beta_eff);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+
+// Thresholds for going parallel. Waking a pool worker measured ~35 µs here (a VM; two 20 µs chunks
+// took ~56 µs in all), so each thread must get a few hundred µs of work for the split to pay:
+// 10 MFLOP is ~100 µs of one core at the micro-kernel's rate, so two threads start at 20 MFLOP
+// (e.g. 272³, or the LoRA shapes 2048×16×2048 at 134 MFLOP).
+constexpr double kMinFlopsPerThread = 1.0e7;
+// GEMV is bandwidth-bound (~70 GB/s per core from L3, ~20 from DRAM): split only when each thread
+// streams at least this many bytes of W.
+constexpr double kMinGemvBytesPerThread = 4.0 * 1024 * 1024;
+
+// Threads for a GEMV over n outputs of K: one per kMinGemvBytesPerThread of W, 16 outputs at least.
+int64_t gemv_threads(int64_t n, int64_t K) {
+  const double bytes = 4.0 * double(n) * double(K);
+  const int64_t t = std::max<int64_t>(1, std::min<int64_t>(num_threads(), int64_t(bytes / kMinGemvBytesPerThread)));
+  return std::min<int64_t>(t, std::max<int64_t>(1, n / 16));
+}
+
+// Threads for a GEMM: one per kMinFlopsPerThread.
+int64_t flop_threads(int64_t M, int64_t N, int64_t K) {
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  return std::min<int64_t>(num_threads(), std::max<int64_t>(1, int64_t(flops / kMinFlopsPerThread)));
+}
+
+// y = alpha·W·x + beta·y over n outputs; x is K values with stride xs.
+void gemv(const KernelSet& ks, bool rows_layout, int64_t threads, int64_t n, int64_t K, float alpha, const float* x,
+          int64_t xs, const float* W, int64_t ldw, float beta, float* y, int64_t ys) {
+  // The kernels want x contiguous; a strided x (a column of a row-major matrix) is gathered once.
+  if (xs != 1) {
+    float* xc = tl_vec.get(size_t(K));
+    for (int64_t k = 0; k < K; ++k) xc[k] = x[k * xs];
+    x = xc;
+  }
+  // Chunk boundaries on 16-output multiples keep each thread's y writes on its own cache lines.
+  const int64_t blocks = (n + 15) / 16;
+  auto body = [&](int64_t b0, int64_t b1) {
+    const int64_t n0 = b0 * 16, n1 = std::min(n, b1 * 16);
+    if (n0 >= n1) return;
+    if (rows_layout) {
+      ks.gemv_rows(n0, n1, K, alpha, x, W, ldw, beta, y, ys);
+    } else {
+      float* acc = tl_pack_b.get(size_t(n1 - n0));
+      ks.gemv_cols(n0, n1, K, alpha, x, W, ldw, beta, y, ys, acc);
+    }
+  };
+  if (threads <= 1) {
+    body(0, blocks);
+  } else {
+    parallel_for(blocks, (blocks + threads - 1) / threads, body);
+  }
+}
+
 // C = beta·C (beta == 0: zero, without reading C).
 void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
   if (beta == 1.f) return;
@@ -784,93 +824,142 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
   }
 }
 
+// Thread t's rectangle of C in a tm×tn grid of whole micro-tiles.
+struct Part {
+  int64_t i0, i1, j0, j1;
+};
+
+Part part_of(int64_t t, int64_t tm, int64_t tn, const Kernel& kr, int64_t M, int64_t N) {
+  const int64_t mt = (M + kr.mr - 1) / kr.mr, nt = (N + kr.nr - 1) / kr.nr;
+  const int64_t mi = t / tn, ni = t % tn;
+  return {std::min(M, (mi * mt / tm) * kr.mr), std::min(M, ((mi + 1) * mt / tm) * kr.mr),
+          std::min(N, (ni * nt / tn) * kr.nr), std::min(N, ((ni + 1) * nt / tn) * kr.nr)};
+}
+
+// Threads: as many as the work justifies, laid out as a tm×tn grid over C that minimises the
+// largest share (in micro-tiles). Each thread runs the full blocked algorithm on its rectangle
+// with its own packing buffers: no barriers, so a parallel_for that degrades to running every
+// chunk on the caller (busy pool, nested call) is still correct. The cost is that A is packed
+// once per column of threads and B once per row, which is small next to the FMAs at any size
+// that is split at all.
+void thread_grid(const Kernel& kr, int64_t M, int64_t N, int64_t K, int64_t& tm, int64_t& tn) {
+  const int64_t mt = (M + kr.mr - 1) / kr.mr, nt = (N + kr.nr - 1) / kr.nr;
+  const int64_t T = std::min<int64_t>(flop_threads(M, N, K), mt * nt);
+  tm = 1, tn = 1;
+  if (T <= 1) return;
+  int64_t best = -1;
+  for (int64_t a = 1; a <= T; ++a) {
+    if (T % a) continue;
+    const int64_t b = T / a;
+    if (a > mt || b > nt) continue;
+    const int64_t share = ((mt + a - 1) / a) * ((nt + b - 1) / b);
+    // Ties go to splitting N: B then stays whole-K per thread and A (the smaller pack for the
+    // tall shapes LoRA uses) is the one duplicated.
+    if (best < 0 || share < best || (share == best && b > tn)) {
+      best = share;
+      tm = a;
+      tn = b;
+    }
+  }
+  if (best < 0) tm = 1, tn = 1;
+}
+
+Plan plan_call(const KernelSet& ks, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha) {
+  Plan p;
+  if (M <= 0 || N <= 0) return p;
+  if (K <= 0 || alpha == 0.f) {
+    p.path = Path::Scale;
+  } else if (M == 1) {  // y(1×N) = x(1×K)·op(B): W(n, k) = op(B)(k, n)
+    p.path = tb == Trans::T ? Path::GemvRows : Path::GemvCols;
+    p.threads = gemv_threads(N, K);
+  } else if (N == 1) {  // y(M×1) = op(A)·x: W(i, k) = op(A)(i, k)
+    p.path = ta == Trans::N ? Path::GemvRows : Path::GemvCols;
+    p.threads = gemv_threads(M, K);
+  } else if (ks.dot && ta == Trans::N && N <= kDotMaxN) {
+    p.path = Path::Dot;
+    p.threads = std::min(flop_threads(M, N, K), M);
+  } else {
+    p.path = Path::Blocked;
+    p.kernel = pick_kernel(ks, M, N);
+    const Kernel& kr = ks.k[p.kernel];
+    thread_grid(kr, M, N, K, p.tm, p.tn);
+    p.threads = p.tm * p.tn;
+    const Part first = part_of(0, p.tm, p.tn, kr, M, N);
+    const Blocking b = blocking(kr, ta, tb, first.i1 - first.i0, first.j1 - first.j0, K);
+    p.MC = b.MC, p.NC = b.NC, p.KC = b.KC;
+    p.direct_a = b.direct_a, p.direct_b = b.direct_b;
+  }
+  return p;
+}
+
+Table make_table(const KernelSet& ks) {
+  Table t;
+  t.isa = ks.isa;
+  for (int i = 0; i < ks.count; ++i) t.kernels.push_back({ks.k[i].mr, ks.k[i].nr, ks.k[i].mc, ks.k[i].kc, ks.k[i].nc});
+  t.dot_max_n = ks.dot ? kDotMaxN : 0;
+  t.dot_kc = ks.dot ? kDotKC : 0;
+  t.min_flops_per_thread = kMinFlopsPerThread;
+  t.min_gemv_bytes_per_thread = kMinGemvBytesPerThread;
+  return t;
+}
+
 }  // namespace
 
-const char* kernel_name() { return kernels().name; }
+const Table& table() {
+  static const Table t = make_table(kernels());
+  return t;
+}
+
+Plan plan(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha) {
+  return plan_call(kernels(), ta, tb, M, N, K, alpha);
+}
 
 void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0 || alpha == 0.f) {
-    scale_c(M, N, beta, C, ldc);
-    return;
-  }
-
-  if (M == 1) {
-    // y(1×N) = x(1×K)·op(B): x = op(A) row 0; W(n, k) = op(B)(k, n).
-    const int64_t xs = ta == Trans::N ? 1 : lda;
-    gemv(tb == Trans::T, N, K, alpha, A, xs, B, ldb, beta, C, 1);
-    return;
-  }
-  if (N == 1) {
-    // y(M×1) = op(A)·x: x = op(B) column 0; W(i, k) = op(A)(i, k); y is a strided column of C.
-    const int64_t xs = tb == Trans::N ? ldb : 1;
-    gemv(ta == Trans::N, M, K, alpha, B, xs, A, lda, beta, C, ldc);
-    return;
-  }
-
+  const KernelSet& ks = kernels();
+  const Plan p = plan_call(ks, ta, tb, M, N, K, alpha);
+  switch (p.path) {
+    case Path::None:
+      return;
+    case Path::Scale:
+      scale_c(M, N, beta, C, ldc);
+      return;
+    case Path::GemvRows:
+    case Path::GemvCols:
+      if (M == 1)  // x = op(A) row 0
+        gemv(ks, p.path == Path::GemvRows, p.threads, N, K, alpha, A, ta == Trans::N ? 1 : lda, B, ldb, beta, C, 1);
+      else  // x = op(B) column 0; y is a strided column of C
+        gemv(ks, p.path == Path::GemvRows, p.threads, M, K, alpha, B, tb == Trans::N ? ldb : 1, A, lda, beta, C, ldc);
+      return;
+    case Path::Dot: {
 #if FL_X86
-  if (ta == Trans::N && N <= kDotMaxN && kernels().name[3] == '5') {
-    const double flops = 2.0 * double(M) * double(N) * double(K);
-    int64_t T = std::min<int64_t>(num_threads(), std::max<int64_t>(1, int64_t(flops / kMinFlopsPerThread)));
-    T = std::min(T, M);
-    auto rows = [&](int64_t b, int64_t e) {
-      float* bt = tl_pack_b.get(size_t(16) * kDotKC);
-      gemm_dot_avx512(tb, b, e, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bt);
-    };
-    if (T <= 1)
-      rows(0, M);
-    else
-      parallel_for(M, (M + T - 1) / T, rows);
-    return;
-  }
+      auto rows = [&](int64_t b, int64_t e) {
+        float* bt = tl_pack_b.get(size_t(16) * kDotKC);
+        gemm_dot_avx512(tb, b, e, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bt);
+      };
+      if (p.threads <= 1)
+        rows(0, M);
+      else
+        parallel_for(M, (M + p.threads - 1) / p.threads, rows);
 #endif
-
-  const Kernel& kr = pick_kernel(M, N);
-  const int64_t mt = (M + kr.mr - 1) / kr.mr, nt = (N + kr.nr - 1) / kr.nr;
-
-  // Threads: as many as the work justifies, laid out as a tm×tn grid over C that minimises the
-  // largest share (in micro-tiles). Each thread runs the full blocked algorithm on its rectangle
-  // with its own packing buffers: no barriers, so a parallel_for that degrades to running every
-  // chunk on the caller (busy pool, nested call) is still correct. The cost is that A is packed
-  // once per column of threads and B once per row, which is small next to the FMAs at any size
-  // that is split at all.
-  const double flops = 2.0 * double(M) * double(N) * double(K);
-  int64_t T = std::min<int64_t>(num_threads(), std::max<int64_t>(1, int64_t(flops / kMinFlopsPerThread)));
-  T = std::min<int64_t>(T, mt * nt);
-  int64_t tm = 1, tn = 1;
-  if (T > 1) {
-    int64_t best = -1;
-    for (int64_t a = 1; a <= T; ++a) {
-      if (T % a) continue;
-      const int64_t b = T / a;
-      if (a > mt || b > nt) continue;
-      const int64_t share = ((mt + a - 1) / a) * ((nt + b - 1) / b);
-      // Ties go to splitting N: B then stays whole-K per thread and A (the smaller pack for the
-      // tall shapes LoRA uses) is the one duplicated.
-      if (best < 0 || share < best || (share == best && b > tn)) {
-        best = share;
-        tm = a;
-        tn = b;
-      }
+      return;
     }
-    if (best < 0) tm = 1, tn = 1;
+    case Path::Blocked:
+      break;
   }
 
+  const Kernel& kr = ks.k[p.kernel];
   auto part = [&](int64_t t) {
-    const int64_t mi = t / tn, ni = t % tn;
-    const int64_t i0 = std::min(M, (mi * mt / tm) * kr.mr), i1 = std::min(M, ((mi + 1) * mt / tm) * kr.mr);
-    const int64_t j0 = std::min(N, (ni * nt / tn) * kr.nr), j1 = std::min(N, ((ni + 1) * nt / tn) * kr.nr);
-    if (i0 >= i1 || j0 >= j1) return;
-    const float* Ap = ta == Trans::N ? A + i0 * lda : A + i0;
-    const float* Bp = tb == Trans::N ? B + j0 : B + j0 * ldb;
-    gemm_serial(kr, ta, tb, i1 - i0, j1 - j0, K, alpha, Ap, lda, Bp, ldb, beta, C + i0 * ldc + j0, ldc);
+    const Part q = part_of(t, p.tm, p.tn, kr, M, N);
+    if (q.i0 >= q.i1 || q.j0 >= q.j1) return;
+    const float* Ap = ta == Trans::N ? A + q.i0 * lda : A + q.i0;
+    const float* Bp = tb == Trans::N ? B + q.j0 : B + q.j0 * ldb;
+    gemm_serial(kr, ta, tb, q.i1 - q.i0, q.j1 - q.j0, K, alpha, Ap, lda, Bp, ldb, beta, C + q.i0 * ldc + q.j0, ldc);
   };
-  const int64_t parts = tm * tn;
-  if (parts <= 1) {
+  if (p.threads <= 1) {
     part(0);
   } else {
-    parallel_for(parts, 1, [&](int64_t b, int64_t e) {
+    parallel_for(p.threads, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) part(t);
     });
   }

@@ -68,6 +68,8 @@ void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, floa
 }
 
 constexpr int64_t kBuiltinMaxRowsFrozen = 8;  // frozen-size GEMMs: built-in GEMV/GEMM for M <= 8
+// dx = ds·Aᵀ through rank_r_product from this size of dx (lora_term_dx).
+constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
 Route frozen_route(int64_t M) { return M <= kBuiltinMaxRowsFrozen ? Route::Builtin : Route::Any; }
 constexpr Route kRankRoute = Route::Builtin;  // every product with r as one of its dimensions
 
@@ -85,7 +87,6 @@ const float* transpose_A(const float* A, int64_t I, int64_t r) {
 // I·r floats (~30 µs at I = 2048, r = 16) that pays only on large outputs, where its streaming
 // stores save a read of dx from memory; below that the built-in GEMM reads A in place.
 void lora_term_dx(const float* ds, const float* A, float* dx, int64_t M, int64_t I, int64_t r) {
-  constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
   if (4.0 * double(M) * double(I) >= kRankRMinBytes)
     rank_r_product(M, I, r, 1.0f, ds, r, transpose_A(A, I, r), I, nullptr, dx, I);
   else
@@ -116,6 +117,10 @@ void decode_forward(const ForwardArgs& a) {
 }
 
 }  // namespace
+
+LoraPaths lora_paths() {
+  return {kBuiltinMaxRowsFrozen, kRankRMinBytes, kRankRStreamBytes, kRankRTileRows, kRankRTileCols, rank_r_isa()};
+}
 
 void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
   if (bias != nullptr) fill_bias(y, bias, M, O);

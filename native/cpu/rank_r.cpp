@@ -3,12 +3,14 @@
 // is stored once. R (r × N, 128 KiB at r = 16, N = 2048) stays in L2 while the rows stream past.
 // The tile is plain C++ on fixed-size arrays, inlined into per-ISA wrappers (AVX-512, AVX2+FMA,
 // baseline) that the compiler vectorises; the addon is built without -march, so the wrapper is
-// picked at run time.
+// picked at run time, by the same choice as the GEMM's kernels (isa.h).
 #include "rank_r.h"
 
 #include <algorithm>
 #include <cstdint>
 
+#include "fused_lora/check.h"
+#include "fused_lora/isa.h"
 #include "fused_lora/threads.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -43,7 +45,7 @@ inline __attribute__((always_inline)) void tile(int64_t r, float alpha, const fl
 inline __attribute__((always_inline)) void rows_body(int64_t m0, int64_t m1, int64_t N, int64_t r, float alpha,
                                                      const float* S, int64_t lds, const float* R, int64_t ldr,
                                                      const float* bias, float* C, int64_t ldc) {
-  constexpr int MB = 4, NB = 32;
+  constexpr int MB = kRankRTileRows, NB = kRankRTileCols;
   const int64_t n_full = N / NB * NB;
   int64_t m = m0;
   for (; m + MB <= m1; m += MB) {
@@ -80,6 +82,7 @@ __attribute__((target("avx512f"))) void rows_avx512(int64_t m0, int64_t m1, int6
 // writes; streaming stores skip that read. They need 64-byte aligned addresses, so each row's first
 // `peel` columns (the same for every row: the caller checks ldc % 16 == 0) go through the plain
 // tile, then 4×32 tiles are streamed, then the last columns are stored with a mask.
+static_assert(kRankRTileRows == 4 && kRankRTileCols == 32, "rows_avx512_stream is written for 4x32 tiles");
 __attribute__((target("avx512f"))) void rows_avx512_stream(int64_t m0, int64_t m1, int64_t N, int64_t r, float alpha,
                                                            const float* S, int64_t lds, const float* R, int64_t ldr,
                                                            const float* bias, float* C, int64_t ldc) {
@@ -107,6 +110,7 @@ __attribute__((target("avx512f"))) void rows_avx512_stream(int64_t m0, int64_t m
       const __m512 bias0 = bias ? _mm512_loadu_ps(bias + n) : _mm512_setzero_ps();
       const __m512 bias1 = bias ? _mm512_loadu_ps(bias + n + 16) : _mm512_setzero_ps();
       for (int i = 0; i < rows; ++i) {
+        FL_DCHECK(reinterpret_cast<uintptr_t>(Cm + i * ldc + n) % 64 == 0);  // streaming stores fault otherwise
         _mm512_stream_ps(Cm + i * ldc + n, _mm512_fmadd_ps(acc[i][0], va, bias0));
         _mm512_stream_ps(Cm + i * ldc + n + 16, _mm512_fmadd_ps(acc[i][1], va, bias1));
       }
@@ -133,34 +137,47 @@ __attribute__((target("avx2,fma"))) void rows_avx2(int64_t m0, int64_t m1, int64
 #endif
 
 RowsFn pick() {
+  switch (isa()) {
 #if FL_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return &rows_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &rows_avx2;
+    case Isa::Avx512: return &rows_avx512;
+    case Isa::Avx2: return &rows_avx2;
 #endif
-  return &rows_generic;
+    default: return &rows_generic;
+  }
+}
+
+const RowsFn& picked() {
+  static const RowsFn fn = pick();
+  return fn;
 }
 
 }  // namespace
 
+Isa rank_r_isa() {
+#if FL_X86
+  if (picked() == &rows_avx512) return Isa::Avx512;
+  if (picked() == &rows_avx2) return Isa::Avx2;
+#endif
+  return Isa::Generic;
+}
+
 void rank_r_product(int64_t M, int64_t N, int64_t r, float alpha, const float* S, int64_t lds, const float* R,
                     int64_t ldr, const float* bias, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-  static const RowsFn picked = pick();
-  RowsFn rows = picked;
+  RowsFn rows = picked();
 #if FL_X86
-  // Stream when C is well past the last-level cache's share (8 MiB), so the GEMM that reads it next
-  // would not have found it in cache anyway, and its rows share one alignment.
-  constexpr double kStreamBytes = 8.0 * 1024 * 1024;
-  if (picked == &rows_avx512 && ldc % 16 == 0 && reinterpret_cast<uintptr_t>(C) % 4 == 0 &&
-      4.0 * double(M) * double(ldc) >= kStreamBytes)
+  // Stream when C is well past the last-level cache's share, so the GEMM that reads it next would
+  // not have found it in cache anyway, and its rows share one alignment.
+  if (rows == &rows_avx512 && ldc % 16 == 0 && reinterpret_cast<uintptr_t>(C) % 4 == 0 &&
+      4.0 * double(M) * double(ldc) >= kRankRStreamBytes)
     rows = &rows_avx512_stream;
 #endif
-  // Threads: each must get ~1 MiB of C to write (a pool wake costs tens of µs), in 4-row blocks.
-  const int64_t blocks = (M + 3) / 4;
-  const int64_t min_blocks = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(4 * N, 1));
+  // Threads: each must get ~1 MiB of C to write (a pool wake costs tens of µs), in blocks of tile rows.
+  constexpr int64_t MB = kRankRTileRows;
+  const int64_t blocks = (M + MB - 1) / MB;
+  const int64_t min_blocks = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(MB * N, 1));
   parallel_for(blocks, min_blocks, [&](int64_t b0, int64_t b1) {
-    rows(b0 * 4, std::min(M, b1 * 4), N, r, alpha, S, lds, R, ldr, bias, C, ldc);
+    rows(b0 * MB, std::min(M, b1 * MB), N, r, alpha, S, lds, R, ldr, bias, C, ldc);
   });
 }
 

@@ -16,7 +16,34 @@ export interface NativeBlasInfo {
 export interface NativeBackendInfo {
   blas: NativeBlasInfo;
   builtinKernel: string;
+  builtinKernelReason: string;
   threads: number;
+}
+
+/** The built-in GEMM's kernel table and the CPU kernels' path boundaries (native/addon/kernels.cpp). */
+export interface NativeKernelTable {
+  isa: 'avx512' | 'avx2' | 'generic';
+  best: 'avx512' | 'avx2' | 'generic';
+  request: string;
+  reason: string;
+  kernels: Array<{ mr: number; nr: number; mc: number; kc: number; nc: number }>;
+  dot: { maxN: number; kc: number } | null;
+  minFlopsPerThread: number;
+  minGemvBytesPerThread: number;
+  threads: number;
+  lora: { frozenBuiltinMaxRows: number; dxRankRMinBytes: number; rankRStreamBytes: number; rankRTileRows: number; rankRTileCols: number; rankRIsa: string };
+}
+
+export interface GemmPlanArgs { transA: boolean; transB: boolean; M: number; N: number; K: number; alpha?: number }
+
+/** How the built-in GEMM would run one call; the blocking is that of the first thread's share of C. */
+export interface NativeGemmPlan {
+  path: 'none' | 'scale' | 'gemv-rows' | 'gemv-cols' | 'dot' | 'blocked';
+  threads: number;
+  kernel: number;
+  tm: number; tn: number;
+  MC: number; NC: number; KC: number;
+  directA: boolean; directB: boolean;
 }
 
 export interface LinearForwardArgs {
@@ -86,6 +113,8 @@ export interface BindingModule {
   backendInfo(): NativeBackendInfo;
   setNumThreads(n: number): void;
   gemm(args: GemmArgs): void;
+  builtinKernels(): NativeKernelTable;
+  gemmPlan(args: GemmPlanArgs): NativeGemmPlan;
   merge(args: MergeArgs): boolean;
   linearForward(args: LinearForwardArgs): void;
   linearBackward(args: LinearBackwardArgs): void;
@@ -103,6 +132,8 @@ function load(): BindingModule {
   try {
     mod = nodeGypBuild(root) as BindingModule;
   } catch (err) {
+    // The addon loaded but refused its environment (an unknown FUSED_LORA_ISA): its own message, as built natively.
+    if ((err as { code?: unknown }).code === 'ERR_ARGUMENT') throw new LoraError('ERR_ARGUMENT', (err as Error).message);
     fail('ERR_BACKEND', 'fused-lora', 'the native addon', `a build in ${root}/build/Release or ${root}/prebuilds`, said((err as Error).message),
       'build it with `npm run build:native` (needs Python, make and a C++17 compiler)');
   }

@@ -7,6 +7,8 @@
 #pragma once
 #include <cstdint>
 
+#include "fused_lora/isa.h"
+
 namespace fused_lora {
 
 struct Dropout {
@@ -63,6 +65,16 @@ void lora_forward_unfused(const ForwardArgs& a);
 void lora_backward_fused(const BackwardArgs& a);
 // Autograd's order, each step a separate pass with its own temporary.
 void lora_backward_unfused(const BackwardArgs& a);
+
+// The sizes at which the LoRA kernels change path, for the tests that place shapes on both sides.
+struct LoraPaths {
+  int64_t frozen_builtin_max_rows;  // beside a BLAS, frozen-size GEMMs of up to this many rows run built-in
+  double dx_rank_r_min_bytes;       // dx's LoRA term goes through rank_r_product from this size of dx
+  double rank_r_stream_bytes;       // rank_r_product streams its stores from this size of C (AVX-512)
+  int rank_r_tile_rows, rank_r_tile_cols;
+  Isa rank_r_isa;                   // the rank-r products' kernel (the GEMM's, isa.h)
+};
+LoraPaths lora_paths();
 
 // Draws the dropout mask of (seed, step) into d.mask and writes d.x_drop = x ⊙ mask / (1 − p).
 void dropout_forward(const float* x, int64_t n, const Dropout& d);
