@@ -145,13 +145,13 @@ const cases: Case[] = [
   ['clipGradNorm', unknownKey('clipGradNorm', 'options', 'errorIfNonfinite', 'errorIfNonFinite', 'errorIfNonfinite'), (w) => clipGradNorm(w.model.parameters(), 1e-3, { errorIfNonFinite: true } as never)],
   ['mseLoss', unknownKey('mseLoss', 'options', 'out', 'reduction', null), () => mseLoss(zeros([2]), zeros([2]), { reduction: 'sum' } as never)],
   ['crossEntropyLoss', unknownKey('crossEntropyLoss', 'options', 'out', 'ignoreIndex', null), () => crossEntropyLoss(zeros([2, 3]), [0, 1], { ignoreIndex: 1 } as never)],
-  ['ops.loraForward', unknownKey('ops.loraForward', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused', 'bais', 'bias'), () => ops.loraForward({ ...operands(), bais: zeros([O]) } as never)],
-  ['ops.loraForwardAsync', unknownKey('ops.loraForwardAsync', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused', 'Fused', 'fused'), () => ops.loraForwardAsync({ ...operands(), Fused: false } as never)],
-  ['ops.loraBackward', unknownKey('ops.loraBackward', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, inputGrad', 'scalling', 'scaling'), () => {
+  ['ops.loraForward', unknownKey('ops.loraForward', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, out', 'bais', 'bias'), () => ops.loraForward({ ...operands(), bais: zeros([O]) } as never)],
+  ['ops.loraForwardAsync', unknownKey('ops.loraForwardAsync', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, out', 'Fused', 'fused'), () => ops.loraForwardAsync({ ...operands(), Fused: false } as never)],
+  ['ops.loraBackward', unknownKey('ops.loraBackward', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, inputGrad, out', 'scalling', 'scaling'), () => {
     const { scaling, ...rest } = backOperands();
     return ops.loraBackward({ ...rest, scalling: scaling } as never);
   }],
-  ['ops.loraBackwardAsync', unknownKey('ops.loraBackwardAsync', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, inputGrad', 'accumulate', null), () => ops.loraBackwardAsync({ ...backOperands(), accumulate: true } as never)],
+  ['ops.loraBackwardAsync', unknownKey('ops.loraBackwardAsync', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, inputGrad, out', 'accumulate', null), () => ops.loraBackwardAsync({ ...backOperands(), accumulate: true } as never)],
   ['saveAdapter (writes nothing)', unknownKey('saveAdapter', 'options', 'baseModel, dtype, optimizer', 'base_model', 'baseModel'), async (w) => {
     const dir = tmpDir();
     try {
