@@ -202,7 +202,7 @@ export class LinearLoRA implements AdapterLayer {
 
   // The adapter as saveAdapter and loadAdapter see it (lib/io/adapter-layer.ts).
 
-  adapterSettings(): AdapterSettings {
+  adapterSettings(_where: string, _arg: string): AdapterSettings {
     const { lora } = this;
     return { inFeatures: lora.inFeatures, outFeatures: lora.outFeatures, rank: lora.rank, alpha: lora.alpha, rslora: lora.rslora, dropout: this.dropout };
   }

@@ -20,7 +20,8 @@ export interface AdapterValues {
 }
 
 export interface AdapterLayer {
-  adapterSettings(): AdapterSettings;
+  /** A LoraError naming `arg` when the layer cannot say yet (a layer not built). */
+  adapterSettings(where: string, arg: string): AdapterSettings;
   /**
    * A (I, r) and B (r, O) as host float32 in our layout: views where the layer's memory allows it,
    * so read them before the layer changes. A LoraError naming `arg` for a disposed layer.

@@ -72,7 +72,7 @@ export async function saveAdapter(dir: string, layers: Record<string, AdapterLay
   const entries = checkLayers(where, layers);
 
   const tensors: Record<string, { data: Float32Array; shape: number[] }> = {};
-  const settings = entries.map(([p, layer]) => ({ path: p, ...layer.adapterSettings() }));
+  const settings = entries.map(([p, layer]) => ({ path: p, ...layer.adapterSettings(where, `layers[${JSON.stringify(p)}]`) }));
   entries.forEach(([p, layer], i) => {
     const { inFeatures: I, outFeatures: O, rank: r } = settings[i];
     const arg = `layers[${JSON.stringify(p)}]`;
@@ -120,7 +120,7 @@ export async function loadAdapter(dir: string, layers: Record<string, AdapterLay
 
   // Everything each layer will receive, checked before any layer changes.
   const plans = entries.map(([p, layer]) => {
-    const { inFeatures: I, outFeatures: O, rank: r } = layer.adapterSettings();
+    const { inFeatures: I, outFeatures: O, rank: r } = layer.adapterSettings(where, `layers[${JSON.stringify(p)}]`);
     const a = weights.tensors[keyA(p)], b = weights.tensors[keyB(p)];
     for (const [key, t] of [[keyA(p), a], [keyB(p), b]] as const) {
       if (!Object.hasOwn(weights.tensors, key) || t === undefined) throw errorAt('ERR_IO', where, `${weightsFile} has no ${key} for module ${JSON.stringify(p)}`);
