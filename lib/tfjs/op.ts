@@ -27,7 +27,10 @@ const OPTION_KEYS = optionKeys<LoraLinearOptions>({ scaling: true, dropout: true
 function tfTensor(where: string, arg: string, v: unknown): Tensor {
   if (!(v instanceof tf.Tensor)) fail('ERR_ARGUMENT', where, arg, 'a tf.Tensor', v);
   if (v.isDisposed) fail('ERR_DISPOSED', where, arg, 'a live tensor', said(`a disposed one (shape ${shapeString(v.shape)})`));
-  if (v.dtype !== 'float32') fail('ERR_DTYPE', where, arg, 'a float32 tensor', said(`a ${v.dtype} one (shape ${shapeString(v.shape)})`), 'cast it with tf.cast(t, \'float32\')');
+  if (v.dtype !== 'float32') {
+    const an = /^[aeiou]/.test(v.dtype) ? 'an' : 'a';
+    fail('ERR_DTYPE', where, arg, 'a float32 tensor', said(`${an} ${v.dtype} one (shape ${shapeString(v.shape)})`), "cast it with tf.cast(t, 'float32')");
+  }
   return v;
 }
 
