@@ -20,7 +20,7 @@ function loadWith(value: string | undefined): { kernel: string; reason: string; 
     let out;
     try {
       const lib = require(${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))});
-      const { native } = require(${JSON.stringify(path.join(ROOT, 'dist', 'binding.js'))});
+      const { native } = require(${JSON.stringify(path.join(ROOT, 'dist', 'backends', 'cpu', 'binding.js'))});
       const cpu = lib.backendInfo().cpu, t = native.builtinKernels();
       out = { kernel: cpu.builtinKernel, reason: cpu.builtinKernelReason, table: t.isa, rankR: t.lora.rankRIsa };
     } catch (e) {
