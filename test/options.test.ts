@@ -12,6 +12,10 @@ import {
   mseLoss, ops, readSafetensors, ReLU, saveAdapter, Sequential, SGD, Tensor, tensor, writeSafetensors, zeros,
 } from '../lib/index';
 import { parseModelSpec } from '../lib/cli/model-spec';
+import * as tfc from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { applyLoRA as tfjsApplyLoRA, loraLinear, LoRADense } from '../lib/tfjs/index';
 import { useFakeCuda } from './fixtures/fake-cuda-env';
 
 const M = 2, I = 4, O = 3, r = 2, C = 2;
@@ -343,8 +347,15 @@ function documentedOptions(readme: string): Array<[string, string[]]> {
   return found;
 }
 
-describe('every option the README shows is taken', () => {
+/** The README, and its From TensorFlow.js section apart: there tfjs's own calls stand beside ours. */
+function readmeParts(): { main: string; tfjs: string } {
   const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+  const start = readme.indexOf('## From TensorFlow.js'), end = readme.indexOf('\n## ', start + 5);
+  return { main: readme.slice(0, start) + readme.slice(end), tfjs: readme.slice(start, end) };
+}
+
+describe('every option the README shows is taken', () => {
+  const readme = readmeParts().main;
   const documented = documentedOptions(readme);
   const fresh = () => world().fc;
   // How to call each documented callee with an options object (the README's own variable names).
@@ -385,5 +396,32 @@ describe('every option the README shows is taken', () => {
     expect(parseModelSpec(json).optimizer).toEqual(json.optimizer);
     json.lora.dropuot = 0.1;
     expect(() => parseModelSpec(json)).toThrow(/model: expected lora keys among .* for lora\.dropuot but received an unknown key \(did you mean 'dropout'\?\)/);
+  });
+});
+
+describe('every option the README shows for fused-lora/tfjs is taken', () => {
+  // tfjs's own calls (tf.*, tfl.*, a tfjs model's methods) take tfjs's options, not ours.
+  const documented = documentedOptions(readmeParts().tfjs).filter(([callee]) => !/^(tf|tfl|model)\./.test(callee));
+  const dense = () => tfl.layers.dense({ units: O });
+  const built = () => {
+    const layer = new LoRADense({ layer: dense(), rank: r });
+    layer.apply(tfc.ones([1, I]));
+    return layer;
+  };
+  const plain = () => tfl.sequential({ layers: [tfl.layers.dense({ units: O, inputShape: [I], name: 'fc1' })] });
+  const calls: Record<string, (o: object) => unknown> = {
+    loraLinear: (o) => loraLinear(tfc.ones([M, I]), tfc.ones([I, O]), null, tfc.ones([I, r]), tfc.ones([r, O]), { scaling: 1, ...o }),
+    'new LoRADense': (o) => new LoRADense({ layer: dense(), rank: r, ...o }),
+    applyLoRA: (o) => tfjsApplyLoRA(plain(), { rank: r, ...o }),
+    saveAdapter: (o) => saveAdapter(tmpDir(), { fc: built() }, o),
+  };
+
+  it('the section shows options for these calls', () => {
+    expect([...new Set(documented.map(([c]) => c))].sort()).toEqual(Object.keys(calls).sort());
+  });
+
+  it.each(documented)('%s: every key the README shows (%j) is taken; a key it does not show is refused', async (callee, keys) => {
+    for (const key of keys) expect(await outcome(() => calls[callee]({ [key]: undefined })), `${callee} { ${key} }`).not.toMatch(/unknown key/);
+    expect(await outcome(() => calls[callee]({ notAnOption: undefined }))).toMatch(/for (options|args)\.notAnOption but received an unknown key$/);
   });
 });

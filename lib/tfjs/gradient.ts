@@ -4,14 +4,17 @@
 // Frozen, as tfjs's gradient contract has it: every input on the path to the loss must have a
 // gradient function, and an input that receives none gets zeros (as tfjs's own ops do for inputs
 // they do not differentiate). So the kernel's and the bias's gradients are zeros, which leave a
-// variable unchanged under every tf.train optimizer; LoRADense also marks them non-trainable, so an
+// variable unchanged under the tf.train optimizers (each update is made of the gradient and its
+// history, all zeros here); LoRADense also marks them non-trainable, so an
 // optimizer never sees them and the zeros are never even made (tfjs asks only for gradients of the
 // tensors it differentiates).
 //
 // tfjs asks for each input's gradient separately, each in its own tidy. dA and dB come out of one
 // kernel call (and with dx, out of the first call when dx is wanted): the one not asked for yet is
 // kept as host values in this gradient's closure (no copy on the cpu backend, r·(I + O) floats on
-// wasm), never as a tensor, so a gradient tfjs does not ask for cannot leak.
+// wasm, the one copy this op makes, and small), never as a tensor, so a gradient tfjs does not ask
+// for cannot leak. (tfjs itself hands the gradient zeros for the outputs nothing differentiates,
+// s and with dropout x̃ and the mask: allocations of its engine, not copies.)
 import type { GradConfig, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 import { FORWARD_KERNEL, GRADIENT_KERNEL } from './kernels';
 import { tf } from './peer';

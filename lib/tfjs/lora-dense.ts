@@ -220,6 +220,7 @@ export class LoRADense extends LayerBase implements AdapterLayer {
 
   adapterWeights(where: string, arg: string): { A: Float32Array; B: Float32Array } {
     this.checkAdapterTarget(where, arg);
+    // The variables' own arrays on the cpu backend; a copy out of the heap on wasm (r·(I + O) floats).
     return { A: this.#A!.read().dataSync() as Float32Array, B: this.#B!.read().dataSync() as Float32Array };
   }
 
