@@ -138,6 +138,20 @@ function time(tasks) {
   return samples;
 }
 
+/** The backend's own matMul at the layer's size, plain (NN) and as every backward uses it (dy·Wᵀ, NT), in GFLOP/s. */
+function matMulRates() {
+  const a = tf.tensor(rand(M * I, 1, 4), [M, I]), w = tf.tensor(rand(I * I, 1, 5), [I, I]);
+  const rate = (transposeB) => {
+    tf.dispose(tf.matMul(a, w, false, transposeB));
+    const t0 = performance.now();
+    tf.dispose(tf.matMul(a, w, false, transposeB));
+    return round3((2 * M * I * I) / (performance.now() - t0) / 1e6);
+  };
+  const out = { NN: rate(false), NT: rate(true) };
+  tf.dispose([a, w]);
+  return out;
+}
+
 const stats = (xs) => ({ ms: round3(median(xs)), spread: round3((quantile(xs, 0.75) - quantile(xs, 0.25)) / median(xs)), samples: xs.map(round3) });
 
 const loadStart = os.loadavg();
@@ -152,7 +166,7 @@ for (const backend of ['wasm', 'cpu']) {
   const [lo, lp] = [ours(), peer()].map((t) => { const v = t.dataSync()[0]; t.dispose(); return v; });
   const s = time({ ours, peer, oursLayers: layersOnly(models.ours), peerLayers: layersOnly(models.peer) });
   const row = {
-    backend, ours: stats(s.ours), peer: stats(s.peer), layers: { ours: stats(s.oursLayers), peer: stats(s.peerLayers) },
+    backend, ours: stats(s.ours), peer: stats(s.peer), layers: { ours: stats(s.oursLayers), peer: stats(s.peerLayers) }, matMulGflops: matMulRates(),
     firstLoss: { ours: lo, peer: lp, relDiff: Math.abs(lo - lp) / Math.abs(lp) }, load1: round3(os.loadavg()[0]),
   };
   row.ratio = round3(row.peer.ms / row.ours.ms);
@@ -161,6 +175,7 @@ for (const backend of ['wasm', 'cpu']) {
   const ms = (v) => v.toFixed(1).padStart(8);
   console.log(`${backend.padEnd(4)} step    ours ${ms(row.ours.ms)} ms   tfjs ${ms(row.peer.ms)} ms   tfjs / ours ${row.ratio.toFixed(1).padStart(6)}x   (first loss ${lo.toFixed(5)} vs ${lp.toFixed(5)}, load ${row.load1})`);
   console.log(`${backend.padEnd(4)} layers  ours ${ms(row.layers.ours.ms)} ms   tfjs ${ms(row.layers.peer.ms)} ms   tfjs / ours ${row.layers.ratio.toFixed(1).padStart(6)}x   (forward + backward from dy, no loss or optimizer)`);
+  console.log(`${backend.padEnd(4)} tfjs's own matMul (${M}, ${I}) x (${I}, ${I}): ${row.matMulGflops.NN} GFLOP/s, transposed (dy·Wᵀ) ${row.matMulGflops.NT} GFLOP/s`);
 }
 const loadEnd = os.loadavg();
 
@@ -181,7 +196,7 @@ const result = {
       note: 'tfjs-backend-wasm turns threads off in Node; forcing WASM_HAS_MULTITHREAD_SUPPORT (threadsForced) is what a user would try',
     },
   },
-  method: `per backend: both models from the same weights, one warm-up call of each task, then ${rounds} alternating rounds (order rotated) of >= ~50 ms of calls each; medians; spread = (p75 - p25) / median; ratio = tfjs ms / ours ms. step: forward, loss, backward, Adam; layers: forward and backward from a given dy only`,
+  method: `per backend: both models from the same weights, one warm-up call of each task, then ${rounds} alternating rounds (order rotated) of >= ~50 ms of calls each; medians; spread = (p75 - p25) / median; ratio = tfjs ms / ours ms. step: forward, loss, backward, Adam; layers: forward and backward from a given dy only; matMulGflops: the backend's own tf.matMul at the layer's size, one timed call after one warm-up`,
   rows,
   targets: [
     { target: 'tfjs wasm step / our step', limit: '>= 5', measured: ratio('wasm'), met: ratio('wasm') >= 5 },
