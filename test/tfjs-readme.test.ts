@@ -24,3 +24,16 @@ describe("the README's From TensorFlow.js section", () => {
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'))).toMatchObject({ r: 8, lora_alpha: 16, lora_dropout: 0.05, target_modules: ['fc1'], base_model_name_or_path: 'my-base' });
   });
 });
+
+describe("the README's tfjs figures", () => {
+  it('are those of the results file it names: ratios, milliseconds, commit', () => {
+    const file = /\(bench\/results\/([\w.-]+-tfjs\.json)\)/.exec(section)![1];
+    const result = JSON.parse(fs.readFileSync(path.join(root, 'bench', 'results', file), 'utf8'));
+    expect(section).toContain(`commit \`${result.commit}\``);
+    for (const row of result.rows) {
+      const line = section.split('\n').find((l) => l.startsWith(`| \`${row.backend}\` |`))!;
+      expect(line).toBe(`| \`${row.backend}\` | ${row.ours.ms.toFixed(1)} | ${row.peer.ms.toFixed(1)} | ${row.ratio.toFixed(1)}× | ${row.layers.ratio.toFixed(1)}× |`);
+    }
+    for (const t of result.targets) expect(section).toContain(`${t.limit.replace('>=', '≥')}× against \`${t.target.split(' ')[1]}\` (${t.met ? 'met' : 'not met'})`);
+  });
+});
