@@ -72,7 +72,9 @@ describe('LoRADense refuses', () => {
     expect(message(() => new LoRADense({ layer: tfl.layers.flatten(), rank: r }))).toBe('ERR_ARGUMENT LoRADense: expected a tf.layers.dense layer for args.layer but received Flatten');
     expect(message(() => new LoRADense({ layer: {} as never, rank: r }))).toBe('ERR_ARGUMENT LoRADense: expected a tf.layers.dense layer for args.layer but received object');
     expect(message(() => new LoRADense({ layer: dense(), rank: 0 }))).toBe('ERR_SHAPE LoRADense: expected an integer in [1, 2^31 - 1] for args.rank but received number 0');
-    expect(message(() => new LoRADense({ layer: dense(), rank: r, dropout: -0.1 }))).toMatch(/^ERR_ARGUMENT LoRADense: expected a number in \[0, 1\)/);
+    const kept = dense();
+    expect(message(() => new LoRADense({ layer: kept, rank: r, dropout: -0.1 }))).toMatch(/^ERR_ARGUMENT LoRADense: expected a number in \[0, 1\)/);
+    expect(kept.trainable).toBe(true);
     expect(message(() => new LoRADense({ layer: dense(), rank: r, alpah: 2 } as never))).toMatch(/for args\.alpah but received an unknown key \(did you mean 'alpha'\?\)$/);
     const layer = new LoRADense({ layer: dense(), rank: r });
     layer.apply(tf.ones([2, I]));

@@ -94,8 +94,12 @@ export class LoRADense extends LayerBase implements AdapterLayer {
     needLayers(where);
     const opts = checkOptions(where, args, LORA_DENSE_KEYS, 'args');
     if (!isDense(opts.layer)) fail('ERR_ARGUMENT', where, 'args.layer', 'a tf.layers.dense layer', opts.layer);
+    // Every check before anything changes (super() names a layer; the Dense is frozen below).
     const rank = checkDim(where, 'args.rank', opts.rank);
     const seed = opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed);
+    const alpha = opts.alpha === undefined ? rank : checkFiniteNumber(where, 'args.alpha', opts.alpha);
+    const rslora = opts.rslora === undefined ? false : checkBoolean(where, 'args.rslora', opts.rslora);
+    const dropout = opts.dropout === undefined ? 0 : checkDropout(where, opts.dropout);
     const dense = opts.layer;
     // The first layer of a tf.sequential needs its input shape: the Dense's, when it was given one.
     const denseConfig = dense.getConfig();
@@ -107,9 +111,9 @@ export class LoRADense extends LayerBase implements AdapterLayer {
     this.dense = dense;
     this.dense.trainable = false;
     this.rank = rank;
-    this.#alpha = opts.alpha === undefined ? rank : checkFiniteNumber(where, 'args.alpha', opts.alpha);
-    this.#rslora = opts.rslora === undefined ? false : checkBoolean(where, 'args.rslora', opts.rslora);
-    this.dropout = opts.dropout === undefined ? 0 : checkDropout(where, opts.dropout);
+    this.#alpha = alpha;
+    this.#rslora = rslora;
+    this.dropout = dropout;
     this.seed = seed;
     // As LinearLoRA draws them: A's seed, then the dropout masks'.
     const rng = new Random(seed);
