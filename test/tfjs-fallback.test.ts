@@ -31,7 +31,7 @@ describe('loraLinear on a backend without the fused kernels', () => {
     warn.mockRestore();
   });
 
-  it('keeps the contract: zeros for the kernel and the bias; dropout in the LoRA path only, seeded', async () => {
+  it('keeps the contract: zeros for the kernel and the bias; dropout in the LoRA path only, a mask per (seed, step)', async () => {
     await tf.setBackend(OTHER);
     const c = makeCase([5], 8, 4, 2, 6);
     const [x, kernel, bias, A, B] = [tf.tensor(c.x, [5, 8]), tf.tensor(c.kernel, [8, 4]), tf.tensor(c.bias!, [4]), tf.tensor(c.A, [8, 2]), tf.tensor(c.B, [2, 4])];
@@ -39,10 +39,14 @@ describe('loraLinear on a backend without the fused kernels', () => {
     const [dk, db, dA] = tf.grads(f)([kernel, bias, A]);
     expect(dk.dataSync().every((v) => v === 0) && db.dataSync().every((v) => v === 0)).toBe(true);
     expect(dA.dataSync().some((v) => v !== 0)).toBe(true);
-    const drop = (seed: number) => loraLinear(x, kernel, bias, A, B, { scaling: 1, dropout: 0.5, seed }).dataSync();
+    const drop = (seed: number, step: number) => loraLinear(x, kernel, bias, A, B, { scaling: 1, dropout: 0.5, seed, step }).dataSync();
     const plain = loraLinear(x, kernel, bias, A, B, { scaling: 1 }).dataSync();
-    expect(drop(3)).toEqual(drop(3));
-    expect(relErr(drop(3), plain)).toBeGreaterThan(1e-3);
+    expect(drop(3, 0)).toEqual(drop(3, 0));
+    expect(relErr(drop(3, 0), plain)).toBeGreaterThan(1e-3);
+    expect(relErr(drop(3, 1), drop(3, 0))).toBeGreaterThan(1e-3);
+    // With B = 0 the LoRA path adds nothing: dropout leaves the frozen path alone.
+    const B0 = tf.zeros([2, 4]);
+    expect(loraLinear(x, kernel, bias, A, B0, { scaling: 1, dropout: 0.5, seed: 3 }).dataSync()).toEqual(loraLinear(x, kernel, bias, A, B0, { scaling: 1 }).dataSync());
   });
 
   it('so a LoRADense model trained on wasm predicts the same there', async () => {

@@ -6,6 +6,7 @@
 // Not an error: a LoRADense model trained here is often run elsewhere (loaded under tfjs-node, or
 // in a browser), and its layer must compute there as any other layer does.
 import type { Tensor } from '@tensorflow/tfjs-core';
+import { Random } from '../random';
 import { FUSED_BACKENDS } from './memory';
 import { tf } from './peer';
 
@@ -24,9 +25,10 @@ function warnOnce(backendName: string): void {
 export interface Composed {
   x: Tensor; kernel: Tensor; bias: Tensor | null; A: Tensor; B: Tensor;
   scaling: number;
-  /** Dropout on the LoRA path (0: none); its mask here comes from tfjs's own generator, seeded. */
+  /** Dropout on the LoRA path (0: none); its mask here comes from tfjs's own generator, seeded by (seed, step). */
   dropout: number;
   seed: number;
+  step: number;
 }
 
 /** y = x·kernel + bias + scaling·(x̃·A)·B in tfjs ops, with the fused op's gradient. */
@@ -39,7 +41,8 @@ export function composed(backendName: string, c: Composed): Tensor {
     const save = args[args.length - 1] as (t: Tensor[]) => void;
     const x2 = tf.reshape(x, [-1, I]);
     // keep (M, I): 0, or 1 / (1 − p) where the input is kept
-    const keep = c.dropout > 0 ? tf.div(tf.cast(tf.greaterEqual(tf.randomUniform(x2.shape, 0, 1, 'float32', c.seed), c.dropout), 'float32'), 1 - c.dropout) : null;
+    const maskSeed = new Random(c.seed + c.step).nextUint32();
+    const keep = c.dropout > 0 ? tf.div(tf.cast(tf.greaterEqual(tf.randomUniform(x2.shape, 0, 1, 'float32', maskSeed), c.dropout), 'float32'), 1 - c.dropout) : null;
     const xd = keep ? tf.mul(x2, keep) : x2;
     const s = tf.matMul(xd, A);
     let y = tf.add(tf.matMul(x2, kernel), tf.mul(tf.matMul(s, B), c.scaling));

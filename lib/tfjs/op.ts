@@ -73,7 +73,7 @@ export function loraLinear(x: Tensor, kernel: Tensor, bias: Tensor | null, A: Te
   const p = Math.fround(dropout) > 0 ? dropout : 0;
 
   const backendName = tf.getBackend();
-  if (!FUSED_BACKENDS.includes(backendName)) return composed(backendName, { x, kernel, bias: bias ?? null, A, B, scaling, dropout: p, seed });
+  if (!FUSED_BACKENDS.includes(backendName)) return composed(backendName, { x, kernel, bias: bias ?? null, A, B, scaling, dropout: p, seed, step });
   const attrs: LoRAAttrs = { scaling, dropout: p, seed, step };
   const [y, ...saved] = tf.engine().runKernel(FORWARD_KERNEL, bias ? { x, kernel, bias, A, B } : { x, kernel, A, B }, attrs) as Tensor[];
   // s (and x̃, the mask) live on in tfjs's saved tensors when a gradient is being recorded.
