@@ -10,6 +10,7 @@ import { BACKENDS, backendFor, hostKernels } from './backends/registry';
 import { Call, run, runAsync } from './call';
 import type { Device, DType } from './dtype';
 import { fail, said } from './errors';
+import type { AdapterLayer, AdapterSettings, AdapterValues } from './io/adapter-layer';
 import { checkLinear, frozenParams, Linear, linearKernels, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
 import { checkNoOverlap, exact, output, Reads, rows, TensorLike, withLast } from './operands';
@@ -60,7 +61,7 @@ interface Saved {
 /** Where the LoRA path's dropout runs, for the message where it does not. */
 const DROPOUT_HERE = BACKENDS.filter((b) => b.loraDropout).map((b) => b.label).join(' or ');
 
-export class LinearLoRA {
+export class LinearLoRA implements AdapterLayer {
   readonly base: Linear;
   readonly lora: LoRA;
   readonly dropout: number;
@@ -197,6 +198,30 @@ export class LinearLoRA {
   /** The trainable parameters: [A, B]. W and b are frozen and not listed. */
   parameters(): Tensor[] {
     return this.lora.parameters();
+  }
+
+  // The adapter as saveAdapter and loadAdapter see it (lib/io/adapter-layer.ts).
+
+  adapterSettings(_where: string, _arg: string): AdapterSettings {
+    const { lora } = this;
+    return { inFeatures: lora.inFeatures, outFeatures: lora.outFeatures, rank: lora.rank, alpha: lora.alpha, rslora: lora.rslora, dropout: this.dropout };
+  }
+
+  adapterWeights(where: string, arg: string): { A: Float32Array; B: Float32Array } {
+    return { A: this.lora.A.hostView(where, `${arg}.lora.A`), B: this.lora.B.hostView(where, `${arg}.lora.B`) };
+  }
+
+  checkAdapterTarget(where: string, arg: string): void {
+    if (this.#merged) fail('ERR_ARGUMENT', where, arg, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', said('a merged one'));
+    this.lora.A.assertLive(where, `${arg}.lora.A`);
+    this.lora.B.assertLive(where, `${arg}.lora.B`);
+  }
+
+  setAdapter(where: string, v: AdapterValues): void {
+    this.lora.configure({ alpha: v.alpha, rslora: v.rslora });
+    // On a device an upload, which bumps the storage's version: the layer rebuilds W_ext before its next forward.
+    this.lora.A.write(v.A, where);
+    this.lora.B.write(v.B, where);
   }
 
   /** Zeroes lora.A.grad and lora.B.grad; refused (ERR_BACKEND) while async calls are queued, like any sync call. */

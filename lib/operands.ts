@@ -86,19 +86,20 @@ export function exact(where: string, arg: string, value: unknown, shape: readonl
 }
 
 /**
- * The output of an op: options.out when given (a Tensor of `shape` and the call's placement that
+ * The output of an op: `out` when given (a Tensor of `shape` and the call's placement that
  * shares no memory with `reads`: the kernels write outputs in several passes, and an overlap would
  * give wrong values or change a layer's weights), else a new tensor. Its contents are left to the op.
+ * `arg` names `out` in messages.
  */
-export function output(where: string, out: unknown, shape: readonly number[], on: Placement, reads: Reads = []): { tensor: Tensor; op: Operand } {
+export function output(where: string, out: unknown, shape: readonly number[], on: Placement, reads: Reads = [], arg = 'options.out'): { tensor: Tensor; op: Operand } {
   if (out === undefined) {
     const n = shape.reduce((a, b) => a * b, 1);
     const storage = backendFor(on).alloc(where, `the result (shape ${shapeString(shape)})`, on.dtype, n, false);
     return { tensor: new Tensor(storage, shape), op: { storage, shape, n } };
   }
-  if (!(out instanceof Tensor)) fail('ERR_ARGUMENT', where, 'options.out', 'a Tensor', out);
-  const op = exact(where, 'options.out', out, shape, on);
-  checkNoOverlap(where, 'options.out', op, reads);
+  if (!(out instanceof Tensor)) fail('ERR_ARGUMENT', where, arg, 'a Tensor', out);
+  const op = exact(where, arg, out, shape, on);
+  checkNoOverlap(where, arg, op, reads);
   return { tensor: out, op };
 }
 

@@ -6,6 +6,7 @@ import { zeroGrads } from './grad';
 import { TensorLike } from './operands';
 import { Linear } from './linear';
 import { LINEAR_LORA_KEYS, LinearLoRA, LinearLoRAOptions } from './linear-lora';
+import { layerSeed, targetMatcher, Targets, targetsText } from './targets';
 import { Tensor } from './tensor';
 import { checkDim, checkOptions, checkSeed, optionKeys } from './validate';
 
@@ -128,7 +129,7 @@ export interface ApplyLoRAOptions extends LinearLoRAOptions {
    * it or ends with "." + it ("q_proj" matches "layers.0.q_proj"); or a RegExp tested on the full path.
    * Default: every Linear.
    */
-  targets?: string[] | RegExp;
+  targets?: Targets;
 }
 const APPLY_LORA_KEYS = optionKeys<ApplyLoRAOptions>({ ...LINEAR_LORA_KEYS.record, rank: true, targets: true });
 
@@ -144,23 +145,17 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<
   // Checked here, not only by LinearLoRA: the per-layer seeds below are computed from it.
   if (opts.seed !== undefined) checkSeed(where, opts.seed);
   const { targets, rank: _r, ...layerOptions } = opts;
-  const matches = (path: string): boolean => {
-    if (targets === undefined) return true;
-    if (targets instanceof RegExp) return targets.test(path);
-    if (!Array.isArray(targets) || targets.some((t) => typeof t !== 'string')) fail('ERR_ARGUMENT', where, 'options.targets', 'an array of module names or a RegExp', targets);
-    return targets.some((t) => path === t || path.endsWith(`.${t}`));
-  };
+  const matches = targetMatcher(where, targets);
   const wrapped: Record<string, LinearLoRA> = {};
   let k = 0;
   for (const [path, layer] of model.namedModules()) {
     if (!(layer instanceof Linear) || !matches(path)) continue;
-    const seed = layerOptions.seed === undefined ? undefined : (layerOptions.seed + 7919 * ++k) % 2 ** 53;
-    const lora = new LinearLoRA(layer, rank, { ...layerOptions, seed });
+    const lora = new LinearLoRA(layer, rank, { ...layerOptions, seed: layerSeed(layerOptions.seed, ++k) });
     model.replace(path, lora);
     wrapped[path] = lora;
   }
   if (Object.keys(wrapped).length === 0) {
-    fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targets instanceof RegExp ? String(targets) : JSON.stringify(targets)));
+    fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targetsText(targets)));
   }
   return wrapped;
 }

@@ -58,6 +58,10 @@ async function train(seedBase) {
       layer.unmerge();
       const ops = lib.ops.loraForward({ x: data(M * I, 1), weight: layer.base.weight, A: layer.lora.A, B: layer.lora.B, scaling: layer.scaling, M, I, O, r });
       lib.ops.loraBackward({ x: data(M * I, 1), s: ops.s, dy: data(M * O, 2), weight: layer.base.weight, A: layer.lora.A, B: layer.lora.B, scaling: layer.scaling });
+      // The weight stored (I, O), as tf.layers.dense keeps it, with dropout on the LoRA path.
+      const io = { x: data(M * I, 1), weight: data(I * O, 6), A: layer.lora.A, B: layer.lora.B, scaling: layer.scaling, M, I, O, r, fanInFanOut: true };
+      const fio = lib.ops.loraForward({ ...io, dropout: { p: 0.25, seed, step: 1 } });
+      lib.ops.loraBackward({ ...io, s: fio.s, dy: data(M * O, 2), dropout: { p: 0.25, mask: fio.mask, xDrop: fio.xDrop } });
       lib.relu(data(M * O, 3));
       lib.gelu(data(M * O, 4));
       opts.forEach((o) => o.dispose());

@@ -104,6 +104,10 @@ export function defineBuiltinWide(isa: 'avx512' | 'avx2' | 'generic'): void {
         const L = makeLayer(README_LAYER.I, README_LAYER.O, README_LAYER.r, 4242);
         await checkLora(L, batch(L, M, 4242), VARIANTS.slice(0, 2));
       });
+      it.each([1, 9])(`the README layer with W stored (I, O) (fanInFanOut) at M=%i`, async (M) => {
+        const L = makeLayer(README_LAYER.I, README_LAYER.O, README_LAYER.r, 4243, true, true);
+        await checkLora(L, batch(L, M, 4243), VARIANTS.slice(0, 2));
+      });
     });
 
     shapeSuites('builtin');

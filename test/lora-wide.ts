@@ -15,7 +15,8 @@ import { randomArray } from './reference';
 
 export interface Layer {
   I: number; O: number; r: number;
-  W: Float32Array; bias: Float32Array | null; A: Float32Array; B: Float32Array; scaling: number;
+  /** W (O, I) as nn.Linear stores it, or (I, O) with fanInFanOut (tf.layers.dense's kernel). */
+  W: Float32Array; fanInFanOut: boolean; bias: Float32Array | null; A: Float32Array; B: Float32Array; scaling: number;
 }
 
 export interface Variant {
@@ -33,13 +34,13 @@ export const VARIANTS: Variant[] = [
 const layers = new Map<string, Layer>();
 
 /** A layer with nonzero B (so the LoRA path counts), scaling 16/r; the last few are kept. */
-export function makeLayer(I: number, O: number, r: number, seed: number, bias = true): Layer {
-  const key = `${I}/${O}/${r}/${seed}/${bias}`;
+export function makeLayer(I: number, O: number, r: number, seed: number, bias = true, fanInFanOut = false): Layer {
+  const key = `${I}/${O}/${r}/${seed}/${bias}/${fanInFanOut}`;
   let l = layers.get(key);
   if (!l) {
     if (layers.size >= 2) layers.delete(layers.keys().next().value!);
     l = {
-      I, O, r, scaling: 16 / r,
+      I, O, r, scaling: 16 / r, fanInFanOut,
       W: randomArray(O * I, seed + 2, 1 / Math.sqrt(I)),
       bias: bias ? randomArray(O, seed + 3) : null,
       A: randomArray(I * r, seed + 4, 1 / Math.sqrt(I)),
@@ -122,7 +123,9 @@ function references(L: Layer, M: number, x: Float32Array, dy: Float32Array, mask
       dxE.scale[m * I + i] = dxDepth * keep * mag;
     }
   }
-  const xv = view(x, M, I), Wt = view(W, I, O, true), dyv = view(dy, M, O), Wv = view(W, O, I);
+  // y = x·op(W) and dx = dy·op(W)ᵀ, op(W) (I, O) being Wᵀ of W (O, I), or W itself stored (I, O).
+  const io = L.fanInFanOut;
+  const xv = view(x, M, I), Wt = io ? view(W, I, O) : view(W, I, O, true), dyv = view(dy, M, O), Wv = io ? view(W, O, I, true) : view(W, O, I);
   const rows = sample(M, seed), colsO = sample(O, seed + 1), colsI = sample(I, seed + 2);
   const sCanon = Float32Array.from(sRef);
   return {
@@ -155,9 +158,9 @@ export async function checkLora(L: Layer, run: LoraRun, variants: Variant[]): Pr
   let refs: Refs | null = null;
   let firstMask: Uint8Array | null = null;
   for (const v of variants) {
-    const where = `M=${M} I=${I} O=${O} r=${r}${dropout ? ` p=${dropout.p}` : ''} ${v.fused ? 'fused' : 'unfused'} ${v.async ? 'async' : 'sync'}`;
+    const where = `M=${M} I=${I} O=${O} r=${r}${L.fanInFanOut ? ' W (I, O)' : ''}${dropout ? ` p=${dropout.p}` : ''} ${v.fused ? 'fused' : 'unfused'} ${v.async ? 'async' : 'sync'}`;
     const f = {
-      M, I, O, r, x, W: L.W, bias: L.bias, A: L.A, B: L.B, scaling: L.scaling, fused: v.fused, s: nan(M * r), y: nan(M * O),
+      M, I, O, r, x, W: L.W, fanInFanOut: L.fanInFanOut, bias: L.bias, A: L.A, B: L.B, scaling: L.scaling, fused: v.fused, s: nan(M * r), y: nan(M * O),
       ...(dropout ? { dropoutP: dropout.p, seed: dropout.seed, step: dropout.step, mask: new Uint8Array(M * I).fill(0xcd), xDrop: nan(M * I) } : {}),
     };
     if (v.async) await native.loraForwardAsync(f);
@@ -174,7 +177,7 @@ export async function checkLora(L: Layer, run: LoraRun, variants: Variant[]): Pr
     out.s = refs.s.check(f.s, r);
 
     const b = {
-      M, I, O, r, x, s: refs.sCanon, dy, W: L.W, A: L.A, B: L.B, scaling: L.scaling, fused: v.fused,
+      M, I, O, r, x, s: refs.sCanon, dy, W: L.W, fanInFanOut: L.fanInFanOut, A: L.A, B: L.B, scaling: L.scaling, fused: v.fused,
       ds: nan(M * r), dx: nan(M * I), dA: nan(I * r), dB: nan(r * O), accumulate: false,
       ...(dropout ? { dropoutP: dropout.p, mask: f.mask, xDrop: f.xDrop, loraDx: nan(M * I) } : {}),
     };

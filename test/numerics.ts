@@ -143,6 +143,23 @@ export function defineWideNumerics(): void {
     }
   });
 
+  // tf.layers.dense's layout: the frozen products become NN (y = x·W) and NT (dx = dy·Wᵀ) on the
+  // same W, read in place; M = 1 takes the decode path's column slices of W.
+  describe('W stored (I, O) (fanInFanOut), at real widths', () => {
+    const cases = [
+      { layer: 0, M: 1, r: 10 }, { layer: 0, M: 8, r: 10 }, { layer: 0, M: 9, r: 16 }, { layer: 1, M: 1, r: 8 },
+      { layer: 2, M: 33, r: 3 }, { layer: 4, M: 2, r: 16 }, { layer: 5, M: 64, r: 1 }, { layer: 6, M: 7, r: 64 },
+    ].map((c) => ({ ...c, name: MODEL_LAYERS[c.layer][0], I: MODEL_LAYERS[c.layer][1], O: MODEL_LAYERS[c.layer][2] }));
+    it.each(cases)('$name (I=$I, O=$O) M=$M r=$r: every output, fused and unfused, sync and async', async ({ I, O, M, r, layer }) => {
+      const L = makeLayer(I, O, r, 6000 + layer, layer % 2 === 1, true);
+      await checkLora(L, batch(L, M, 6000 + layer), M > 16 ? VARIANTS.slice(0, 2) : VARIANTS);
+    });
+    it('with dropout (p = 0.2), the README layer at M = 5', async () => {
+      const L = makeLayer(README_LAYER.I, README_LAYER.O, README_LAYER.r, 6100, true, true);
+      await checkLora(L, { ...batch(L, 5, 6100), dropout: { p: 0.2, seed: 78, step: 3 } }, VARIANTS);
+    });
+  });
+
   describe("the LoRA kernels' path boundaries, from the addon's table", () => {
     it.each(loraPathCases())('$name: M=$M I=$I O=$O r=$r', async ({ M, I, O, r }) => {
       const L = makeLayer(I, O, r, 5000 + M + O, true);

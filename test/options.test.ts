@@ -12,6 +12,10 @@ import {
   mseLoss, ops, readSafetensors, ReLU, saveAdapter, Sequential, SGD, Tensor, tensor, writeSafetensors, zeros,
 } from '../lib/index';
 import { parseModelSpec } from '../lib/cli/model-spec';
+import * as tfc from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { applyLoRA as tfjsApplyLoRA, loraLinear, LoRADense } from '../lib/tfjs/index';
 import { useFakeCuda } from './fixtures/fake-cuda-env';
 
 const M = 2, I = 4, O = 3, r = 2, C = 2;
@@ -145,13 +149,13 @@ const cases: Case[] = [
   ['clipGradNorm', unknownKey('clipGradNorm', 'options', 'errorIfNonfinite', 'errorIfNonFinite', 'errorIfNonfinite'), (w) => clipGradNorm(w.model.parameters(), 1e-3, { errorIfNonFinite: true } as never)],
   ['mseLoss', unknownKey('mseLoss', 'options', 'out', 'reduction', null), () => mseLoss(zeros([2]), zeros([2]), { reduction: 'sum' } as never)],
   ['crossEntropyLoss', unknownKey('crossEntropyLoss', 'options', 'out', 'ignoreIndex', null), () => crossEntropyLoss(zeros([2, 3]), [0, 1], { ignoreIndex: 1 } as never)],
-  ['ops.loraForward', unknownKey('ops.loraForward', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused', 'bais', 'bias'), () => ops.loraForward({ ...operands(), bais: zeros([O]) } as never)],
-  ['ops.loraForwardAsync', unknownKey('ops.loraForwardAsync', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused', 'Fused', 'fused'), () => ops.loraForwardAsync({ ...operands(), Fused: false } as never)],
-  ['ops.loraBackward', unknownKey('ops.loraBackward', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, inputGrad', 'scalling', 'scaling'), () => {
+  ['ops.loraForward', unknownKey('ops.loraForward', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, out', 'bais', 'bias'), () => ops.loraForward({ ...operands(), bais: zeros([O]) } as never)],
+  ['ops.loraForwardAsync', unknownKey('ops.loraForwardAsync', 'input', 'x, weight, bias, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, out', 'Fused', 'fused'), () => ops.loraForwardAsync({ ...operands(), Fused: false } as never)],
+  ['ops.loraBackward', unknownKey('ops.loraBackward', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, inputGrad, out', 'scalling', 'scaling'), () => {
     const { scaling, ...rest } = backOperands();
     return ops.loraBackward({ ...rest, scalling: scaling } as never);
   }],
-  ['ops.loraBackwardAsync', unknownKey('ops.loraBackwardAsync', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, inputGrad', 'accumulate', null), () => ops.loraBackwardAsync({ ...backOperands(), accumulate: true } as never)],
+  ['ops.loraBackwardAsync', unknownKey('ops.loraBackwardAsync', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, inputGrad, out', 'accumulate', null), () => ops.loraBackwardAsync({ ...backOperands(), accumulate: true } as never)],
   ['saveAdapter (writes nothing)', unknownKey('saveAdapter', 'options', 'baseModel, dtype, optimizer', 'base_model', 'baseModel'), async (w) => {
     const dir = tmpDir();
     try {
@@ -343,8 +347,15 @@ function documentedOptions(readme: string): Array<[string, string[]]> {
   return found;
 }
 
-describe('every option the README shows is taken', () => {
+/** The README, and its From TensorFlow.js section apart: there tfjs's own calls stand beside ours. */
+function readmeParts(): { main: string; tfjs: string } {
   const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+  const start = readme.indexOf('## From TensorFlow.js'), end = readme.indexOf('\n## ', start + 5);
+  return { main: readme.slice(0, start) + readme.slice(end), tfjs: readme.slice(start, end) };
+}
+
+describe('every option the README shows is taken', () => {
+  const readme = readmeParts().main;
   const documented = documentedOptions(readme);
   const fresh = () => world().fc;
   // How to call each documented callee with an options object (the README's own variable names).
@@ -385,5 +396,32 @@ describe('every option the README shows is taken', () => {
     expect(parseModelSpec(json).optimizer).toEqual(json.optimizer);
     json.lora.dropuot = 0.1;
     expect(() => parseModelSpec(json)).toThrow(/model: expected lora keys among .* for lora\.dropuot but received an unknown key \(did you mean 'dropout'\?\)/);
+  });
+});
+
+describe('every option the README shows for fused-lora/tfjs is taken', () => {
+  // tfjs's own calls (tf.*, tfl.*, a tfjs model's methods) take tfjs's options, not ours.
+  const documented = documentedOptions(readmeParts().tfjs).filter(([callee]) => !/^(tf|tfl|model)\./.test(callee));
+  const dense = () => tfl.layers.dense({ units: O });
+  const built = () => {
+    const layer = new LoRADense({ layer: dense(), rank: r });
+    layer.apply(tfc.ones([1, I]));
+    return layer;
+  };
+  const plain = () => tfl.sequential({ layers: [tfl.layers.dense({ units: O, inputShape: [I], name: 'fc1' })] });
+  const calls: Record<string, (o: object) => unknown> = {
+    loraLinear: (o) => loraLinear(tfc.ones([M, I]), tfc.ones([I, O]), null, tfc.ones([I, r]), tfc.ones([r, O]), { scaling: 1, ...o }),
+    'new LoRADense': (o) => new LoRADense({ layer: dense(), rank: r, ...o }),
+    applyLoRA: (o) => tfjsApplyLoRA(plain(), { rank: r, ...o }),
+    saveAdapter: (o) => saveAdapter(tmpDir(), { fc: built() }, o),
+  };
+
+  it('the section shows options for these calls', () => {
+    expect([...new Set(documented.map(([c]) => c))].sort()).toEqual(Object.keys(calls).sort());
+  });
+
+  it.each(documented)('%s: every key the README shows (%j) is taken; a key it does not show is refused', async (callee, keys) => {
+    for (const key of keys) expect(await outcome(() => calls[callee]({ [key]: undefined })), `${callee} { ${key} }`).not.toMatch(/unknown key/);
+    expect(await outcome(() => calls[callee]({ notAnOption: undefined }))).toMatch(/for (options|args)\.notAnOption but received an unknown key$/);
   });
 });

@@ -247,24 +247,44 @@ export interface ActivationKernels {
   backward(kind: ActivationKind, x: Operand, dy: Operand, dx: Operand): void;
 }
 
-/** ops.loraForward: y = x·Wᵀ + b + scaling·(x·A)·B and s = x·A, into the given outputs. */
+/**
+ * Dropout on the LoRA path of ops.*: the mask (M, I), 1 = kept, as host bytes (ops run on the CPU),
+ * and x̃ = x ⊙ mask / (1 − p). Forward draws the mask from (seed, step) and writes both; backward
+ * reads them (its seed and step are unused).
+ */
+export interface OpsDropout {
+  readonly p: number;
+  readonly seed: number;
+  readonly step: number;
+  readonly mask: Uint8Array;
+  readonly xDrop: Operand;
+}
+
+/**
+ * ops.loraForward: y = x·Wᵀ + b + scaling·(x̃·A)·B and s = x̃·A, into the given outputs. W is (O, I),
+ * or (I, O) with fanInFanOut (then y = x·W + …), read in place.
+ */
 export interface OpsForward {
   readonly where: string;
   readonly M: number; readonly I: number; readonly O: number; readonly r: number;
   readonly x: Operand; readonly W: Operand; readonly bias: Operand | null; readonly A: Operand; readonly B: Operand;
+  readonly fanInFanOut: boolean;
   readonly scaling: number;
   readonly fused: boolean;
+  readonly dropout: OpsDropout | null;
   readonly s: Operand;
   readonly y: Operand;
 }
 
-/** ops.loraBackward: fresh dA, dB (not accumulated) and dx unless null. */
+/** ops.loraBackward: fresh dA, dB (not accumulated) and dx unless null; dropout is the forward's. */
 export interface OpsBackward {
   readonly where: string;
   readonly M: number; readonly I: number; readonly O: number; readonly r: number;
   readonly x: Operand; readonly s: Operand; readonly dy: Operand; readonly W: Operand; readonly A: Operand; readonly B: Operand;
+  readonly fanInFanOut: boolean;
   readonly scaling: number;
   readonly fused: boolean;
+  readonly dropout: Omit<OpsDropout, 'seed' | 'step'> | null;
   readonly dx: Operand | null;
   readonly dA: Operand;
   readonly dB: Operand;

@@ -118,7 +118,7 @@ async function timeOurs(tb: typeof import('tinybench'), name: string, fn: () => 
   return [...(result.latency?.samples ?? [])];
 }
 
-function machine() {
+export function machine() {
   const cpus = os.cpus();
   let model = cpus[0]?.model ?? 'unknown';
   try {  // a VM's os.cpus() may say only "AMD EPYC"; lscpu sometimes knows more
@@ -131,7 +131,7 @@ function machine() {
   };
 }
 
-function commit(): string {
+export function commit(): string {
   const cwd = path.join(__dirname, '..', '..');
   try {
     const head = execSync('git rev-parse --short HEAD', { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();

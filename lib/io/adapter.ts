@@ -13,8 +13,8 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errorAt, fail, LoraError, said } from '../errors';
-import { LinearLoRA } from '../linear-lora';
 import { checkFinite, checkOptions, optionKeys, shapeString } from '../validate';
+import { AdapterLayer, isAdapterLayer } from './adapter-layer';
 import { writeFileAtomic } from './atomic';
 import { checkWritable, WritableDType } from './dtype';
 import { decodeOptimizerState, encodeOptimizerState, StatefulOptimizer } from './optimizer-state';
@@ -52,7 +52,7 @@ export interface LoadAdapterResult {
   optimizer: boolean;
 }
 
-export type { AdapterConfig, StatefulOptimizer };
+export type { AdapterConfig, AdapterLayer, StatefulOptimizer };
 
 const keyA = (p: string) => `base_model.model.${p}.lora_A.weight`;
 const keyB = (p: string) => `base_model.model.${p}.lora_B.weight`;
@@ -62,7 +62,7 @@ const keyB = (p: string) => `base_model.model.${p}.lora_B.weight`;
  * may go on while the files are written. Refuses (ERR_NOT_FINITE) non-finite A or B, so a diverged
  * run cannot overwrite a good checkpoint.
  */
-export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA>, options?: SaveAdapterOptions): Promise<void> {
+export async function saveAdapter(dir: string, layers: Record<string, AdapterLayer>, options?: SaveAdapterOptions): Promise<void> {
   const where = 'saveAdapter';
   checkDir(where, dir);
   const opts = checkOptions(where, options, SAVE_KEYS);
@@ -72,17 +72,17 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
   const entries = checkLayers(where, layers);
 
   const tensors: Record<string, { data: Float32Array; shape: number[] }> = {};
-  for (const [p, layer] of entries) {
-    const { inFeatures: I, outFeatures: O } = layer.base;
-    const r = layer.rank;
-    const A = layer.lora.A.hostView(where, `layers[${JSON.stringify(p)}].lora.A`);
-    const B = layer.lora.B.hostView(where, `layers[${JSON.stringify(p)}].lora.B`);
-    checkFinite(where, `layers[${JSON.stringify(p)}].lora.A`, A);
-    checkFinite(where, `layers[${JSON.stringify(p)}].lora.B`, B);
+  const settings = entries.map(([p, layer]) => ({ path: p, ...layer.adapterSettings(where, `layers[${JSON.stringify(p)}]`) }));
+  entries.forEach(([p, layer], i) => {
+    const { inFeatures: I, outFeatures: O, rank: r } = settings[i];
+    const arg = `layers[${JSON.stringify(p)}]`;
+    const { A, B } = layer.adapterWeights(where, arg);
+    checkFinite(where, `${arg}.lora.A`, A);
+    checkFinite(where, `${arg}.lora.B`, B);
     tensors[keyA(p)] = { data: transpose(A, I, r), shape: [r, I] };
     tensors[keyB(p)] = { data: transpose(B, r, O), shape: [O, r] };
-  }
-  const config = buildConfig(where, entries.map(([p, l]) => ({ path: p, rank: l.rank, alpha: l.lora.alpha, rslora: l.lora.rslora, dropout: l.dropout })), opts.baseModel ?? null);
+  });
+  const config = buildConfig(where, settings, opts.baseModel ?? null);
   const saveId = randomUUID();
   const state = optimizer ? encodeOptimizerState(where, optimizer, entries.map(([p]) => p), saveId) : null;
 
@@ -104,17 +104,14 @@ export async function saveAdapter(dir: string, layers: Record<string, LinearLoRA
  * (a partial load); a layer without its keys is ERR_IO; a rank other than the layer's is ERR_SHAPE.
  * Reads F32, F16 and BF16 weights.
  */
-export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA>, options?: LoadAdapterOptions): Promise<LoadAdapterResult> {
+export async function loadAdapter(dir: string, layers: Record<string, AdapterLayer>, options?: LoadAdapterOptions): Promise<LoadAdapterResult> {
   const where = 'loadAdapter';
   checkDir(where, dir);
   const opts = checkOptions(where, options, LOAD_KEYS);
   const optimizer = checkOptimizer(where, opts.optimizer, 'loadStateDict');
   const entries = checkLayers(where, layers);
-  for (const [p, layer] of entries) {
-    if (layer.merged) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'an unmerged layer (loading into a merged one would leave the old adapter in the weight; call unmerge() first)', said('a merged one'));
-    // ERR_DISPOSED now, not halfway through
-    for (const [name, t] of [['A', layer.lora.A], ['B', layer.lora.B]] as const) t.assertLive(where, `layers[${JSON.stringify(p)}].lora.${name}`);
-  }
+  // Refused now (merged, disposed), not halfway through.
+  for (const [p, layer] of entries) layer.checkAdapterTarget(where, `layers[${JSON.stringify(p)}]`);
 
   const config = parseConfig(where, path.join(dir, ADAPTER_CONFIG), await readConfig(where, path.join(dir, ADAPTER_CONFIG)));
   const weightsFile = path.join(dir, ADAPTER_WEIGHTS);
@@ -123,8 +120,7 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
 
   // Everything each layer will receive, checked before any layer changes.
   const plans = entries.map(([p, layer]) => {
-    const { inFeatures: I, outFeatures: O } = layer.base;
-    const r = layer.rank;
+    const { inFeatures: I, outFeatures: O, rank: r } = layer.adapterSettings(where, `layers[${JSON.stringify(p)}]`);
     const a = weights.tensors[keyA(p)], b = weights.tensors[keyB(p)];
     for (const [key, t] of [[keyA(p), a], [keyB(p), b]] as const) {
       if (!Object.hasOwn(weights.tensors, key) || t === undefined) throw errorAt('ERR_IO', where, `${weightsFile} has no ${key} for module ${JSON.stringify(p)}`);
@@ -151,12 +147,7 @@ export async function loadAdapter(dir: string, layers: Record<string, LinearLoRA
   // The optimizer checks its own state; it goes first, so if it refuses, no layer has changed.
   const restored = optimizer ? await loadOptimizer(where, dir, optimizer, entries.map(([p]) => p), weights.metadata[SAVE_ID]) : false;
 
-  for (const { layer, A, B, alpha } of plans) {
-    layer.lora.configure({ alpha, rslora: config.use_rslora });
-    // On a device an upload, which bumps the storage's version: the layer rebuilds W_ext before its next forward.
-    layer.lora.A.write(A, where);
-    layer.lora.B.write(B, where);
-  }
+  for (const { layer, A, B, alpha } of plans) layer.setAdapter(where, { alpha, rslora: config.use_rslora, A, B });
   return { modules: entries.map(([p]) => p), optimizer: restored };
 }
 
@@ -202,15 +193,15 @@ function checkDir(where: string, dir: unknown): void {
   if (typeof dir !== 'string' || dir === '') fail('ERR_ARGUMENT', where, 'dir', 'a non-empty path', dir);
 }
 
-function checkLayers(where: string, layers: unknown): [string, LinearLoRA][] {
-  if (layers === null || typeof layers !== 'object' || Array.isArray(layers)) fail('ERR_ARGUMENT', where, 'layers', 'an object of LinearLoRA by module path', layers);
+function checkLayers(where: string, layers: unknown): [string, AdapterLayer][] {
+  if (layers === null || typeof layers !== 'object' || Array.isArray(layers)) fail('ERR_ARGUMENT', where, 'layers', 'an object of LoRA layers by module path', layers);
   const entries = Object.entries(layers as Record<string, unknown>);
   if (entries.length === 0) fail('ERR_ARGUMENT', where, 'layers', 'at least one layer', said('an empty object'));
   for (const [p, layer] of entries) {
     if (p === '' || p.startsWith('.') || p.endsWith('.')) fail('ERR_ARGUMENT', where, 'layers', 'module paths like "model.layers.0.self_attn.q_proj"', p);
-    if (!(layer instanceof LinearLoRA)) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'a LinearLoRA', layer);
+    if (!isAdapterLayer(layer)) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'a LinearLoRA (or a LoRADense of fused-lora/tfjs)', layer);
   }
-  return entries as [string, LinearLoRA][];
+  return entries as [string, AdapterLayer][];
 }
 
 function checkOptimizer(where: string, optimizer: unknown, method: 'stateDict' | 'loadStateDict'): StatefulOptimizer | null {

@@ -92,6 +92,7 @@ Job parse_forward(const Napi::Object& obj, std::vector<Napi::Value>* keep) {
   a.M = d.M, a.I = d.I, a.O = d.O, a.r = d.r;
   a.x = f.floats("x", d.MI);
   a.W = f.floats("W", d.OI);
+  a.fan_in_fan_out = f.boolean("fanInFanOut", false);
   a.bias = f.floats("bias", d.O, true);
   a.A = f.floats("A", d.Ir);
   a.B = f.floats("B", d.rO);
@@ -113,6 +114,7 @@ Job parse_backward(const Napi::Object& obj, std::vector<Napi::Value>* keep) {
   a.s = f.floats("s", d.Mr);
   a.dy = f.floats("dy", d.MO);
   a.W = f.floats("W", d.OI);
+  a.fan_in_fan_out = f.boolean("fanInFanOut", false);
   a.A = f.floats("A", d.Ir);
   a.B = f.floats("B", d.rO);
   a.scaling = static_cast<float>(f.number("scaling"));

@@ -71,6 +71,23 @@ constexpr int64_t kBuiltinMaxRowsFrozen = 8;  // frozen-size GEMMs: built-in GEM
 // dx = ds·Aᵀ through rank_r_product from this size of dx (lora_term_dx).
 constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
 Route frozen_route(int64_t M) { return M <= kBuiltinMaxRowsFrozen ? Route::Builtin : Route::Any; }
+
+// The frozen products, for W (O, I) as nn.Linear stores it or W (I, O) (fan_in_fan_out, as
+// tf.layers.dense stores its kernel): the same product with the other transpose flag and leading
+// dimension, so neither layout is copied. y (M, O) = x·Wᵀ + beta·y (NT), or x·W (NN).
+void frozen_forward(const float* x, const float* W, bool io, float beta, float* y, int64_t M, int64_t I, int64_t O) {
+  gemm(frozen_route(M), N, io ? N : T, M, O, I, 1.0f, x, I, W, io ? O : I, beta, y, O);
+}
+
+// dx (M, I) = dy·W + beta·dx (NN), or dy·Wᵀ for W stored (I, O) (NT).
+void frozen_backward(const float* dy, const float* W, bool io, float beta, float* dx, int64_t M, int64_t I, int64_t O) {
+  gemm(frozen_route(M), N, io ? T : N, M, I, O, 1.0f, dy, O, W, io ? O : I, beta, dx, I);
+}
+
+void frozen_linear(const float* x, const float* W, bool io, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
+  if (bias != nullptr) fill_bias(y, bias, M, O);
+  frozen_forward(x, W, io, bias != nullptr ? 1.0f : 0.0f, y, M, I, O);
+}
 constexpr Route kRankRoute = Route::Builtin;  // every product with r as one of its dimensions
 
 // Aᵀ (r, I) from A (I, r), for dx = ds·Aᵀ through rank_r_product (which wants R row-major). I·r
@@ -111,7 +128,11 @@ void decode_forward(const ForwardArgs& a) {
     const int64_t n0 = b0 * 16, n1 = std::min(O, b1 * 16);
     if (n0 >= n1) return;
     // Nested inside parallel_for, these run serially on this thread (threads.h).
-    gemm(Route::Builtin, N, T, 1, n1 - n0, I, 1.0f, a.x, I, a.W + n0 * I, I, beta, a.y + n0, O);
+    // W's rows n0..n1 (O, I), or its columns n0..n1 (I, O)
+    if (a.fan_in_fan_out)
+      gemm(Route::Builtin, N, N, 1, n1 - n0, I, 1.0f, a.x, I, a.W + n0, O, beta, a.y + n0, O);
+    else
+      gemm(Route::Builtin, N, T, 1, n1 - n0, I, 1.0f, a.x, I, a.W + n0 * I, I, beta, a.y + n0, O);
     gemm(Route::Builtin, N, N, 1, n1 - n0, r, a.scaling, a.s, r, a.B + n0, O, 1.0f, a.y + n0, O);
   });
 }
@@ -123,12 +144,11 @@ LoraPaths lora_paths() {
 }
 
 void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
-  if (bias != nullptr) fill_bias(y, bias, M, O);
-  gemm(frozen_route(M), N, T, M, O, I, 1.0f, x, I, W, I, bias != nullptr ? 1.0f : 0.0f, y, O);
+  frozen_linear(x, W, false, bias, y, M, I, O);
 }
 
 void linear_backward(const float* dy, const float* W, float* dx, int64_t M, int64_t I, int64_t O) {
-  gemm(frozen_route(M), N, N, M, I, O, 1.0f, dy, O, W, I, 0.0f, dx, I);
+  frozen_backward(dy, W, false, 0.0f, dx, M, I, O);
 }
 
 void lora_forward_fused(const ForwardArgs& a) {
@@ -143,7 +163,7 @@ void lora_forward_fused(const ForwardArgs& a) {
   // y = scaling·s·B + b, written in one pass without reading y; then the frozen GEMM adds x·Wᵀ
   // with beta = 1. Bias fill, GEMM and a separate y += scaling·s·B would be three passes over y.
   rank_r_product(M, O, r, a.scaling, a.s, r, a.B, O, a.bias, a.y, O);
-  gemm(frozen_route(M), N, T, M, O, I, 1.0f, a.x, I, a.W, I, 1.0f, a.y, O);  // y += x·Wᵀ
+  frozen_forward(a.x, a.W, a.fan_in_fan_out, 1.0f, a.y, M, I, O);  // y += x·Wᵀ
 }
 
 void lora_backward_fused(const BackwardArgs& a) {
@@ -166,7 +186,7 @@ void lora_backward_fused(const BackwardArgs& a) {
       for (int64_t i = s; i < e; ++i) a.dx[i] = mask[i] ? a.lora_dx[i] * inv_keep : 0.0f;
     });
   }
-  gemm(frozen_route(M), N, N, M, I, O, 1.0f, a.dy, O, a.W, I, 1.0f, a.dx, I);  // dx += dy·W  (M, I)
+  frozen_backward(a.dy, a.W, a.fan_in_fan_out, 1.0f, a.dx, M, I, O);  // dx += dy·W  (M, I)
 }
 
 // The unfused path runs each product on the same kernel as the fused one (the routes above), so
@@ -174,7 +194,7 @@ void lora_backward_fused(const BackwardArgs& a) {
 void lora_forward_unfused(const ForwardArgs& a) {
   const int64_t M = a.M, I = a.I, O = a.O, r = a.r;
   std::vector<float> base(static_cast<size_t>(M * O));  // result = base_layer(x)
-  linear_forward(a.x, a.W, a.bias, base.data(), M, I, O);
+  frozen_linear(a.x, a.W, a.fan_in_fan_out, a.bias, base.data(), M, I, O);
   if (a.dropout.p > 0.0f) dropout_forward(a.x, M * I, a.dropout);  // nn.Dropout makes a new tensor
   const float* xin = lora_input(a.x, a.dropout);
   gemm(kRankRoute, N, N, M, r, I, 1.0f, xin, I, a.A, r, 0.0f, a.s, r);  // t = lora_A(x̃)
@@ -219,7 +239,7 @@ void lora_backward_unfused(const BackwardArgs& a) {
     dxd.swap(masked);
   }
   std::vector<float> dx_base(static_cast<size_t>(M * I));  // grad through the base layer
-  linear_backward(a.dy, a.W, dx_base.data(), M, I, O);
+  frozen_backward(a.dy, a.W, a.fan_in_fan_out, 0.0f, dx_base.data(), M, I, O);
   add(a.dx, dx_base.data(), dxd.data(), M * I);
 }
 

@@ -55,9 +55,10 @@ export interface LinearBackwardArgs {
   dy: Float32Array; W: Float32Array; dx: Float32Array;
 }
 
+/** `fanInFanOut`: W is stored (I, O) instead of (O, I); the kernels read either in place (default false). */
 export interface LoraForwardArgs {
   M: number; I: number; O: number; r: number;
-  x: Float32Array; W: Float32Array; bias?: Float32Array | null; A: Float32Array; B: Float32Array;
+  x: Float32Array; W: Float32Array; fanInFanOut?: boolean; bias?: Float32Array | null; A: Float32Array; B: Float32Array;
   scaling: number; fused: boolean;
   dropoutP?: number; seed?: number; step?: number; mask?: Uint8Array; xDrop?: Float32Array;
   s: Float32Array; y: Float32Array;
@@ -65,7 +66,7 @@ export interface LoraForwardArgs {
 
 export interface LoraBackwardArgs {
   M: number; I: number; O: number; r: number;
-  x: Float32Array; s: Float32Array; dy: Float32Array; W: Float32Array; A: Float32Array; B: Float32Array;
+  x: Float32Array; s: Float32Array; dy: Float32Array; W: Float32Array; fanInFanOut?: boolean; A: Float32Array; B: Float32Array;
   scaling: number; fused: boolean;
   dropoutP?: number; mask?: Uint8Array; xDrop?: Float32Array;
   ds: Float32Array; loraDx?: Float32Array; dx?: Float32Array | null; dA: Float32Array; dB: Float32Array;

@@ -1,5 +1,6 @@
 // The LoRA kernels on the CPU: plain C++ on raw pointers, no napi. Layouts (row-major, as in
-// DESIGN.md section 2): x (M, I), W (O, I), bias (O), A (I, r), B (r, O), s (M, r), y (M, O).
+// DESIGN.md section 2): x (M, I), W (O, I), bias (O), A (I, r), B (r, O), s (M, r), y (M, O). The
+// LoRA kernels also take W stored (I, O) (fan_in_fan_out), read in place.
 //
 // Callers validate shapes and own every buffer (the addon checks, the TS layer allocates workspaces
 // with the layer), so the fused kernels allocate nothing. The unfused kernels allocate their
@@ -22,7 +23,8 @@ struct Dropout {
 struct ForwardArgs {
   int64_t M = 0, I = 0, O = 0, r = 0;
   const float* x = nullptr;     // (M, I)
-  const float* W = nullptr;     // (O, I) frozen
+  const float* W = nullptr;     // (O, I) frozen, or (I, O) with fan_in_fan_out
+  bool fan_in_fan_out = false;  // W stored (I, O), as tf.layers.dense keeps its kernel: x·W, not x·Wᵀ
   const float* bias = nullptr;  // (O) or null
   const float* A = nullptr;     // (I, r)
   const float* B = nullptr;     // (r, O)
@@ -37,7 +39,8 @@ struct BackwardArgs {
   const float* x = nullptr;   // (M, I) the forward's input (x̃ is taken from dropout.x_drop when p > 0)
   const float* s = nullptr;   // (M, r) from forward
   const float* dy = nullptr;  // (M, O)
-  const float* W = nullptr;   // (O, I)
+  const float* W = nullptr;   // (O, I), or (I, O) with fan_in_fan_out
+  bool fan_in_fan_out = false;  // W stored (I, O): dx = dy·Wᵀ, not dy·W
   const float* A = nullptr;   // (I, r)
   const float* B = nullptr;   // (r, O)
   float scaling = 1.0f;

@@ -1,0 +1,90 @@
+// The fused LoRA kernels of tfjs's cpu and wasm backends: each one call of ops.loraForward /
+// ops.loraBackward on the tensors' own memory (memory.ts), in tfjs's layouts: x (..., I) with its
+// leading dimensions as M rows, the kernel (I, O) as tf.layers.dense keeps it (read in place:
+// fanInFanOut), bias (O), A (I, r), B (r, O). The op (op.ts) has checked every input first.
+//
+// Forward outputs [y, s] or, with dropout, [y, s, xDrop, mask]: what backward needs stays in the
+// op's outputs (tfjs saves them for the gradient), never in this module. The gradient kernel takes
+// them back and outputs [dA, dB] or [dA, dB, dx].
+import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
+import { loraBackward, loraForward } from '../ops';
+import { Tensor } from '../tensor';
+import { BackendMemory, FUSED_BACKENDS, memoryOf } from './memory';
+import { tf } from './peer';
+
+export const FORWARD_KERNEL = 'FusedLoRALinear';
+export const GRADIENT_KERNEL = 'FusedLoRALinearGrad';
+
+/** Attributes of both kernels. */
+export interface LoRAAttrs extends NamedAttrMap {
+  scaling: number;
+  /** Dropout on the LoRA path (0: none), its mask drawn from (seed, step). */
+  dropout: number;
+  seed: number;
+  step: number;
+}
+
+function dimsOf(x: TensorInfo, kernel: TensorInfo, A: TensorInfo) {
+  const [I, O] = kernel.shape, r = A.shape[1];
+  return { M: tf.util.sizeFromShape(x.shape) / I, I, O, r };
+}
+
+/** Allocates the outputs, then runs `body` on views taken after the last allocation; frees them if it throws. */
+function withOutputs(mem: BackendMemory, outputs: Array<[number[], 'float32' | 'bool']>, body: (outs: TensorInfo[]) => void): TensorInfo[] {
+  const outs: TensorInfo[] = [];
+  try {
+    for (const [shape, dtype] of outputs) outs.push(mem.output(shape, dtype));
+    body(outs);
+    return outs;
+  } catch (e) {
+    for (const t of outs) mem.release(t);
+    throw e;
+  }
+}
+
+const wrap = (mem: BackendMemory, t: TensorInfo, shape: number[]) => new Tensor(mem.floats(t), shape);
+
+function forward(mem: BackendMemory, inputs: NamedTensorInfoMap, attrs: LoRAAttrs): TensorInfo[] {
+  const { x, kernel, bias, A, B } = inputs as Record<string, TensorInfo>;
+  const { M, I, O, r } = dimsOf(x, kernel, A);
+  const p = attrs.dropout;
+  const shapes: Array<[number[], 'float32' | 'bool']> = [[[...x.shape.slice(0, -1), O], 'float32'], [[M, r], 'float32']];
+  if (p > 0) shapes.push([x.shape, 'float32'], [x.shape, 'bool']);
+  return withOutputs(mem, shapes, ([y, s, xDrop, mask]) => {
+    loraForward({
+      x: mem.floats(x), weight: mem.floats(kernel), bias: bias ? mem.floats(bias) : null, A: mem.floats(A), B: mem.floats(B),
+      M, I, O, r, scaling: attrs.scaling, fanInFanOut: true,
+      dropout: p > 0 ? { p, seed: attrs.seed, step: attrs.step } : undefined,
+      out: { y: wrap(mem, y, [M, O]), s: wrap(mem, s, [M, r]), ...(p > 0 ? { xDrop: wrap(mem, xDrop, [M, I]), mask: mem.bytes(mask) } : {}) },
+    });
+  });
+}
+
+function gradient(mem: BackendMemory, inputs: NamedTensorInfoMap, attrs: LoRAAttrs & { inputGrad: boolean }): TensorInfo[] {
+  const { dy, x, kernel, A, B, s, xDrop, mask } = inputs as Record<string, TensorInfo>;
+  const { M, I, O, r } = dimsOf(x, kernel, A);
+  const p = attrs.dropout;
+  const shapes: Array<[number[], 'float32' | 'bool']> = [[[I, r], 'float32'], [[r, O], 'float32']];
+  if (attrs.inputGrad) shapes.push([x.shape, 'float32']);
+  return withOutputs(mem, shapes, ([dA, dB, dx]) => {
+    loraBackward({
+      x: mem.floats(x), s: mem.floats(s), dy: mem.floats(dy), weight: mem.floats(kernel), A: mem.floats(A), B: mem.floats(B),
+      M, I, O, r, scaling: attrs.scaling, fanInFanOut: true, inputGrad: attrs.inputGrad,
+      dropout: p > 0 ? { p, mask: mem.bytes(mask), xDrop: mem.floats(xDrop) } : undefined,
+      out: { dA: wrap(mem, dA, [I, r]), dB: wrap(mem, dB, [r, O]), ...(attrs.inputGrad ? { dx: wrap(mem, dx, [M, I]) } : {}) },
+    });
+  });
+}
+
+/** Registers both kernels for the cpu and wasm backends (once: a second copy of this module leaves them be). */
+export function registerKernels(): void {
+  for (const backendName of FUSED_BACKENDS) {
+    const kernels: Array<[string, KernelFunc]> = [
+      [FORWARD_KERNEL, ({ inputs, backend, attrs }) => forward(memoryOf(backendName, backend), inputs, attrs as LoRAAttrs)],
+      [GRADIENT_KERNEL, ({ inputs, backend, attrs }) => gradient(memoryOf(backendName, backend), inputs, attrs as LoRAAttrs & { inputGrad: boolean })],
+    ];
+    for (const [kernelName, kernelFunc] of kernels) {
+      if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc });
+    }
+  }
+}
