@@ -85,7 +85,7 @@ Job parse_backward(const Fields& f) {
   if (a.dropout.p > 0.0f && a.dx != nullptr) a.lora_dx = f.floats("loraDx", d.MI);
   a.dA = f.floats("dA", d.Ir);
   a.dB = f.floats("dB", d.rO);
-  a.accumulate = f.boolean("accumulate", true);
+  a.accumulate = f.boolean("accumulate", false);  // as the CUDA addon: an output is overwritten unless asked
   const bool fused = f.boolean("fused", true);
   const double macs = double(d.M) * double(d.I * d.O + 2 * d.r * (d.I + d.O));
   return Job{[a, fused] { fused ? lora_backward_fused(a) : lora_backward_unfused(a); }, macs};

@@ -47,7 +47,7 @@ struct BackwardArgs {
   float* dx = nullptr;        // (M, I) out, or null when the layer below needs no gradient
   float* dA = nullptr;        // (I, r) out
   float* dB = nullptr;        // (r, O) out
-  bool accumulate = true;     // dA += …, dB += … (training); false overwrites (ops.loraBackward)
+  bool accumulate = false;    // dA += …, dB += … (training); false overwrites (ops.loraBackward)
 };
 
 // y (M, O) = x·Wᵀ + b: the frozen layer alone (Linear.forward; the benchmarks' base GEMM).
