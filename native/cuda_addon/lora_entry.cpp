@@ -1,15 +1,17 @@
-// The GEMM and the LoRA layer on the device: the W_ext layout, its refresh from the fp32 masters,
+// The GEMM and the LoRA layer on the device: the W_ext layout (native/cuda/tile_math.h), its refresh from the fp32 masters,
 // and the fused and unfused forward and backward.
 #include <napi.h>
 
 #include "entries.h"
 #include "handles.h"
 #include "napi/call.h"
+#include "tile_math.h"
 
 namespace fused_lora::cuda_addon {
 namespace {
 
 using fc::DType;
+namespace tiles = fused_lora::cuda::tiles;
 
 // gemm({ dtype, math, bLayout: 'nt'|'nn', M, N, K, alpha, beta, A, lda, B, ldb, bias, C, ldc })
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
@@ -38,15 +40,31 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
 
 Napi::Value RankPad(const Napi::CallbackInfo& info) {
   return napi::call(info, "rankPad", [](Napi::Env env, const napi::Fields& f) -> Napi::Value {
-    return Napi::Number::New(env, static_cast<double>(fc::rank_pad(f.dim("r", 1))));
+    return Napi::Number::New(env, static_cast<double>(tiles::rank_pad(f.dim("r", 1))));
   });
 }
 
-// The layer's dims and the compute dtype, shared by the LoRA ops.
+// wExtLayout({ I, O, r }) -> { rPad, ldx, ldy, rows, elements }: the layout the kernels use, for the
+// TS workspace to size W_ext, x_ext and dy_ext with. No device needed.
+Napi::Value WExtLayout(const Napi::CallbackInfo& info) {
+  return napi::call(info, "wExtLayout", [](Napi::Env env, const napi::Fields& f) -> Napi::Value {
+    const int64_t I = f.dim("I", 1), O = f.dim("O", 1), r = f.dim("r", 1);
+    const tiles::ExtLayout l = tiles::ext_layout(I, O, r);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("rPad", static_cast<double>(l.r_pad));
+    out.Set("ldx", static_cast<double>(l.ldx));
+    out.Set("ldy", static_cast<double>(l.ldy));
+    out.Set("rows", static_cast<double>(l.rows));
+    out.Set("elements", static_cast<double>(l.elements));
+    return out;
+  });
+}
+
+// The layer's dims, its extended layout and the compute dtype, shared by the LoRA ops.
 struct Layer {
   DType t;
   fc::LoraDims d;
-  int64_t r_pad, ld_x, ld_dy, w_rows;
+  tiles::ExtLayout ext;
 };
 
 Layer layer_of(const DeviceFields& a) {
@@ -57,10 +75,7 @@ Layer layer_of(const DeviceFields& a) {
   l.d.O = a.dim("O", 1);
   l.d.r = a.dim("r", 1);
   l.d.scaling = static_cast<float>(a.number_or("scaling", 1));
-  l.r_pad = fc::rank_pad(l.d.r);
-  l.ld_x = l.d.I + l.r_pad;
-  l.ld_dy = l.d.O + l.r_pad;
-  l.w_rows = l.d.O + l.r_pad;
+  l.ext = tiles::ext_layout(l.d.I, l.d.O, l.d.r);
   return l;
 }
 
@@ -69,11 +84,11 @@ Napi::Value RefreshWExt(const Napi::CallbackInfo& info) {
   return napi::call<DeviceFields>(info, "refreshWExt", [](Napi::Env env, const DeviceFields& a) -> Napi::Value {
     const DType t = a.dtype("dtype");
     const int64_t I = a.dim("I", 1), O = a.dim("O", 1), r = a.dim("r", 1);
-    const int64_t ld = I + fc::rank_pad(r);
-    void* w = a.matrix("wExt", O + fc::rank_pad(r), ld, ld, t);
+    const tiles::ExtLayout l = tiles::ext_layout(I, O, r);
+    void* w = a.matrix("wExt", l.rows, l.ldx, l.ldx, t);
     const float* A = a.f32("A", I * r);
     const float* B = a.f32("B", r * O);
-    check(fc::refresh_w_ext(t, I, O, r, w, ld, A, B, static_cast<float>(a.number_or("scaling", 1)), default_stream(env)), a.what);
+    check(fc::refresh_w_ext(t, I, O, r, w, l.ldx, A, B, static_cast<float>(a.number_or("scaling", 1)), default_stream(env)), a.what);
     return env.Undefined();
   });
 }
@@ -84,8 +99,8 @@ Napi::Value LoraForwardFused(const Napi::CallbackInfo& info) {
     const Layer l = layer_of(a);
     const auto& d = l.d;
     const int64_t ldy = a.ld("ldy", d.O, "O");
-    void* x = a.matrix("xExt", d.M, l.ld_x, l.ld_x, l.t);
-    const void* w = a.matrix("wExt", l.w_rows, l.ld_x, l.ld_x, l.t);
+    void* x = a.matrix("xExt", d.M, l.ext.ldx, l.ext.ldx, l.t);
+    const void* w = a.matrix("wExt", l.ext.rows, l.ext.ldx, l.ext.ldx, l.t);
     const void* bias = a.matrix("bias", 1, d.O, d.O, l.t, true);
     const float* A = a.f32("A", d.I * d.r);
     void* y = a.matrix("y", d.M, d.O, ldy, l.t);
@@ -100,9 +115,9 @@ Napi::Value LoraBackwardFused(const Napi::CallbackInfo& info) {
     const Layer l = layer_of(a);
     const auto& d = l.d;
     const int64_t lddx = a.ld("lddx", d.I, "I");
-    const void* x = a.matrix("xExt", d.M, l.ld_x, l.ld_x, l.t);
-    void* dy = a.matrix("dyExt", d.M, l.ld_dy, l.ld_dy, l.t);
-    const void* w = a.matrix("wExt", l.w_rows, l.ld_x, l.ld_x, l.t);
+    const void* x = a.matrix("xExt", d.M, l.ext.ldx, l.ext.ldx, l.t);
+    void* dy = a.matrix("dyExt", d.M, l.ext.ldy, l.ext.ldy, l.t);
+    const void* w = a.matrix("wExt", l.ext.rows, l.ext.ldx, l.ext.ldx, l.t);
     const float* B = a.f32("B", d.r * d.O);
     float* ds = a.f32("dsWork", d.M * d.r);
     float* dA = a.f32("dA", d.I * d.r);
@@ -163,6 +178,7 @@ Napi::Value LoraBackwardUnfused(const Napi::CallbackInfo& info) {
 void RegisterLora(Napi::Env env, Napi::Object exports) {
   napi::add_function(env, exports, "gemm", Gemm);
   napi::add_function(env, exports, "rankPad", RankPad);
+  napi::add_function(env, exports, "wExtLayout", WExtLayout);
   napi::add_function(env, exports, "refreshWExt", RefreshWExt);
   napi::add_function(env, exports, "loraForwardFused", LoraForwardFused);
   napi::add_function(env, exports, "loraBackwardFused", LoraBackwardFused);
