@@ -23,7 +23,8 @@
         "native/cpu/dropout.cpp",
         "native/cpu/merge.cpp",
         "native/cpu/optim.cpp",
-        "native/cpu/nn.cpp"
+        "native/cpu/losses.cpp",
+        "native/cpu/activations.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
