@@ -50,9 +50,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // become another one: an unknown FUSED_LORA_ISA fails the load, with the accepted values.
   const IsaChoice& isa = isa_choice();
   if (!isa.error.empty()) throw napi::make_error(env, "ERR_ARGUMENT", isa.error);
-  napi::add_function(env, exports, "setErrorClass", napi::SetErrorClass);
-  napi::add_function(env, exports, "backendInfo", BackendInfo);
-  napi::add_function(env, exports, "setNumThreads", SetNumThreads);
+  napi::add_functions(env, exports, {{"setErrorClass", napi::SetErrorClass}, {"backendInfo", BackendInfo},
+                                      {"setNumThreads", SetNumThreads}});
   RegisterGemm(env, exports);
   RegisterLora(env, exports);
   RegisterTrain(env, exports);

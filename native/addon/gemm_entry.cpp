@@ -130,9 +130,7 @@ Napi::Value BuiltinKernels(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterGemm(Napi::Env env, Napi::Object exports) {
-  napi::add_function(env, exports, "gemm", Gemm);
-  napi::add_function(env, exports, "gemmPlan", GemmPlan);
-  napi::add_function(env, exports, "builtinKernels", BuiltinKernels);
+  napi::add_functions(env, exports, {{"gemm", Gemm}, {"gemmPlan", GemmPlan}, {"builtinKernels", BuiltinKernels}});
 }
 
 }  // namespace fused_lora::addon

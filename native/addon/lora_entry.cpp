@@ -50,16 +50,22 @@ Dropout read_dropout(const Fields& f, const Dims& d, bool forward) {
   return dr;
 }
 
-Job parse_forward(const Fields& f) {
-  const Dims d = read_dims(f);
-  ForwardArgs a;
+// What forward and backward both read: the dims, x, the layer's W, A and B, and the scaling.
+template <class Args>
+void read_layer(const Fields& f, const Dims& d, Args& a) {
   a.M = d.M, a.I = d.I, a.O = d.O, a.r = d.r;
   a.x = f.floats("x", d.MI);
   a.W = f.floats("W", d.OI);
-  a.bias = f.floats("bias", d.O, true);
   a.A = f.floats("A", d.Ir);
   a.B = f.floats("B", d.rO);
   a.scaling = static_cast<float>(f.number("scaling"));
+}
+
+Job parse_forward(const Fields& f) {
+  const Dims d = read_dims(f);
+  ForwardArgs a;
+  read_layer(f, d, a);
+  a.bias = f.floats("bias", d.O, true);
   a.dropout = read_dropout(f, d, true);
   a.s = f.floats("s", d.Mr);
   a.y = f.floats("y", d.MO);
@@ -71,14 +77,9 @@ Job parse_forward(const Fields& f) {
 Job parse_backward(const Fields& f) {
   const Dims d = read_dims(f);
   BackwardArgs a;
-  a.M = d.M, a.I = d.I, a.O = d.O, a.r = d.r;
-  a.x = f.floats("x", d.MI);
+  read_layer(f, d, a);
   a.s = f.floats("s", d.Mr);
   a.dy = f.floats("dy", d.MO);
-  a.W = f.floats("W", d.OI);
-  a.A = f.floats("A", d.Ir);
-  a.B = f.floats("B", d.rO);
-  a.scaling = static_cast<float>(f.number("scaling"));
   a.dropout = read_dropout(f, d, false);
   a.ds = f.floats("ds", d.Mr);
   a.dx = f.floats("dx", d.MI, true);
@@ -138,15 +139,11 @@ Napi::Value Merge(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterLora(Napi::Env env, Napi::Object exports) {
-  napi::add_function(env, exports, "linearForward", LinearForward);
-  napi::add_function(env, exports, "linearBackward", LinearBackward);
-  napi::add_function(env, exports, "linearForwardAsync", LinearForwardAsync);
-  napi::add_function(env, exports, "linearBackwardAsync", LinearBackwardAsync);
-  napi::add_function(env, exports, "loraForward", LoraForward);
-  napi::add_function(env, exports, "loraBackward", LoraBackward);
-  napi::add_function(env, exports, "loraForwardAsync", LoraForwardAsync);
-  napi::add_function(env, exports, "loraBackwardAsync", LoraBackwardAsync);
-  napi::add_function(env, exports, "merge", Merge);
+  napi::add_functions(env, exports, {{"linearForward", LinearForward}, {"linearBackward", LinearBackward},
+                                      {"linearForwardAsync", LinearForwardAsync},
+                                      {"linearBackwardAsync", LinearBackwardAsync}, {"loraForward", LoraForward},
+                                      {"loraBackward", LoraBackward}, {"loraForwardAsync", LoraForwardAsync},
+                                      {"loraBackwardAsync", LoraBackwardAsync}, {"merge", Merge}});
 }
 
 }  // namespace fused_lora::addon

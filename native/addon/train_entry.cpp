@@ -134,15 +134,11 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) { return activation_bac
 }  // namespace
 
 void RegisterTrain(Napi::Env env, Napi::Object exports) {
-  napi::add_function(env, exports, "adamwStep", AdamWStep);
-  napi::add_function(env, exports, "sgdStep", SgdStep);
-  napi::add_function(env, exports, "clipGradNorm", ClipGradNorm);
-  napi::add_function(env, exports, "mseLoss", MseLoss);
-  napi::add_function(env, exports, "crossEntropyLoss", CrossEntropyLoss);
-  napi::add_function(env, exports, "reluForward", ReluForward);
-  napi::add_function(env, exports, "reluBackward", ReluBackward);
-  napi::add_function(env, exports, "geluForward", GeluForward);
-  napi::add_function(env, exports, "geluBackward", GeluBackward);
+  napi::add_functions(env, exports, {{"adamwStep", AdamWStep}, {"sgdStep", SgdStep},
+                                      {"clipGradNorm", ClipGradNorm}, {"mseLoss", MseLoss},
+                                      {"crossEntropyLoss", CrossEntropyLoss}, {"reluForward", ReluForward},
+                                      {"reluBackward", ReluBackward}, {"geluForward", GeluForward},
+                                      {"geluBackward", GeluBackward}});
 }
 
 }  // namespace fused_lora::addon

@@ -30,8 +30,7 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("DeviceBuffer", DeviceBuffer::Init(env));
-  napi::add_function(env, exports, "setErrorClass", napi::SetErrorClass);
-  napi::add_function(env, exports, "deviceInfo", DeviceInfo);
+  napi::add_functions(env, exports, {{"setErrorClass", napi::SetErrorClass}, {"deviceInfo", DeviceInfo}});
   RegisterMemory(env, exports);
   RegisterLora(env, exports);
   RegisterTrain(env, exports);

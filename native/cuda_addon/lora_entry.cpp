@@ -65,6 +65,9 @@ struct Layer {
   DType t;
   fc::LoraDims d;
   tiles::ExtLayout ext;
+  // The buffers of x_ext (M, ldx) and W_ext (rows, ldx), in the compute dtype.
+  void* x_ext(const DeviceFields& a) const { return a.matrix("xExt", d.M, ext.ldx, ext.ldx, t); }
+  void* w_ext(const DeviceFields& a) const { return a.matrix("wExt", ext.rows, ext.ldx, ext.ldx, t); }
 };
 
 Layer layer_of(const DeviceFields& a) {
@@ -99,8 +102,8 @@ Napi::Value LoraForwardFused(const Napi::CallbackInfo& info) {
     const Layer l = layer_of(a);
     const auto& d = l.d;
     const int64_t ldy = a.ld("ldy", d.O, "O");
-    void* x = a.matrix("xExt", d.M, l.ext.ldx, l.ext.ldx, l.t);
-    const void* w = a.matrix("wExt", l.ext.rows, l.ext.ldx, l.ext.ldx, l.t);
+    void* x = l.x_ext(a);
+    const void* w = l.w_ext(a);
     const void* bias = a.matrix("bias", 1, d.O, d.O, l.t, true);
     const float* A = a.f32("A", d.I * d.r);
     void* y = a.matrix("y", d.M, d.O, ldy, l.t);
@@ -115,9 +118,9 @@ Napi::Value LoraBackwardFused(const Napi::CallbackInfo& info) {
     const Layer l = layer_of(a);
     const auto& d = l.d;
     const int64_t lddx = a.ld("lddx", d.I, "I");
-    const void* x = a.matrix("xExt", d.M, l.ext.ldx, l.ext.ldx, l.t);
+    const void* x = l.x_ext(a);
     void* dy = a.matrix("dyExt", d.M, l.ext.ldy, l.ext.ldy, l.t);
-    const void* w = a.matrix("wExt", l.ext.rows, l.ext.ldx, l.ext.ldx, l.t);
+    const void* w = l.w_ext(a);
     const float* B = a.f32("B", d.r * d.O);
     float* ds = a.f32("dsWork", d.M * d.r);
     float* dA = a.f32("dA", d.I * d.r);
@@ -130,21 +133,26 @@ Napi::Value LoraBackwardFused(const Napi::CallbackInfo& info) {
   });
 }
 
+// The operands both unfused ops read, each a dense matrix in the compute dtype: x (M, I), W (O, I),
+// A (I, r), B (r, O) and s (M, r); `dense` reads any other.
+struct Unfused {
+  const DeviceFields& a;
+  const Layer& l;
+  void* dense(const char* key, int64_t rows, int64_t cols) const { return a.matrix(key, rows, cols, cols, l.t); }
+  void *x = dense("x", l.d.M, l.d.I), *W = dense("W", l.d.O, l.d.I), *A = dense("A", l.d.I, l.d.r),
+       *B = dense("B", l.d.r, l.d.O), *s = dense("s", l.d.M, l.d.r);
+};
+
 // loraForwardUnfused({ dtype, math, M, I, O, r, scaling, x, W, bias?, A, B, s, u, y }) — A, B in the compute dtype.
 Napi::Value LoraForwardUnfused(const Napi::CallbackInfo& info) {
   return napi::call<DeviceFields>(info, "loraForwardUnfused", [](Napi::Env env, const DeviceFields& a) -> Napi::Value {
     const Layer l = layer_of(a);
     const auto& d = l.d;
-    auto dense = [&](const char* key, int64_t rows, int64_t cols) { return a.matrix(key, rows, cols, cols, l.t); };
-    const void* x = dense("x", d.M, d.I);
-    const void* W = dense("W", d.O, d.I);
+    const Unfused u{a, l};
     const void* bias = a.matrix("bias", 1, d.O, d.O, l.t, true);
-    const void* A = dense("A", d.I, d.r);
-    const void* B = dense("B", d.r, d.O);
-    void* s = dense("s", d.M, d.r);
-    void* u = dense("u", d.M, d.O);
-    void* y = dense("y", d.M, d.O);
-    check(fc::lora_forward_unfused(l.t, d, x, W, bias, A, B, s, u, y, a.math(), default_stream(env)), a.what);
+    void* tmp = u.dense("u", d.M, d.O);
+    void* y = u.dense("y", d.M, d.O);
+    check(fc::lora_forward_unfused(l.t, d, u.x, u.W, bias, u.A, u.B, u.s, tmp, y, a.math(), default_stream(env)), a.what);
     return env.Undefined();
   });
 }
@@ -154,20 +162,15 @@ Napi::Value LoraBackwardUnfused(const Napi::CallbackInfo& info) {
   return napi::call<DeviceFields>(info, "loraBackwardUnfused", [](Napi::Env env, const DeviceFields& a) -> Napi::Value {
     const Layer l = layer_of(a);
     const auto& d = l.d;
-    auto dense = [&](const char* key, int64_t rows, int64_t cols) { return a.matrix(key, rows, cols, cols, l.t); };
-    const void* x = dense("x", d.M, d.I);
-    const void* s = dense("s", d.M, d.r);
-    const void* dy = dense("dy", d.M, d.O);
-    const void* W = dense("W", d.O, d.I);
-    const void* A = dense("A", d.I, d.r);
-    const void* B = dense("B", d.r, d.O);
-    void* du = dense("du", d.M, d.O);
-    void* ds = dense("ds", d.M, d.r);
+    const Unfused u{a, l};
+    const void* dy = u.dense("dy", d.M, d.O);
+    void* du = u.dense("du", d.M, d.O);
+    void* ds = u.dense("ds", d.M, d.r);
     float* dA = a.f32("dA", d.I * d.r);
     float* dB = a.f32("dB", d.r * d.O);
     void* dx = a.matrix("dx", d.M, d.I, d.I, l.t, true);
-    check(fc::lora_backward_unfused(l.t, d, x, s, dy, W, A, B, du, ds, dA, dB, dx, a.boolean("accumulate", false), a.math(),
-                                    default_stream(env)),
+    check(fc::lora_backward_unfused(l.t, d, u.x, u.s, dy, u.W, u.A, u.B, du, ds, dA, dB, dx, a.boolean("accumulate", false),
+                                    a.math(), default_stream(env)),
           a.what);
     return env.Undefined();
   });
@@ -176,14 +179,11 @@ Napi::Value LoraBackwardUnfused(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterLora(Napi::Env env, Napi::Object exports) {
-  napi::add_function(env, exports, "gemm", Gemm);
-  napi::add_function(env, exports, "rankPad", RankPad);
-  napi::add_function(env, exports, "wExtLayout", WExtLayout);
-  napi::add_function(env, exports, "refreshWExt", RefreshWExt);
-  napi::add_function(env, exports, "loraForwardFused", LoraForwardFused);
-  napi::add_function(env, exports, "loraBackwardFused", LoraBackwardFused);
-  napi::add_function(env, exports, "loraForwardUnfused", LoraForwardUnfused);
-  napi::add_function(env, exports, "loraBackwardUnfused", LoraBackwardUnfused);
+  napi::add_functions(env, exports, {{"gemm", Gemm}, {"rankPad", RankPad}, {"wExtLayout", WExtLayout},
+                                      {"refreshWExt", RefreshWExt}, {"loraForwardFused", LoraForwardFused},
+                                      {"loraBackwardFused", LoraBackwardFused},
+                                      {"loraForwardUnfused", LoraForwardUnfused},
+                                      {"loraBackwardUnfused", LoraBackwardUnfused}});
 }
 
 }  // namespace fused_lora::cuda_addon

@@ -94,16 +94,10 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterMemory(Napi::Env env, Napi::Object exports) {
-  napi::add_function(env, exports, "alloc", DeviceBuffer::Alloc);
-  napi::add_function(env, exports, "upload", Upload);
-  napi::add_function(env, exports, "download", Download);
-  napi::add_function(env, exports, "downloadAsync", DownloadAsync);
-  napi::add_function(env, exports, "fill", Fill);
-  napi::add_function(env, exports, "cast", Cast);
-  napi::add_function(env, exports, "memoryStats", MemoryStats);
-  napi::add_function(env, exports, "emptyCache", EmptyCache);
-  napi::add_function(env, exports, "synchronize", Synchronize);
-  napi::add_function(env, exports, "synchronizeAsync", SynchronizeAsync);
+  napi::add_functions(env, exports, {{"alloc", DeviceBuffer::Alloc}, {"upload", Upload}, {"download", Download},
+                                      {"downloadAsync", DownloadAsync}, {"fill", Fill}, {"cast", Cast},
+                                      {"memoryStats", MemoryStats}, {"emptyCache", EmptyCache},
+                                      {"synchronize", Synchronize}, {"synchronizeAsync", SynchronizeAsync}});
 }
 
 }  // namespace fused_lora::cuda_addon

@@ -55,9 +55,8 @@ Napi::Value CrossEntropyLoss(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterTrain(Napi::Env env, Napi::Object exports) {
-  napi::add_function(env, exports, "adamw", AdamW);
-  napi::add_function(env, exports, "mseLoss", MseLoss);
-  napi::add_function(env, exports, "crossEntropyLoss", CrossEntropyLoss);
+  napi::add_functions(env, exports, {{"adamw", AdamW}, {"mseLoss", MseLoss},
+                                      {"crossEntropyLoss", CrossEntropyLoss}});
 }
 
 }  // namespace fused_lora::cuda_addon

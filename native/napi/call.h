@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <initializer_list>
 #include <new>
 #include <string>
 #include <vector>
@@ -36,9 +37,15 @@ Napi::Value call(const Napi::CallbackInfo& info, const char* what, const Body& b
   }
 }
 
-// exports[name] = a function running cb.
-inline void add_function(Napi::Env env, Napi::Object exports, const char* name, Napi::Function::Callback cb) {
-  exports.Set(name, Napi::Function::New(env, cb, name));
+// An exported function: its name and its callback.
+struct Export {
+  const char* name;
+  Napi::Function::Callback fn;
+};
+
+// exports[name] = a function running fn, for each of `list`.
+inline void add_functions(Napi::Env env, Napi::Object exports, std::initializer_list<Export> list) {
+  for (const Export& e : list) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
 }
 
 }  // namespace fused_lora::napi
