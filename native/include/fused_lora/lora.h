@@ -1,5 +1,5 @@
 // The LoRA kernels on the CPU: plain C++ on raw pointers, no napi. Layouts (row-major, as in
-// DESIGN.md section 2): x (M, I), W (O, I), bias (O), A (I, r), B (r, O), s (M, r), y (M, O).
+// docs/ARCHITECTURE.md): x (M, I), W (O, I), bias (O), A (I, r), B (r, O), s (M, r), y (M, O).
 //
 // Callers validate shapes and own every buffer (the addon checks, the TS layer allocates workspaces
 // with the layer), so the fused kernels allocate nothing. The unfused kernels allocate their
