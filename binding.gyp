@@ -6,26 +6,37 @@
     {
       "target_name": "fused_lora",
       "sources": [
+        "native/napi/env.cpp",
+        "native/napi/fields.cpp",
         "native/addon/addon.cpp",
-        "native/addon/args.cpp",
         "native/addon/workers.cpp",
-        "native/addon/kernels.cpp",
+        "native/addon/gemm_entry.cpp",
+        "native/addon/lora_entry.cpp",
+        "native/addon/train_entry.cpp",
         "native/cpu/isa.cpp",
         "native/cpu/threads.cpp",
         "native/cpu/blas.cpp",
         "native/cpu/gemm.cpp",
-        "native/cpu/gemm_builtin.cpp",
+        "native/cpu/builtin_gemm/sgemm.cpp",
+        "native/cpu/builtin_gemm/plan.cpp",
+        "native/cpu/builtin_gemm/kernels.cpp",
+        "native/cpu/builtin_gemm/driver.cpp",
+        "native/cpu/builtin_gemm/pack.cpp",
+        "native/cpu/builtin_gemm/gemv.cpp",
+        "native/cpu/builtin_gemm/dot.cpp",
+        "native/cpu/builtin_gemm/scratch.cpp",
         "native/cpu/lora.cpp",
         "native/cpu/rank_r.cpp",
         "native/cpu/dropout.cpp",
         "native/cpu/merge.cpp",
-        "native/addon/train.cpp",
         "native/cpu/optim.cpp",
-        "native/cpu/nn.cpp"
+        "native/cpu/losses.cpp",
+        "native/cpu/activations.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "native/include"
+        "native/include",
+        "native"
       ],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "defines": ["NAPI_VERSION=8"],

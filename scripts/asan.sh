@@ -19,17 +19,18 @@ mkdir -p "$OUT/obj" "$PKG/build/Release"
 
 [ -f dist/index.js ] || npm run build:ts >/dev/null
 
-# The sources and include dirs of binding.gyp (one list, read from it), N-API headers from
-# node-api-headers (or the running node's own include dir).
-mapfile -t SOURCES < <(node -e "
-  const gyp = Function('return ' + require('fs').readFileSync('binding.gyp', 'utf8').replace(/#.*\$/gm, ''))();
-  for (const s of gyp.targets[0].sources) console.log(s);")
+# The sources and include dirs of binding.gyp (one list, read from it: its own folders, the
+# node-addon-api command aside), N-API headers from node-api-headers (or the running node's own
+# include dir).
+GYP="Function('return ' + require('fs').readFileSync('binding.gyp', 'utf8').replace(/#.*\$/gm, ''))().targets[0]"
+mapfile -t SOURCES < <(node -e "for (const s of $GYP.sources) console.log(s);")
+mapfile -t INCLUDES < <(node -e "for (const d of $GYP.include_dirs) if (!d.startsWith('<')) console.log('-I' + d);")
 NAPI_INC=$(node -p "try { require('node-api-headers').include_dir } catch { require('path').join(process.execPath, '..', '..', 'include', 'node') }")
 ADDON_INC=$(node -p "require('node-addon-api').include_dir")
 
 # Every check halts the run: no report is recoverable.
 FLAGS=(-std=c++17 -fPIC -pthread -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-       -DNAPI_VERSION=8 -DFUSED_LORA_DCHECK -DNAPI_CPP_EXCEPTIONS -DBUILDING_NODE_EXTENSION -I"$NAPI_INC" -I"$ADDON_INC" -Inative/include)
+       -DNAPI_VERSION=8 -DFUSED_LORA_DCHECK -DNAPI_CPP_EXCEPTIONS -DBUILDING_NODE_EXTENSION -I"$NAPI_INC" -I"$ADDON_INC" "${INCLUDES[@]}")
 
 echo "asan: compiling ${#SOURCES[@]} sources with -fsanitize=address,undefined"
 OBJS=()

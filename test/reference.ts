@@ -1,5 +1,5 @@
 // Float64 references for the LoRA layer, written for clarity, not speed: the truth the kernels are
-// checked against. Layouts as DESIGN.md section 2: x (M, I), W (O, I), A (I, r), B (r, O).
+// checked against. Layouts as docs/ARCHITECTURE.md lists them: x (M, I), W (O, I), A (I, r), B (r, O).
 
 export interface Problem {
   M: number; I: number; O: number; r: number;
@@ -117,7 +117,7 @@ const SIZES = [1, 2, 3, 7, 8, 15, 16, 17, 63, 64, 65, 127, 129, 1000];
 const RANKS = [1, 2, 4, 8, 16, 64];
 
 /**
- * The shape sweep of DESIGN.md section 7, as a covering set: every size appears as M, as I and as O,
+ * The shape sweep (docs/ARCHITECTURE.md, tests), as a covering set: every size appears as M, as I and as O,
  * each paired with sizes taken around the list, ranks cycling through all six. The float64
  * reference is O(M·I·O) in JS, so combinations above 3e7 multiply-adds trade their partners for
  * small ones. Deterministic: the same list every run.

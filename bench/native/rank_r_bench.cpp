@@ -2,7 +2,7 @@
 // the built-in GEMM with beta = 0 and the loaded BLAS (beta = 0, and beta = 1 as the old y += s·B
 // pass), cold (C flushed from cache, as inside a training step) and warm. Best of 9.
 // Build: g++ -O3 -std=c++17 -Inative/include -Inative/cpu bench/native/rank_r_bench.cpp native/cpu/rank_r.cpp \
-//          native/cpu/threads.cpp native/cpu/gemm_builtin.cpp native/cpu/gemm.cpp native/cpu/blas.cpp -ldl -pthread -o /tmp/rrb
+//          native/cpu/threads.cpp native/cpu/builtin_gemm/*.cpp native/cpu/isa.cpp native/cpu/gemm.cpp native/cpu/blas.cpp -ldl -pthread -o /tmp/rrb
 // Run:   /tmp/rrb M N r
 #include <algorithm>
 #include <chrono>

@@ -3,7 +3,7 @@
 // The fused path writes the rank-r term into the output first (one write-only pass, rank_r.h, with
 // scaling and the bias folded in), then the frozen GEMM adds into it with beta = 1: W is read once,
 // the rank-r products are small, and no M×O temporary or extra pass over y or dx exists.
-// DESIGN.md's concatenation [x | s]·[W | scaling·Bᵀ]ᵀ is the same arithmetic; with a BLAS we cannot
+// The device's concatenation [x | s]·[W | scaling·Bᵀ]ᵀ is the same arithmetic; with a BLAS we cannot
 // feed two K-ranges, and beta = 1 gets the same passes without copying x.
 #include <algorithm>
 #include <cstring>

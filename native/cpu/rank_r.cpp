@@ -16,7 +16,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #define FL_X86 1
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's own _mm512_undefined_ps (see gemm_builtin.cpp)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's own _mm512_undefined_ps (see builtin_gemm/simd.h)
 #endif
 #include <immintrin.h>
 #else

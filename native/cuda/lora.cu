@@ -1,6 +1,6 @@
 // The LoRA layer's forward and backward on the device, as sequences of the kernels above. The fused
-// path is DESIGN.md section 2's concatenation: one GEMM over W_ext per direction plus the small
-// memory-bound kernels. The unfused path follows PEFT's order, with its extra (M, O) passes, so the
+// path is the concatenation of docs/ARCHITECTURE.md ("Fusion"): one GEMM over W_ext per direction
+// plus the small memory-bound kernels. The unfused path follows PEFT's order, with its extra (M, O) passes, so the
 // benchmark measures what fusion saves. No allocation here: every buffer comes from the caller.
 #include "common.cuh"
 #include "tile_math.h"

@@ -23,7 +23,7 @@ FL_HD int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 constexpr int64_t kRankStep = 16;
 FL_HD int64_t rank_pad(int64_t r) { return round_up(r, kRankStep); }
 
-// ---- W_ext and the extended inputs (DESIGN.md section 2) -----------------------------------------
+// ---- W_ext and the extended inputs (docs/ARCHITECTURE.md, "Layouts and the math") --------------
 FL_HD int64_t ext_ld(int64_t width, int64_t r) { return width + rank_pad(r); }
 // W_ext ((O + r_pad), (I + r_pad)), leading dimension I + r_pad.
 FL_HD int64_t w_ext_rows(int64_t O, int64_t r) { return O + rank_pad(r); }
@@ -35,6 +35,15 @@ FL_HD int64_t w_ext_Bt(int64_t I, int64_t r, int64_t o, int64_t j) { return o * 
 FL_HD int64_t w_ext_At(int64_t I, int64_t O, int64_t r, int64_t j, int64_t i) { return (O + j) * ext_ld(I, r) + i; }
 // s[m][j] in x_ext (and ds[m][j] in dy_ext) lives at row m, column width + j.
 FL_HD int64_t ext_pad(int64_t width, int64_t ld, int64_t m, int64_t j) { return m * ld + width + j; }
+
+// The whole layout of a layer (I, O, r): W_ext is (rows, ldx), x_ext (M, ldx), dy_ext (M, ldy). The
+// addon reports it (wExtLayout) and sizes and checks every extended buffer from it.
+struct ExtLayout {
+  int64_t r_pad, ldx, ldy, rows, elements;
+};
+FL_HD ExtLayout ext_layout(int64_t I, int64_t O, int64_t r) {
+  return ExtLayout{rank_pad(r), ext_ld(I, r), ext_ld(O, r), w_ext_rows(O, r), w_ext_elems(I, O, r)};
+}
 
 // ---- the tensor-core GEMM's tiles ----------------------------------------------------------------
 // Block tile 128 × 128, 8 warps as 2 (M) × 4 (N), warp tile 64 × 32. K tile: 64 bytes per row

@@ -1,24 +1,26 @@
-// Device buffers as JS objects, arguments read from JS, and errors with stable codes. The addon's
-// one default stream lives here too: every op is enqueued on it from the JS thread (launches return
-// at once), and waiting for it happens off the JS thread (workers.cpp).
+// Device buffers as JS objects, the options reader that takes them, and kernel failures as errors.
+// The addon's one stream lives here too: every op is enqueued on it from the JS thread (launches
+// return at once), and waiting for it happens off the JS thread (workers.cpp).
 #pragma once
 #include <napi.h>
 
 #include <string>
 
 #include "fused_lora/cuda.h"
+#include "napi/env.h"
+#include "napi/fields.h"
 
 namespace fused_lora::cuda_addon {
 
 namespace fc = fused_lora::cuda;
 
-void set_error_class(const Napi::Function& ctor);
-Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message);
-// Throws the kernel layer's failure as a JS error: NoDevice → ERR_DEVICE, Argument → ERR_ARGUMENT,
-// else ERR_BACKEND, with last_error()'s text.
-void throw_status(Napi::Env env, fc::Status st, const char* op);
+// The kernel layer's failure as a Failure (napi/env.h): NoDevice → ERR_DEVICE, Argument →
+// ERR_ARGUMENT, else ERR_BACKEND, with `detail` (by default last_error(), this thread's).
+napi::Failure failure(fc::Status st, const std::string& what, const std::string& detail = fc::last_error());
+// Throws failure(st, what) unless st is Ok.
+void check(fc::Status st, const std::string& what);
 
-// The addon's stream, created on first use (throws ERR_DEVICE without a device).
+// The addon's stream, created on first use (a LoraError, ERR_DEVICE, without a device).
 fc::Stream default_stream(Napi::Env env);
 
 // A block of device memory owned by JS. dispose() gives it back to the caching allocator at once;
@@ -43,22 +45,29 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   bool reported_ = false;
 };
 
-// Argument readers for an options object: each throws ERR_ARGUMENT naming the field.
-struct Args {
-  Napi::Env env;
-  Napi::Object obj;
-  const char* op;
-  int64_t dim(const char* name) const;                     // integer >= 1
-  int64_t int_or(const char* name, int64_t fallback) const;  // integer >= 0, default when absent
-  double num(const char* name, double fallback) const;
-  bool flag(const char* name, bool fallback) const;
-  fc::DType dtype(const char* name) const;                 // 'float32' | 'bfloat16' | 'float16'
-  fc::Math math() const;                                   // 'tf32' (default) | 'exact'
-  // A DeviceBuffer that must hold at least `min_bytes`; null when optional and absent.
-  DeviceBuffer* buffer(const char* name, size_t min_bytes, bool optional = false) const;
+// A (rows, cols) region of a buffer with leading dimension ld.
+struct Region {
+  DeviceBuffer* buf;
+  int64_t rows, cols, ld;
 };
 
-// Bytes a (rows, cols) region with leading dimension ld of a dtype spans.
-size_t span_bytes(int64_t rows, int64_t cols, int64_t ld, fc::DType t);
+// The options reader of this addon: napi::Fields, plus dtypes, the GEMM's math and DeviceBuffers.
+struct DeviceFields : napi::Fields {
+  fc::DType dtype(const char* key) const;  // 'float32' | 'bfloat16' | 'float16' (ERR_DTYPE)
+  fc::Math math() const;                   // the field `math`: 'tf32' (default) | 'exact'
+  // A live DeviceBuffer of at least `min_bytes`; null when optional and absent.
+  DeviceBuffer* buffer(const char* key, size_t min_bytes, bool optional = false) const;
+  // The device pointer of a buffer holding a (rows, cols) matrix of dtype t with leading dimension
+  // ld; null when optional and absent.
+  void* matrix(const char* key, int64_t rows, int64_t cols, int64_t ld, fc::DType t, bool optional = false) const;
+  // The device pointer of a buffer of at least n fp32 values.
+  float* f32(const char* key, int64_t n) const;
+  // A leading dimension: `width` when absent, refused below it.
+  int64_t ld(const char* key, int64_t width, const char* width_name) const;
+  // { rows, cols, ld } and the buffer `key` holding them in dtype t.
+  Region region(const char* key, fc::DType t) const;
+  // Bytes a (rows, cols) region with leading dimension ld of dtype t spans (refused past 2^53 elements).
+  size_t span(int64_t rows, int64_t cols, int64_t ld, fc::DType t) const;
+};
 
 }  // namespace fused_lora::cuda_addon

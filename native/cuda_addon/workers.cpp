@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "handles.h"
+#include "napi/call.h"
 
 namespace fused_lora::cuda_addon {
 namespace {
@@ -17,8 +18,7 @@ class SyncWorker : public Napi::AsyncWorker {
   }
   void OnOK() override {
     if (status_ != fc::Status::Ok)
-      deferred_.Reject(make_error(Env(), status_ == fc::Status::NoDevice ? "ERR_DEVICE" : "ERR_BACKEND",
-                                  "synchronize: " + message_).Value());
+      deferred_.Reject(napi::make_error(Env(), failure(status_, "synchronizeAsync", message_)).Value());
     else
       deferred_.Resolve(Env().Undefined());
   }
@@ -27,15 +27,14 @@ class SyncWorker : public Napi::AsyncWorker {
   fc::Stream stream_;
   Napi::Promise::Deferred deferred_;
   fc::Status status_ = fc::Status::Ok;
-  std::string message_;
+  std::string message_;  // last_error() is per thread: taken on the worker's
 };
 
 class DownloadWorker : public Napi::AsyncWorker {
  public:
-  DownloadWorker(Napi::Env env, Napi::Object buffer, DeviceBuffer* b, fc::DType t, int64_t rows, int64_t cols, int64_t ld,
-                 fc::Stream s)
-      : Napi::AsyncWorker(env, "fused_lora_cuda_download"), src_(b->ptr()), t_(t), rows_(rows), cols_(cols), ld_(ld),
-        stream_(s), deferred_(env), host_(static_cast<size_t>(rows * cols)) {
+  DownloadWorker(Napi::Env env, Napi::Object buffer, const Region& r, fc::DType t, fc::Stream s)
+      : Napi::AsyncWorker(env, "fused_lora_cuda_download"), src_(r.buf->ptr()), t_(t), rows_(r.rows), cols_(r.cols), ld_(r.ld),
+        stream_(s), deferred_(env), host_(static_cast<size_t>(r.rows * r.cols)) {
     keep_ = Napi::Persistent(buffer);  // the device buffer stays alive until the copy is done
   }
   Napi::Promise promise() { return deferred_.Promise(); }
@@ -46,7 +45,7 @@ class DownloadWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     if (status_ != fc::Status::Ok) {
-      deferred_.Reject(make_error(env, "ERR_BACKEND", "downloadAsync: " + message_).Value());
+      deferred_.Reject(napi::make_error(env, failure(status_, "downloadAsync", message_)).Value());
       return;
     }
     Napi::Float32Array out = Napi::Float32Array::New(env, host_.size());
@@ -76,17 +75,14 @@ Napi::Value SynchronizeAsync(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value DownloadAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw make_error(env, "ERR_ARGUMENT", "downloadAsync: expected an options object");
-  Args a{env, info[0].As<Napi::Object>(), "downloadAsync"};
-  fc::DType t = a.dtype("dtype");
-  int64_t rows = a.dim("rows"), cols = a.dim("cols"), ld = a.int_or("ld", cols);
-  if (ld < cols) throw make_error(env, "ERR_SHAPE", "downloadAsync: expected ld >= cols");
-  DeviceBuffer* b = a.buffer("buffer", span_bytes(rows, cols, ld, t));
-  auto* w = new DownloadWorker(env, a.obj.Get("buffer").As<Napi::Object>(), b, t, rows, cols, ld, default_stream(env));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return napi::call<DeviceFields>(info, "downloadAsync", [](Napi::Env env, const DeviceFields& a) -> Napi::Value {
+    const fc::DType t = a.dtype("dtype");
+    const Region r = a.region("buffer", t);
+    auto* w = new DownloadWorker(env, a.get("buffer").As<Napi::Object>(), r, t, default_stream(env));
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  });
 }
 
 }  // namespace fused_lora::cuda_addon

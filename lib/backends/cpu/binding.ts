@@ -20,7 +20,7 @@ export interface NativeBackendInfo {
   threads: number;
 }
 
-/** The built-in GEMM's kernel table and the CPU kernels' path boundaries (native/addon/kernels.cpp). */
+/** The built-in GEMM's kernel table and the CPU kernels' path boundaries (native/addon/gemm_entry.cpp). */
 export interface NativeKernelTable {
   isa: 'avx512' | 'avx2' | 'generic';
   best: 'avx512' | 'avx2' | 'generic';
@@ -83,7 +83,7 @@ export interface MergeArgs {
   W: Float32Array; A: Float32Array; B: Float32Array; I: number; O: number; r: number; scaling: number; sign: 1 | -1;
 }
 
-// Training kernels (native/addon/train.cpp): one call per parameter tensor or per loss, in place.
+// Training kernels (native/addon/train_entry.cpp): one call per parameter tensor or per loss, in place.
 export interface AdamWStepArgs {
   n: number; param: Float32Array; grad: Float32Array; expAvg: Float32Array; expAvgSq: Float32Array;
   lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;

@@ -54,7 +54,7 @@ export interface CudaLayerArgs {
 }
 
 /**
- * The CUDA addon's exports (native/cuda_addon/addon.cpp). Shapes are row-major; ld = leading dimension.
+ * The CUDA addon's exports (native/cuda_addon/*_entry.cpp). Shapes are row-major; ld = leading dimension.
  * `accumulate` is always passed: the TS layer never relies on an addon's default for it.
  */
 export interface CudaBinding {

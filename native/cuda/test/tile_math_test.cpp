@@ -189,6 +189,10 @@ static void rank_padding_and_offsets() {
     for (int64_t m = 0; m < M; ++m) for (int64_t o = 0; o < O; ++o) dy[m * O + o] = val(m, o, 5);
     const int64_t ldw = ext_ld(I, r), ldy = ext_ld(O, r);
     CHECK(w_ext_elems(I, O, r) == w_ext_rows(O, r) * ldw, "w_ext_elems");
+    const ExtLayout lay = ext_layout(I, O, r);
+    CHECK(lay.r_pad == rank_pad(r) && lay.ldx == ldw && lay.ldy == ldy && lay.rows == O + rank_pad(r) &&
+              lay.elements == w_ext_elems(I, O, r),
+          "ext_layout %lld %lld %lld", (long long)I, (long long)O, (long long)r);
     std::vector<double> wext(w_ext_elems(I, O, r), 0.0), xext(M * ldw, 0.0), dyext(M * ldy, 0.0);
     std::vector<int> hits(wext.size(), 0);
     for (int64_t o = 0; o < O; ++o) for (int64_t i = 0; i < I; ++i) { wext[w_ext_W(I, r, o, i)] = W[o * I + i]; ++hits[w_ext_W(I, r, o, i)]; }

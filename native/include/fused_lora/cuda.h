@@ -1,7 +1,7 @@
 // The CUDA backend's plain C++ API: device pointers, a stream, status codes. No Node-API and no CUDA
 // headers here, so the addon (and any other host program) includes it without nvcc.
 //
-// Layouts (row-major everywhere, DESIGN.md section 2):
+// Layouts (row-major everywhere; docs/ARCHITECTURE.md, "Layouts and the math"):
 //   x (M, I)  W (O, I)  b (O)  A (I, r) fp32 master  B (r, O) fp32 master  s = x·A (M, r)
 //   r_pad = rank_pad(r): r rounded up to the GEMM's K step (16).
 //   W_ext ((O + r_pad), (I + r_pad)), ld I + r_pad, compute dtype:

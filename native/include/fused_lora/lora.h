@@ -1,5 +1,5 @@
 // The LoRA kernels on the CPU: plain C++ on raw pointers, no napi. Layouts (row-major, as in
-// DESIGN.md section 2): x (M, I), W (O, I), bias (O), A (I, r), B (r, O), s (M, r), y (M, O). The
+// docs/ARCHITECTURE.md): x (M, I), W (O, I), bias (O), A (I, r), B (r, O), s (M, r), y (M, O). The
 // LoRA kernels also take W stored (I, O) (fan_in_fan_out), read in place.
 //
 // Callers validate shapes and own every buffer (the addon checks, the TS layer allocates workspaces
@@ -50,7 +50,7 @@ struct BackwardArgs {
   float* dx = nullptr;        // (M, I) out, or null when the layer below needs no gradient
   float* dA = nullptr;        // (I, r) out
   float* dB = nullptr;        // (r, O) out
-  bool accumulate = true;     // dA += …, dB += … (training); false overwrites (ops.loraBackward)
+  bool accumulate = false;    // dA += …, dB += … (training); false overwrites (ops.loraBackward)
 };
 
 // y (M, O) = x·Wᵀ + b: the frozen layer alone (Linear.forward; the benchmarks' base GEMM).

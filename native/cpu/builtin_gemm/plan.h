@@ -1,0 +1,24 @@
+// How the built-in GEMM runs a call: the path (scale only, GEMV, dot, blocked), the kernel, the grid
+// of threads and the blocking. sgemm.cpp runs exactly this plan; gemmPlan reports it to the tests.
+#pragma once
+#include <cstdint>
+
+#include "fused_lora/gemm.h"
+#include "kernels.h"
+
+namespace fused_lora {
+namespace builtin {
+
+// Thresholds for going parallel. Waking a pool worker measured ~35 µs here (a VM; two 20 µs chunks
+// took ~56 µs in all), so each thread must get a few hundred µs of work for the split to pay:
+// 10 MFLOP is ~100 µs of one core at the micro-kernel's rate, so two threads start at 20 MFLOP
+// (e.g. 272³, or the LoRA shapes 2048×16×2048 at 134 MFLOP).
+constexpr double kMinFlopsPerThread = 1.0e7;
+// GEMV is bandwidth-bound (~70 GB/s per core from L3, ~20 from DRAM): split only when each thread
+// streams at least this many bytes of W.
+constexpr double kMinGemvBytesPerThread = 4.0 * 1024 * 1024;
+
+Plan plan_call(const KernelSet& ks, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha);
+
+}  // namespace builtin
+}  // namespace fused_lora
