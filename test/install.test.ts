@@ -107,6 +107,19 @@ describe('the packed tarball, installed offline with scripts disabled and no com
     }
   });
 
+  it("the CUDA install step prints one line, and backendInfo's advice works where it is read", () => {
+    const installed = path.join(app, 'node_modules', 'fused-lora');
+    const step = spawnSync(process.execPath, [path.join(installed, 'scripts', 'install-cuda.cjs')], { cwd: installed, env: { ...process.env, FUSED_LORA_CUDA: '' }, encoding: 'utf8' });
+    expect(step.status).toBe(0);
+    expect(step.stdout.trim().split('\n')).toHaveLength(1);
+    expect(step.stdout).toMatch(fs.existsSync(cudaBuilt) ? /^fused-lora: prebuilt CUDA addon: prebuilds\/cuda-linux-x64\/fused_lora_cuda\.node$/m : /^fused-lora: /m);
+    // Where the addon is missing in an installed package, the advice is a command that works there.
+    const r = spawnSync(process.execPath, ['-e', "console.log(require('fused-lora').backendInfo().cuda.reason)"],
+      { cwd: app, env: { ...bareEnv(), FUSED_LORA_CUDA_ADDON: path.join(work, 'nowhere.node') }, encoding: 'utf8' });
+    expect(r.stdout).toMatch(/no CUDA addon built .*FUSED_LORA_CUDA=1 npm rebuild fused-lora/);
+    expect(r.stdout).not.toMatch(/npm run build:cuda/);
+  });
+
   it('the shipped CLI runs, bench included', () => {
     const cli = path.join(app, 'node_modules', '.bin', 'fused-lora');
     for (const args of [['--help'], ['train', '--help'], ['bench', '--help']]) {
