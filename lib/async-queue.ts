@@ -8,6 +8,7 @@
 // dispose. A call whose kernel has started runs to the end and resolves: a kernel cannot be
 // interrupted, and the native side holds every buffer it touches until it is done, so dispose()
 // never frees memory a running kernel uses (it releases the JS references; the GC frees the rest).
+import type { AbortSignalLike } from './portable-types';
 import { errorFor, fail, LoraError, said } from './errors';
 import { checkOptions, OptionKeys } from './validate';
 
@@ -17,7 +18,7 @@ export interface AsyncOptions {
    * LoraError (code ERR_ARGUMENT, name 'AbortError', cause signal.reason) and never runs. No effect
    * once its kernel has started.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
 }
 
 export class CallQueue {
@@ -49,7 +50,7 @@ export class CallQueue {
    * is live.
    */
   enqueue<O extends AsyncOptions, T>(where: string, options: unknown, keys: OptionKeys<O>, job: (opts: Partial<O>) => Promise<T>): Promise<T> {
-    let opts: Partial<O>, signal: AbortSignal | undefined;
+    let opts: Partial<O>, signal: AbortSignalLike | undefined;
     try {
       opts = checkOptions(where, options, keys);
       signal = abortSignal(where, opts.signal);
@@ -91,14 +92,14 @@ export class CallQueue {
 }
 
 /** options.signal, checked; undefined when absent. */
-function abortSignal(where: string, signal: unknown): AbortSignal | undefined {
+function abortSignal(where: string, signal: unknown): AbortSignalLike | undefined {
   if (signal === undefined) return undefined;
   if (!(signal instanceof AbortSignal)) fail('ERR_ARGUMENT', where, 'options.signal', 'an AbortSignal', signal);
   return signal;
 }
 
 /** The rejection of a call cancelled by its signal before it started. */
-function abortError(where: string, signal: AbortSignal): LoraError {
+function abortError(where: string, signal: AbortSignalLike): LoraError {
   const err = errorFor('ERR_ARGUMENT', where, 'options.signal', 'no abort before the call started', said('an abort'), 'the call did not run');
   err.name = 'AbortError';
   err.cause = signal.reason;

@@ -26,7 +26,7 @@ export interface BackendInfo {
     builtinKernelReason: string;
   };
   cuda: {
-    /** The CUDA addon (build-cuda/Release/fused_lora_cuda.node) loaded. */
+    /** The CUDA addon (a local build-cuda/Release build, or the prebuilt binary in prebuilds/) loaded. */
     loaded: boolean;
     /** It loaded and a device answered. */
     available: boolean;

@@ -4,6 +4,7 @@
 // backend) hold the workspaces. This class checks every argument, keeps the training mode and what
 // forward saved for backward (x, its rows, the dropout in effect), merges, and queues async calls
 // (lib/async-queue.ts). backward accumulates into lora.A.grad and lora.B.grad and returns dx.
+import './portable-types';
 import { AsyncOptions, CallQueue } from './async-queue';
 import type { LinearForward, LinearLoRAKernels, LoRABackward, LoRAForward, LoRAParams, Rows } from './backends/backend';
 import { BACKENDS, backendFor, hostKernels } from './backends/registry';

@@ -10,6 +10,7 @@
 // the parameter written, so a layer that keeps a derived copy of it (W_ext) refreshes it.
 // clipGradNorm takes every gradient through a host view (no copy on the CPU; they are r·(I + O)
 // elements per layer).
+import './portable-types';
 import type { AdamWStep, OptimizerKernels, SGDStep, TensorStorage } from './backends/backend';
 import { backendFor, hostKernels } from './backends/registry';
 import { fail, said } from './errors';

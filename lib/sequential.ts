@@ -8,7 +8,7 @@ import { Linear } from './linear';
 import { LINEAR_LORA_KEYS, LinearLoRA, LinearLoRAOptions } from './linear-lora';
 import { layerSeed, targetMatcher, Targets, targetsText } from './targets';
 import { Tensor } from './tensor';
-import { checkDim, checkOptions, checkSeed, optionKeys } from './validate';
+import { checkBoolean, checkDim, checkOptions, checkSeed, optionKeys } from './validate';
 
 /** What a Sequential can hold: anything with forward, backward and parameters. */
 export interface Module {
@@ -17,6 +17,11 @@ export interface Module {
   backward(dy: TensorLike, options?: { inputGrad?: boolean }): Tensor | null;
   /** Trainable parameters (each with a .grad); frozen layers list none. */
   parameters(): Tensor[];
+  /** forward() off the event loop; a layer without it (an activation: one cheap pass) runs forward inline. */
+  forwardAsync?(x: TensorLike): Promise<Tensor>;
+  backwardAsync?(dy: TensorLike, options?: { inputGrad?: boolean }): Promise<Tensor | null>;
+  /** Training or evaluation mode (dropout), for layers that have one. */
+  train?(mode?: boolean): unknown;
 }
 
 /** A Linear used as a frozen layer of a model: forward, and the dx it passes down. */
@@ -25,6 +30,8 @@ function frozen(linear: Linear): Module {
     forward: (x) => linear.forward(x),
     backward: (dy, options) => (options?.inputGrad === false ? null : linear.backward(dy)),
     parameters: () => [],
+    forwardAsync: (x) => linear.forwardAsync(x),
+    backwardAsync: async (dy, options) => (options?.inputGrad === false ? null : linear.backwardAsync(dy)),
   };
 }
 
@@ -41,6 +48,7 @@ function isModule(v: unknown): v is Module {
 export class Sequential implements Module {
   /** The layers by name, in order. Names are the path components of applyLoRA and the adapter keys. */
   readonly #layers: Array<[string, Layer]> = [];
+  #training = true;
 
   /** `new Sequential({ fc1: new Linear(…), act: new GELU(), fc2: … })`, or an array (named "0", "1", …). */
   constructor(layers: Record<string, Layer> | Layer[]) {
@@ -68,6 +76,35 @@ export class Sequential implements Module {
       if (layer instanceof Sequential) out.push(...layer.namedModules(path));
     }
     return out;
+  }
+
+  /** The layer at a dotted path ("encoder.0.q_proj"), as namedModules() names it. */
+  layer(path: string): Layer {
+    const where = 'Sequential.layer';
+    if (typeof path !== 'string') fail('ERR_ARGUMENT', where, 'path', 'a dotted layer path', path);
+    const found = this.namedModules().find(([p]) => p === path);
+    if (!found) fail('ERR_ARGUMENT', where, 'path', `a layer path of this model (${this.namedModules().map(([p]) => p).join(', ')})`, said(JSON.stringify(path)));
+    return found[1];
+  }
+
+  /** Training mode for every layer that has one (dropout on); returns the model. */
+  train(mode = true): this {
+    const on = checkBoolean('Sequential.train', 'mode', mode);
+    for (const [, layer] of this.namedModules()) {
+      if (!(layer instanceof Sequential) && !(layer instanceof Linear) && typeof layer.train === 'function') layer.train(on);
+    }
+    this.#training = on;
+    return this;
+  }
+
+  /** Evaluation mode for every layer (dropout off): train(false). */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Whether the last train()/eval() put the model in training mode (new layers start training). */
+  get training(): boolean {
+    return this.#training;
   }
 
   /** Replaces the layer at a dotted path (used by applyLoRA). */
@@ -99,6 +136,31 @@ export class Sequential implements Module {
     for (let i = this.#layers.length - 1; i >= 0; i--) {
       const first = i === 0;
       g = asModule(this.#layers[i][1]).backward(g!, { inputGrad: first ? opts.inputGrad !== false : true });
+    }
+    return g as Tensor | null;
+  }
+
+  /**
+   * forward() with each layer's async twin in turn (the Linear and LinearLoRA kernels on the libuv
+   * pool or the device), so one model step leaves the event loop free; activations run inline.
+   */
+  async forwardAsync(x: TensorLike): Promise<Tensor> {
+    let h: TensorLike = x;
+    for (const [, layer] of this.#layers) {
+      const m = asModule(layer);
+      h = m.forwardAsync ? await m.forwardAsync(h) : m.forward(h);
+    }
+    return h as Tensor;
+  }
+
+  /** backward() with each layer's async twin in reverse order; as backward, dx of the input or null. */
+  async backwardAsync(dy: TensorLike, options?: { inputGrad?: boolean }): Promise<Tensor | null> {
+    const opts = checkOptions('Sequential.backwardAsync', options, BACKWARD_KEYS);
+    let g: TensorLike | null = dy;
+    for (let i = this.#layers.length - 1; i >= 0; i--) {
+      const m = asModule(this.#layers[i][1]);
+      const o = { inputGrad: i === 0 ? opts.inputGrad !== false : true };
+      g = m.backwardAsync ? await m.backwardAsync(g!, o) : m.backward(g!, o);
     }
     return g as Tensor | null;
   }
@@ -155,6 +217,11 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<
     wrapped[path] = lora;
   }
   if (Object.keys(wrapped).length === 0) {
+    const adapted = Object.keys(model.loraLayers()).filter(matches);
+    if (adapted.length > 0) {
+      fail('ERR_ARGUMENT', where, 'model', 'a model with Linear layers to wrap', said(`a model whose layers ${adapted.join(', ')} already have adapters`),
+        'applyLoRA wraps plain Linear layers; to train other adapters, build the model afresh or load them with loadAdapter');
+    }
     fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targetsText(targets)));
   }
   return wrapped;

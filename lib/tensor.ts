@@ -3,6 +3,7 @@
 // operations callers would otherwise branch for are the storage's, the same for every backend: zero
 // in place, a host view (no copy on the CPU, a download on a device), write (host values in), and the
 // liveness check. Moving between devices is always explicit (.to(), dataSync(), data()).
+import './portable-types';
 import type { TensorStorage } from './backends/backend';
 import { backendFor, HOST } from './backends/registry';
 import type { Device, DType } from './dtype';

@@ -129,7 +129,7 @@ export function checkKeys(where: string, arg: string, v: object, keys: OptionKey
  * one-letter key). Levenshtein counts a swap of two letters as 2, which both limits allow for
  * ('bais' finds 'bias'). Ties go to the key declared first.
  */
-function closestKey(key: string, names: readonly string[]): string | null {
+export function closestKey(key: string, names: readonly string[]): string | null {
   const fold = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
   const k = fold(key);
   let best: string | null = null, bestDistance = Infinity;

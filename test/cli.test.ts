@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Linear, LinearLoRA, loadAdapter, writeSafetensors } from '../lib/index';
+import { applyLoRA, GELU, Linear, LinearLoRA, loadAdapter, loadSafetensors, Sequential, tensor, writeSafetensors } from '../lib/index';
 import { randomArray } from './reference';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli', 'index.js');
@@ -101,5 +101,121 @@ describe('fused-lora train', () => {
     const res = run('frobnicate');
     expect(res.status).not.toBe(0);
     expect(res.stderr).toMatch(/unknown command/);
+  });
+});
+
+describe('fused-lora: every failure is one line, and train checks what it can before the first step', () => {
+  const examples = path.join(__dirname, '..', 'examples', 'train');
+  const model = path.join(examples, 'model.json');
+  const data = path.join(examples, 'data.jsonl');
+
+  /** stderr of a failed run: exactly one line "fused-lora: <code>: ...", exit code 1, no stack. */
+  function oneLine(res: ReturnType<typeof run>): string {
+    expect(res.status).toBe(1);
+    const lines = res.stderr.trim().split('\n');
+    expect(lines, res.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(/^fused-lora: [A-Z_]+: /);
+    expect(res.stderr).not.toMatch(/\n\s+at /);
+    return lines[0];
+  }
+
+  it("the README's example (examples/train) trains, and writes the base it drew beside the adapter, which trains again as weights", async () => {
+    const dir = workdir();
+    const out = path.join(dir, 'adapter');
+    const res = run('train', '--model', model, '--data', data, '--out', out, '--no-progress');
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    const [, first, last] = /loss ([\d.e+-]+) -> ([\d.e+-]+)/.exec(res.stdout)!.map(Number);
+    expect(last).toBeLessThan(first / 10);
+    const base = await loadSafetensors(path.join(out, 'base.safetensors'));
+    expect(Object.keys(base).sort()).toEqual(['fc1.bias', 'fc1.weight', 'fc2.bias', 'fc2.weight']);
+    // The drawn base is the one trained on: the adapter loaded onto it fits the data as the run did.
+    const spec = JSON.parse(fs.readFileSync(model, 'utf8'));
+    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({ ...spec, weights: 'adapter/base.safetensors', steps: 1 }));
+    const again = run('train', '--model', path.join(dir, 'model.json'), '--data', data, '--out', path.join(dir, 'b'), '--no-progress');
+    expect(again.status).toBe(0);
+    expect(fs.existsSync(path.join(dir, 'b', 'base.safetensors'))).toBe(false);  // it has a base file: none is drawn
+    const net = new Sequential({ fc1: new Linear(16, 32, { weight: base['fc1.weight'], bias: base['fc1.bias'] }), act: new GELU(), fc2: new Linear(32, 4, { weight: base['fc2.weight'], bias: base['fc2.bias'] }) });
+    const layers = applyLoRA(net, { rank: 4, alpha: 8, targets: ['fc1', 'fc2'] });
+    await loadAdapter(out, layers);
+    const rows = fs.readFileSync(data, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { x: number[]; y: number[] });
+    const y = net.forward(tensor(Float32Array.from(rows.flatMap((r) => r.x)), [rows.length, 16])).dataSync();
+    const target = rows.flatMap((r) => r.y);
+    const mse = target.reduce((a, t, i) => a + (y[i] - t) ** 2, 0) / target.length;
+    expect(mse).toBeLessThan(first / 10);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('a missing data file is one line naming it', () => {
+    const line = oneLine(run('train', '--model', model, '--data', '/nonexistent/data.jsonl', '--out', path.join(workdir(), 'a')));
+    expect(line).toMatch(/^fused-lora: ERR_IO: data: \/nonexistent\/data\.jsonl: cannot be read: ENOENT/);
+  });
+
+  it.each([
+    ['null', '{"x":[1,null],"y":[1]}', 'line 2: expected a finite number for x[1] but received null'],
+    ['a string', '{"x":[1,2],"y":["3"]}', 'line 2: expected a finite number for y[0] but received "3"'],
+    ['1e999', '{"x":[1e999,2],"y":[1]}', 'line 2: expected a finite number for x[0] but received Infinity'],
+    ['a short row', '{"x":[1],"y":[1]}', 'line 2: expected "x" of length 2 (as on the first line) but received length 1'],
+    ['an unknown key', '{"x":[1,2],"yy":[1]}', 'line 2: expected keys among x, y, label but received the unknown key "yy" (did you mean \'y\'?)'],
+  ])('a .jsonl value that is %s is refused at load, naming its line and field', (_, bad, what) => {
+    const dir = workdir();
+    fs.writeFileSync(path.join(dir, 'm.json'), JSON.stringify({ layers: [{ name: 'fc', type: 'linear', in: 2, out: 1 }], steps: 2 }));
+    fs.writeFileSync(path.join(dir, 'd.jsonl'), `{"x":[1,2],"y":[1]}\n${bad}\n`);
+    const line = oneLine(run('train', '--model', path.join(dir, 'm.json'), '--data', path.join(dir, 'd.jsonl'), '--out', path.join(dir, 'a')));
+    expect(line).toBe(`fused-lora: ERR_IO: data: ${path.join(dir, 'd.jsonl')}: ${what}`);
+    expect(fs.existsSync(path.join(dir, 'a'))).toBe(false);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('a label out of range is found before the first step and named by its file line', () => {
+    const dir = workdir();
+    fs.writeFileSync(path.join(dir, 'm.json'), JSON.stringify({ layers: [{ name: 'head', type: 'linear', in: 2, out: 3 }], loss: 'cross_entropy', steps: 2 }));
+    fs.writeFileSync(path.join(dir, 'd.jsonl'), '{"x":[1,2],"label":0}\n\n{"x":[1,2],"label":2}\n{"x":[1,2],"label":3}\n');
+    const line = oneLine(run('train', '--model', path.join(dir, 'm.json'), '--data', path.join(dir, 'd.jsonl'), '--out', path.join(dir, 'a')));
+    expect(line).toBe(`fused-lora: ERR_ARGUMENT: data: ${path.join(dir, 'd.jsonl')}: line 4: expected a label in 0..2 (layer head has 3 outputs) but received 3`);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('a diverging run stops at the step whose loss is not finite, and writes no adapter', () => {
+    const dir = workdir();
+    const line = oneLine(run('train', '--model', model, '--data', data, '--out', path.join(dir, 'a'), '--lr', '1e30', '--no-progress'));
+    expect(line).toMatch(/^fused-lora: ERR_NOT_FINITE: train: the loss is (NaN|Infinity) at step \d+ of 200 \(learning rate 1e\+30, last finite loss [\d.e+-]+\); no adapter was written: lower the learning rate, or set clipGradNorm$/);
+    expect(fs.existsSync(path.join(dir, 'a'))).toBe(false);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('a batch larger than the data takes all rows, and says so', () => {
+    const dir = workdir();
+    const res = run('train', '--model', model, '--data', data, '--out', path.join(dir, 'a'), '--batch-size', '100000', '--steps', '2', '--no-progress');
+    expect(res.status).toBe(0);
+    expect(res.stdout).toContain(`note: batch size 100000 is more than the 256 rows of ${data}; each step takes all 256`);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('an --out that cannot be written is refused before training', () => {
+    const dir = workdir();
+    fs.writeFileSync(path.join(dir, 'file'), '');
+    const started = Date.now();
+    const line = oneLine(run('train', '--model', model, '--data', data, '--out', path.join(dir, 'file', 'a'), '--steps', '100000'));
+    expect(line).toMatch(new RegExp(`^fused-lora: ERR_IO: train: --out ${path.join(dir, 'file', 'a').replace(/[/.]/g, '\\$&')} is not a directory that can be written: `));
+    expect(Date.now() - started).toBeLessThan(60_000);  // 100000 steps would take far longer: it never started
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it.each([
+    [['train', '--model', 'm.json', '--data', 'd.jsonl', '--out', 'o', '--stpes', '3'], /^fused-lora: ERR_ARGUMENT: unknown option '--stpes' \(Did you mean --steps\?\); see fused-lora train --help$/],
+    [['train', '--model', 'm.json'], /^fused-lora: ERR_ARGUMENT: required option '--data <file>' not specified; see fused-lora train --help$/],
+    [['train', '--model', 'm.json', '--data', 'd', '--out', 'o', '--steps', '0'], /^fused-lora: ERR_ARGUMENT: option '--steps <n>' argument '0' is invalid\. expected a positive integer; see fused-lora train --help$/],
+    [['frobnicate'], /^fused-lora: ERR_ARGUMENT: unknown command 'frobnicate'; see fused-lora --help$/],
+    [[], /^fused-lora: ERR_ARGUMENT: expected a command \(demo, train or bench\); see fused-lora --help$/],
+  ])('usage mistakes are one line too: %j', (args, expected) => {
+    expect(oneLine(run(...args))).toMatch(expected);
+  });
+
+  it('--debug adds the stack', () => {
+    const res = run('--debug', 'train', '--model', '/nonexistent.json', '--data', data, '--out', 'o');
+    expect(res.status).toBe(1);
+    expect(res.stderr.split('\n')[0]).toMatch(/^fused-lora: ERR_IO: train: /);
+    expect(res.stderr).toMatch(/\n\s+at /);
   });
 });

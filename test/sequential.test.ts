@@ -2,6 +2,7 @@
 // reference end to end, and applyLoRA's PEFT-style targeting.
 import { describe, expect, it } from 'vitest';
 import { GELU, Linear, LinearLoRA, LoraError, ReLU, Sequential, applyLoRA, tensor } from '../lib/index';
+import { message } from './expect-code';
 import { makeProblem, Phi, phi, Problem, randomArray, refBackward, refForward, relErr } from './reference';
 
 
@@ -73,5 +74,61 @@ describe('applyLoRA', () => {
 
   it('refuses targets that match nothing', () => {
     expect(() => applyLoRA(model(), { rank: 1, targets: ['k_proj'] })).toThrow(LoraError);
+  });
+});
+
+describe('Sequential: modes, layers by path, async steps', () => {
+  const build = () => {
+    const m = new Sequential({
+      enc: new Sequential({ q_proj: new Linear(16, 12, { seed: 1 }), act: new GELU() }),
+      head: new Linear(12, 5, { seed: 2 }),
+    });
+    applyLoRA(m, { rank: 3, dropout: 0.5, seed: 4, B: undefined });
+    for (const l of Object.values(m.loraLayers())) l.lora.B.write(randomArray(l.lora.B.size, 8));
+    return m;
+  };
+
+  it('eval() turns dropout off in every layer, nested ones too, so evaluation is deterministic; train() turns it back on', () => {
+    const m = build();
+    const x = randomArray(6 * 16, 3);
+    expect(m.training).toBe(true);
+    const a = m.forward(x).dataSync().slice(), b = m.forward(x).dataSync().slice();
+    expect(a).not.toEqual(b);  // fresh masks each training forward
+    expect(m.eval()).toBe(m);
+    expect(m.training).toBe(false);
+    expect(Object.values(m.loraLayers()).every((l) => l.training === false)).toBe(true);
+    const c = m.forward(x).dataSync().slice(), d = m.forward(x).dataSync().slice();
+    expect(c).toEqual(d);
+    m.train();
+    expect(Object.values(m.loraLayers()).every((l) => l.training === true)).toBe(true);
+    expect(message(() => m.train('yes' as unknown as boolean))).toMatch(/^ERR_ARGUMENT Sequential\.train: expected a boolean for mode but received string "yes"/);
+  });
+
+  it('layer(path) returns the layer namedModules() names, and names the paths it has when it has none such', () => {
+    const m = build();
+    expect(m.layer('enc.q_proj')).toBe(m.loraLayers()['enc.q_proj']);
+    expect(m.layer('enc')).toBeInstanceOf(Sequential);
+    expect(message(() => m.layer('enc.k_proj'))).toBe(
+      'ERR_ARGUMENT Sequential.layer: expected a layer path of this model (enc, enc.q_proj, enc.act, head) for path but received "enc.k_proj"');
+  });
+
+  it('forwardAsync / backwardAsync give the same output, dx and gradients as forward / backward', async () => {
+    const x = randomArray(7 * 16, 11), dy = randomArray(7 * 5, 12);
+    const sync = build().eval(), asyn = build().eval();
+    const y1 = sync.forward(x).dataSync(), dx1 = sync.backward(dy)!.dataSync();
+    const y2 = (await asyn.forwardAsync(x)).dataSync(), dx2 = (await asyn.backwardAsync(dy))!.dataSync();
+    expect(y2).toEqual(y1);
+    expect(dx2).toEqual(dx1);
+    const g = (m: Sequential) => m.parameters().map((p) => Array.from(p.grad!.dataSync()));
+    expect(g(asyn)).toEqual(g(sync));
+    expect(await asyn.backwardAsync(dy, { inputGrad: false })).toBeNull();
+    await expect(asyn.backwardAsync(dy, { inputgrad: false } as never)).rejects.toThrow(/Sequential\.backwardAsync: .*inputgrad.*did you mean 'inputGrad'/);
+  });
+
+  it('applyLoRA on a model whose targets already have adapters says so', () => {
+    const m = build();
+    expect(message(() => applyLoRA(m, { rank: 2, targets: ['q_proj'] }))).toBe(
+      'ERR_ARGUMENT applyLoRA: expected a model with Linear layers to wrap for model but received a model whose layers enc.q_proj already have adapters; ' +
+      'applyLoRA wraps plain Linear layers; to train other adapters, build the model afresh or load them with loadAdapter');
   });
 });

@@ -94,7 +94,7 @@ export function stepChartSvg(rows: ChartRow[], title: string, subtitle: string):
 }
 
 /** Renders the SVG to PNG with @resvg/resvg-js; null (and the reason) where it is not installed. */
-export function svgToPng(svg: string): { png: Buffer | null; reason?: string } {
+export function svgToPng(svg: string): { png: Uint8Array | null; reason?: string } {
   let Resvg: new (svg: string, opts?: object) => { render(): { asPng(): Buffer } };
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// The `fused-lora` command: `demo` (the seed's example, trained) and `train` (adapters for a small
-// Sequential model described in JSON). Argument parsing is commander's.
-import { Command, InvalidArgumentError } from 'commander';
+// The `fused-lora` command: `demo` (the seed's example, trained), `train` (adapters for a small
+// Sequential model described in JSON) and `bench`. Argument parsing is commander's. Every failure
+// ends as one line on stderr, "fused-lora: <code>: <what, where, what to do>", and exit code 1;
+// --debug adds the stack.
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { runDemo } from '../demo';
 import { LoraError } from '../errors';
 import { runTrain } from './train';
@@ -19,7 +21,8 @@ function positive(value: string): number {
 }
 
 export function program(): Command {
-  const cmd = new Command('fused-lora').description('LoRA for Node.js with fused native kernels').showHelpAfterError();
+  const cmd = new Command('fused-lora').description('LoRA for Node.js with fused native kernels')
+    .option('--debug', 'print the stack of a failure');
 
   cmd.command('demo')
     .description('train the seed example (W 1000 x 10000, r = 10) on a hidden rank-10 update, save and reload the adapter')
@@ -30,7 +33,7 @@ export function program(): Command {
     .action(async (o) => {
       const r = await runDemo({ maxSteps: o.steps, lr: o.lr, out: o.out, progress: o.progress && process.stderr.isTTY !== false });
       if (!(r.fusedUnfusedRelErr <= 1e-5) || r.reloadMaxAbsDiff !== 0) {
-        console.error('FAIL: fused and unfused disagree, or the reloaded adapter differs');
+        console.error('fused-lora: ERR_BACKEND: demo: fused and unfused disagree, or the reloaded adapter differs');
         process.exitCode = 1;
       }
     });
@@ -50,16 +53,41 @@ export function program(): Command {
     });
 
   (require('./bench') as typeof import('./bench')).registerBench(cmd);  // `fused-lora bench` (lib/cli/bench.ts)
+  // Commander's own messages (unknown option, missing argument) come back as errors, to be printed in
+  // the one-line form below; its help and version output stay as they are.
+  const quiet = (c: Command) => {
+    c.exitOverride().configureOutput({ writeErr: () => {}, outputError: () => {} });
+    c.commands.forEach(quiet);
+  };
+  quiet(cmd);
   return cmd;
+}
+
+/** The one line a failure prints: "fused-lora: <code>: <message>", with what to do for commander's. */
+export function failureLine(err: unknown, argv: readonly string[]): string {
+  if (err instanceof LoraError) return `fused-lora: ${err.code}: ${err.message}`;
+  if (err instanceof CommanderError && err.code === 'commander.help') {
+    return 'fused-lora: ERR_ARGUMENT: expected a command (demo, train or bench); see fused-lora --help';
+  }
+  if (err instanceof CommanderError) {
+    const what = err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
+    const sub = argv.slice(2).find((a) => !a.startsWith('-'));
+    return `fused-lora: ERR_ARGUMENT: ${what}; see fused-lora ${sub && ['demo', 'train', 'bench'].includes(sub) ? `${sub} ` : ''}--help`;
+  }
+  const e = err as NodeJS.ErrnoException;
+  const code = typeof e?.code === 'string' ? e.code : 'ERR_INTERNAL';
+  return `fused-lora: ${code}: ${(e?.message ?? String(err)).replace(/\s*\n\s*/g, ' ')} (--debug prints the stack)`;
 }
 
 if (require.main === module) {
   program().parseAsync(process.argv).catch((err: unknown) => {
-    if (err instanceof LoraError) {
-      console.error(`fused-lora: ${err.code}: ${err.message}`);
-    } else {
-      console.error(err);
+    // Help and version exit through the same override, successfully.
+    if (err instanceof CommanderError && (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version')) {
+      process.exitCode = err.exitCode;
+      return;
     }
+    console.error(failureLine(err, process.argv));
+    if (process.argv.includes('--debug') && err instanceof Error && err.stack) console.error(err.stack);
     process.exitCode = 1;
   });
 }

@@ -64,12 +64,13 @@ function f16Lookup(): Float32Array {
  * Decodes the little-endian elements of `dtype` in `bytes` into `out` (one element per entry).
  * For F32, `bytes` must be the storage of `out` itself: the file is read straight into it.
  */
-export function decodeInto(dtype: ReadableDType, bytes: Buffer, out: Float32Array): void {
+export function decodeInto(dtype: ReadableDType, bytes: Uint8Array, out: Float32Array): void {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);  // a view, for swap16/32
   if (dtype === 'F32') {
-    if (BIG_ENDIAN) bytes.swap32();
+    if (BIG_ENDIAN) buf.swap32();
     return;
   }
-  if (BIG_ENDIAN) bytes.swap16();
+  if (BIG_ENDIAN) buf.swap16();
   const h = new Uint16Array(bytes.buffer, bytes.byteOffset, out.length);
   if (dtype === 'BF16') {
     // BF16 is the high half of a float32: shifting the bits back up is exact, NaN payloads included.
@@ -105,7 +106,7 @@ export function roundToBf16(value: number): number {
 }
 
 /** Little-endian bytes of `data` as `dtype`: a view for F32 (no copy), a new buffer for BF16. */
-export function encode(dtype: WritableDType, data: Float32Array): Buffer {
+export function encode(dtype: WritableDType, data: Float32Array): Uint8Array {
   if (dtype === 'F32') {
     const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     return BIG_ENDIAN ? Buffer.from(view).swap32() : view;

@@ -30,9 +30,9 @@ export interface Header {
 }
 
 /** Checks the 8-byte prefix against the file size; returns N (bytes of JSON that follow). */
-export function headerLength(prefix: Buffer, fileSize: number, invalid: Invalid): number {
+export function headerLength(prefix: Uint8Array, fileSize: number, invalid: Invalid): number {
   if (fileSize < 8) invalid(`expected at least 8 bytes (the header length) but received ${fileSize}`);
-  const n = prefix.readBigUInt64LE(0);
+  const n = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(MAX_HEADER_BYTES)) invalid(`expected a header length of at most ${MAX_HEADER_BYTES} bytes but received ${n}`);
   if (n > BigInt(fileSize - 8)) invalid(`expected a header length of at most ${fileSize - 8} bytes (the rest of the file) but received ${n}`);
   return Number(n);

@@ -1,4 +1,4 @@
-// Loads the CUDA addon (build-cuda/Release/fused_lora_cuda.node, built by `npm run build:cuda`) if it
+// Loads the CUDA addon (a local build in build-cuda/Release, or the prebuilt binary in prebuilds/) if it
 // is there, and types its exports once. Loading never throws: a missing or broken addon is recorded
 // with the reason, and the CPU backend carries on. The CUDA backend (this folder) calls the addon only
 // through cudaBinding(), so a test can put a CPU fake of the same interface in its place
@@ -103,9 +103,33 @@ export interface CudaLoad {
   reason: string;
 }
 
-/** Where the addon lives: FUSED_LORA_CUDA_ADDON overrides (a path to a .node file). */
+const packageRoot = path.join(__dirname, '..', '..', '..');
+
+/**
+ * Where the addon may be, in order: FUSED_LORA_CUDA_ADDON (a path to a .node file) alone when set;
+ * else a local build (build-cuda/Release, from `npm run build:cuda` or the install step), then the
+ * prebuilt binary the package ships (prebuilds/cuda-<platform>-<arch>/fused_lora_cuda.node).
+ */
+export function cudaAddonCandidates(): string[] {
+  if (process.env.FUSED_LORA_CUDA_ADDON) return [process.env.FUSED_LORA_CUDA_ADDON];
+  return [
+    path.join(packageRoot, 'build-cuda', 'Release', 'fused_lora_cuda.node'),
+    path.join(packageRoot, 'prebuilds', `cuda-${process.platform}-${process.arch}`, 'fused_lora_cuda.node'),
+  ];
+}
+
+/** The first candidate that exists (or the first, to name in messages). */
 export function cudaAddonPath(): string {
-  return process.env.FUSED_LORA_CUDA_ADDON || path.join(__dirname, '..', '..', '..', 'build-cuda', 'Release', 'fused_lora_cuda.node');
+  const all = cudaAddonCandidates();
+  return all.find((f) => fs.existsSync(f)) ?? all[0];
+}
+
+/** What to do to get an addon, in words that work where they are read: a clone, or an installed package. */
+function buildAdvice(): string {
+  const clone = fs.existsSync(path.join(packageRoot, 'CMakeLists.txt')) && fs.existsSync(path.join(packageRoot, 'node_modules', 'cmake-js'));
+  if (clone) return 'run `npm run build:cuda` with nvcc on the PATH';
+  return `no prebuilt CUDA addon ships for ${process.platform}-${process.arch}: with nvcc and cmake >= 3.25 on the PATH, ` +
+    '`FUSED_LORA_CUDA=1 npm rebuild fused-lora` builds it (it fetches cmake-js with npx)';
 }
 
 let loaded: CudaLoad | undefined;
@@ -115,7 +139,7 @@ export function loadCuda(): CudaLoad {
   if (loaded) return loaded;
   const file = cudaAddonPath();
   if (!fs.existsSync(file)) {
-    loaded = { binding: null, path: file, reason: `no CUDA addon built (${file} does not exist; run \`npm run build:cuda\` with nvcc on the PATH)` };
+    loaded = { binding: null, path: file, reason: `no CUDA addon built (looked for ${cudaAddonCandidates().join(' and ')}; ${buildAdvice()})` };
     return loaded;
   }
   try {
