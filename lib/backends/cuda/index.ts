@@ -41,5 +41,6 @@ export const cudaBackend: Backend = {
   },
   // What it runs: its layer kinds and training kernels; no dropout on the LoRA path, activations or ops yet.
   linear: cudaLinear, linearLoRA: (spec) => new CudaLinearLoRA(spec), loraDropout: false,
+  multiLoRALinear: () => null,
   optimizers: cudaOptimizers, losses: cudaLosses, activations: null, ops: null,
 };
