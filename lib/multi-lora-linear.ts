@@ -14,7 +14,7 @@ import { BACKENDS, backendFor } from './backends/registry';
 import { Call, run, runAsync } from './call';
 import type { Device, DType } from './dtype';
 import { fail, said } from './errors';
-import type { AdapterLayer, AdapterSettings, AdapterValues } from './io/adapter-layer';
+import type { AdapterLayer, AdapterSettings, AdapterValues, MultiAdapterLayer } from './io/adapter-layer';
 import { checkLinear, frozenParams, Linear, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
 import { checkNoOverlap, exact, output, Reads, rows, TensorLike, withLast } from './operands';
@@ -84,7 +84,7 @@ interface Saved {
 
 const DEVICES_HERE = () => BACKENDS.filter((b) => b.multiLoRALinear({ I: 1, O: 1, dtype: 'float32', math: 'tf32' }) !== null);
 
-export class MultiLoRALinear {
+export class MultiLoRALinear implements MultiAdapterLayer {
   readonly base: Linear;
   /** Dropout is applied only while training (the default), as in PyTorch; an eval() forward keeps nothing for backward. */
   training = true;
