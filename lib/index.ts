@@ -12,6 +12,8 @@ export { LoRA } from './lora';
 export type { LoRAOptions } from './lora';
 export { LinearLoRA } from './linear-lora';
 export type { LinearLoRAOptions, BackwardOptions, AsyncOptions, ForwardAsyncOptions, BackwardAsyncOptions } from './linear-lora';
+export { MultiLoRALinear, BASE_ADAPTER } from './multi-lora-linear';
+export type { AdapterOptions, MultiLoRALinearOptions, MultiForwardOptions, MultiBackwardOptions, MultiForwardAsyncOptions, MultiBackwardAsyncOptions } from './multi-lora-linear';
 export { backendInfo, setNumThreads } from './backend-info';
 export type { BackendInfo } from './backend-info';
 export { ops };

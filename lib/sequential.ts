@@ -1,11 +1,12 @@
-// Sequential: layers applied in order (Linear, LinearLoRA, activations, nested Sequentials), with
-// backward in reverse order, and applyLoRA, which wraps the named Linear layers of a model in
-// LinearLoRA as PEFT's target_modules does.
+// Sequential: layers applied in order (Linear, LinearLoRA, MultiLoRALinear, activations, nested
+// Sequentials), with backward in reverse order, and applyLoRA, which wraps the named Linear layers of
+// a model in LinearLoRA (or, given adapters, in MultiLoRALinear) as PEFT's target_modules does.
 import { fail, said } from './errors';
 import { zeroGrads } from './grad';
 import { TensorLike } from './operands';
 import { Linear } from './linear';
 import { LINEAR_LORA_KEYS, LinearLoRA, LinearLoRAOptions } from './linear-lora';
+import { AdapterOptions, MultiLoRALinear } from './multi-lora-linear';
 import { layerSeed, targetMatcher, Targets, targetsText } from './targets';
 import { Tensor } from './tensor';
 import { checkBoolean, checkDim, checkOptions, checkSeed, optionKeys } from './validate';
@@ -35,10 +36,16 @@ function frozen(linear: Linear): Module {
   };
 }
 
-type Layer = Module | Linear | Sequential;
+type Layer = Module | Linear | MultiLoRALinear | Sequential;
 
 /** Sequential.backward's options. */
 const BACKWARD_KEYS = optionKeys<{ inputGrad?: boolean }>({ inputGrad: true });
+
+export interface SequentialForwardOptions {
+  /** One adapter name per row, for every MultiLoRALinear of the model (rows keep their count through the layers). */
+  adapterNames?: readonly string[];
+}
+const FORWARD_KEYS = optionKeys<SequentialForwardOptions>({ adapterNames: true });
 
 function isModule(v: unknown): v is Module {
   const m = v as Module;
@@ -123,9 +130,15 @@ export class Sequential implements Module {
     inner.replace(rest.join('.'), layer);
   }
 
-  forward(x: TensorLike): Tensor {
+  /** The layers in order; options.adapterNames goes to every MultiLoRALinear (and nested Sequential). */
+  forward(x: TensorLike, options?: SequentialForwardOptions): Tensor {
+    const opts = checkOptions('Sequential.forward', options, FORWARD_KEYS);
     let h: TensorLike = x;
-    for (const [, layer] of this.#layers) h = asModule(layer).forward(h);
+    for (const [, layer] of this.#layers) {
+      if (layer instanceof MultiLoRALinear) h = layer.forward(h, { adapterNames: opts.adapterNames as readonly string[] });
+      else if (layer instanceof Sequential) h = layer.forward(h, opts);
+      else h = asModule(layer).forward(h);
+    }
     return h as Tensor;
   }
 
@@ -174,14 +187,20 @@ export class Sequential implements Module {
     return Object.fromEntries(this.namedModules().filter(([, l]) => l instanceof LinearLoRA)) as Record<string, LinearLoRA>;
   }
 
+  /** Every MultiLoRALinear with its path: the map saveAdapter and loadAdapter take, with options.adapter. */
+  multiLoRALayers(): Record<string, MultiLoRALinear> {
+    return Object.fromEntries(this.namedModules().filter(([, l]) => l instanceof MultiLoRALinear)) as Record<string, MultiLoRALinear>;
+  }
+
   /** Zeroes every parameter's gradient, where it lives (a fill on a device). */
   zeroGrad(): void {
     zeroGrads('Sequential.zeroGrad', this.parameters(), (i) => `parameters()[${i}]`, true);
   }
 }
 
+/** A layer's backward and parameters (forward goes through Sequential.forward, which gives a MultiLoRALinear its names). */
 function asModule(layer: Layer): Module {
-  return layer instanceof Linear ? frozen(layer) : layer;
+  return layer instanceof Linear ? frozen(layer) : (layer as Module);
 }
 
 export interface ApplyLoRAOptions extends LinearLoRAOptions {
@@ -193,20 +212,32 @@ export interface ApplyLoRAOptions extends LinearLoRAOptions {
    */
   targets?: Targets;
 }
-const APPLY_LORA_KEYS = optionKeys<ApplyLoRAOptions>({ ...LINEAR_LORA_KEYS.record, rank: true, targets: true });
+
+export interface ApplyMultiLoRAOptions {
+  /** The adapters every targeted layer gets, by name (MultiLoRALinear's options.adapters). */
+  adapters: Record<string, AdapterOptions>;
+  targets?: Targets;
+}
+// One list for both forms, so a typo in either is told the keys of both.
+const APPLY_LORA_KEYS = optionKeys<ApplyLoRAOptions & { adapters?: unknown }>({ ...LINEAR_LORA_KEYS.record, rank: true, targets: true, adapters: true });
 
 /**
  * Wraps the targeted Linear layers of `model` in LinearLoRA, in place, and returns them by path.
- * Each layer gets its own seed derived from `seed`, so adapters differ between layers.
+ * Each layer gets its own seed derived from `seed`, so adapters differ between layers. With
+ * `adapters` instead of a rank, each becomes a MultiLoRALinear holding those adapters (an adapter's
+ * seed derived per layer likewise), and model.forward takes { adapterNames }.
  */
-export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<string, LinearLoRA> {
+export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<string, LinearLoRA>;
+export function applyLoRA(model: Sequential, options: ApplyMultiLoRAOptions): Record<string, MultiLoRALinear>;
+export function applyLoRA(model: Sequential, options: ApplyLoRAOptions | ApplyMultiLoRAOptions): Record<string, LinearLoRA | MultiLoRALinear> {
   const where = 'applyLoRA';
   if (!(model instanceof Sequential)) fail('ERR_ARGUMENT', where, 'model', 'a Sequential', model);
   const opts = checkOptions(where, options, APPLY_LORA_KEYS);
+  if (opts.adapters !== undefined) return applyMulti(where, model, opts);
   const rank = checkDim(where, 'options.rank', opts.rank);
   // Checked here, not only by LinearLoRA: the per-layer seeds below are computed from it.
   if (opts.seed !== undefined) checkSeed(where, opts.seed);
-  const { targets, rank: _r, ...layerOptions } = opts;
+  const { targets, rank: _r, adapters: _a, ...layerOptions } = opts;
   const matches = targetMatcher(where, targets);
   const wrapped: Record<string, LinearLoRA> = {};
   let k = 0;
@@ -224,5 +255,31 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions): Record<
     }
     fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targetsText(targets)));
   }
+  return wrapped;
+}
+
+/** applyLoRA with options.adapters: every targeted Linear becomes a MultiLoRALinear. */
+function applyMulti(where: string, model: Sequential, opts: Partial<ApplyLoRAOptions & { adapters?: unknown }>): Record<string, MultiLoRALinear> {
+  for (const key of Object.keys(opts)) {
+    if (key !== 'adapters' && key !== 'targets' && (opts as Record<string, unknown>)[key] !== undefined) {
+      fail('ERR_ARGUMENT', where, `options.${key}`, 'no layer-wide LoRA option beside options.adapters (each adapter has its own)', (opts as Record<string, unknown>)[key]);
+    }
+  }
+  const adapters = opts.adapters as Record<string, AdapterOptions>;
+  if (adapters === null || typeof adapters !== 'object' || Array.isArray(adapters)) fail('ERR_ARGUMENT', where, 'options.adapters', 'an object of adapter options by name', adapters);
+  for (const a of Object.values(adapters)) {
+    const seed = (a as AdapterOptions | undefined)?.seed;
+    if (seed !== undefined) checkSeed(where, seed);  // the per-layer seeds are computed from it
+  }
+  const matches = targetMatcher(where, opts.targets);
+  const found = model.namedModules().filter(([path, layer]) => layer instanceof Linear && matches(path));
+  if (found.length === 0) fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targetsText(opts.targets)));
+  const wrapped: Record<string, MultiLoRALinear> = {};
+  found.forEach(([path, layer], k) => {
+    const perLayer = Object.fromEntries(Object.entries(adapters).map(([n, a]) => [n, a && typeof a === 'object' ? { ...a, seed: layerSeed(a.seed, k + 1) } : a]));
+    const multi = new MultiLoRALinear(layer as Linear, { adapters: perLayer });
+    model.replace(path, multi);
+    wrapped[path] = multi;
+  });
   return wrapped;
 }

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AdamW, applyLoRA, clipGradNorm, crossEntropyLoss, GELU, Linear, LinearLoRA, loadAdapter, loadSafetensors, LoRA, LoraError,
-  mseLoss, ops, readSafetensors, ReLU, saveAdapter, Sequential, SGD, Tensor, tensor, writeSafetensors, zeros,
+  mseLoss, MultiLoRALinear, ops, readSafetensors, ReLU, saveAdapter, Sequential, SGD, Tensor, tensor, writeSafetensors, zeros,
 } from '../lib/index';
 import { parseModelSpec } from '../lib/cli/model-spec';
 import * as tfc from '@tensorflow/tfjs-core';
@@ -94,6 +94,14 @@ function trainOn(w: World) {
 }
 
 const LINEAR_LORA = 'alpha, rslora, dropout, fused, seed, A, B, checkFinite';
+const MULTI_ADAPTER = 'rank, alpha, rslora, dropout, seed, A, B';
+/** A MultiLoRALinear of one adapter 'a', and one after a forward (so a backward may follow). */
+const multi = () => new MultiLoRALinear(new Linear(I, O, { weight: W0 }), { adapters: { a: { rank: r, A: A0, B: B0 } } });
+const stepped = () => {
+  const l = multi();
+  l.forward(X(), { adapterNames: ['a', '__base__'] });
+  return l;
+};
 const operands = () => ({ x: X(), weight: tensor(W0, [O, I]), A: tensor(A0, [I, r]), B: tensor(B0, [r, O]), scaling: 2 });
 const backOperands = () => {
   const { x, weight, A, B, scaling } = operands();
@@ -133,7 +141,25 @@ const cases: Case[] = [
   ['ReLU.backward', unknownKey('ReLU.backward', 'options', 'inputGrad', 'inputGrads', 'inputGrad'), (w) => w.act.backward(zeros([M, O]), { inputGrads: false } as never)],
   ['GELU.backward', unknownKey('GELU.backward', 'options', 'inputGrad', 'inptGrad', 'inputGrad'), () => { const g = new GELU(); g.forward(X()); return g.backward(X(), { inptGrad: false } as never); }],
   ['Sequential.backward', unknownKey('Sequential.backward', 'options', 'inputGrad', 'out', null), (w) => w.model.backward(DY(), { inputGrad: false, out: w.dx } as never)],
-  ['applyLoRA', unknownKey('applyLoRA', 'options', `${LINEAR_LORA}, rank, targets`, 'target', 'targets'), (w) => applyLoRA(w.plain, { rank: r, target: ['a'] } as never)],
+  ['applyLoRA', unknownKey('applyLoRA', 'options', `${LINEAR_LORA}, rank, targets, adapters`, 'target', 'targets'), (w) => applyLoRA(w.plain, { rank: r, target: ['a'] } as never)],
+  ['applyLoRA (with adapters)', unknownKey('applyLoRA', 'options', `${LINEAR_LORA}, rank, targets, adapters`, 'adaptors', 'adapters'), (w) => applyLoRA(w.plain, { adaptors: { a: { rank: r } } } as never)],
+  ['applyLoRA (an adapter\'s options)', unknownKey('MultiLoRALinear', 'options.adapters["a"]', MULTI_ADAPTER, 'rnak', 'rank'), (w) => applyLoRA(w.plain, { adapters: { a: { rank: r, rnak: 2 } } } as never)],
+  ['new MultiLoRALinear', unknownKey('MultiLoRALinear', 'options', 'adapters', 'adapter', 'adapters'), () => new MultiLoRALinear(new Linear(I, O), { adapter: { a: { rank: r } } } as never)],
+  ['new MultiLoRALinear (an adapter\'s options)', unknownKey('MultiLoRALinear', 'options.adapters["a"]', MULTI_ADAPTER, 'rslor', 'rslora'), () => new MultiLoRALinear(new Linear(I, O), { adapters: { a: { rank: r, rslor: true } } } as never)],
+  ['MultiLoRALinear.addAdapter', unknownKey('MultiLoRALinear.addAdapter', 'options', MULTI_ADAPTER, 'dropuot', 'dropout'), () => multi().addAdapter('b', { rank: r, dropuot: 0.1 } as never)],
+  ['MultiLoRALinear.forward', unknownKey('MultiLoRALinear.forward', 'options', 'out, adapterNames', 'adapter_names', 'adapterNames'), () => multi().forward(X(), { adapter_names: ['a', 'a'] } as never)],
+  ['MultiLoRALinear.forwardAsync', unknownKey('MultiLoRALinear.forwardAsync', 'options', 'out, adapterNames, signal', 'sigal', 'signal'), () => multi().forwardAsync(X(), { adapterNames: ['a', 'a'], sigal: null } as never)],
+  ['MultiLoRALinear.backward', unknownKey('MultiLoRALinear.backward', 'options', 'out, inputGrad', 'inputgrad', 'inputGrad'), () => stepped().backward(zeros([M, O]), { inputgrad: false } as never)],
+  ['MultiLoRALinear.backwardAsync', unknownKey('MultiLoRALinear.backwardAsync', 'options', 'out, inputGrad, signal', 'input_grad', 'inputGrad'), () => stepped().backwardAsync(zeros([M, O]), { input_grad: false } as never)],
+  ['Sequential.forward', unknownKey('Sequential.forward', 'options', 'adapterNames', 'adapterName', 'adapterNames'), (w) => w.model.forward(X(), { adapterName: ['a', 'a'] } as never)],
+  ['saveAdapter (with adapter, writes nothing)', unknownKey('saveAdapter', 'options', 'baseModel, dtype, optimizer, adapter', 'adapters', 'adapter'), async () => {
+    const dir = tmpDir();
+    try {
+      return await saveAdapter(dir, { fc: multi() }, { adapters: 'a' } as never);
+    } finally {
+      expect(fs.readdirSync(dir)).toEqual([]);
+    }
+  }],
   ['new SGD', unknownKey('SGD', 'options', 'lr, momentum, dampening, weightDecay, nesterov', 'weight_decay', 'weightDecay'), (w) => new SGD(w.fc.parameters(), { lr: 0.1, weight_decay: 0.01 } as never)],
   ['new AdamW', unknownKey('AdamW', 'options', 'lr, betas, eps, weightDecay', 'lrr', 'lr'), (w) => new AdamW(w.fc.parameters(), { lrr: 0.01 } as never)],
   ['new AdamW (betas by another name)', unknownKey('AdamW', 'options', 'lr, betas, eps, weightDecay', 'beta1', 'betas'), (w) => new AdamW(w.fc.parameters(), { beta1: 0.8 } as never)],
@@ -156,7 +182,7 @@ const cases: Case[] = [
     return ops.loraBackward({ ...rest, scalling: scaling } as never);
   }],
   ['ops.loraBackwardAsync', unknownKey('ops.loraBackwardAsync', 'input', 'x, s, dy, weight, A, B, scaling, M, I, O, r, fused, fanInFanOut, dropout, inputGrad, out', 'accumulate', null), () => ops.loraBackwardAsync({ ...backOperands(), accumulate: true } as never)],
-  ['saveAdapter (writes nothing)', unknownKey('saveAdapter', 'options', 'baseModel, dtype, optimizer', 'base_model', 'baseModel'), async (w) => {
+  ['saveAdapter (writes nothing)', unknownKey('saveAdapter', 'options', 'baseModel, dtype, optimizer, adapter', 'base_model', 'baseModel'), async (w) => {
     const dir = tmpDir();
     try {
       return await saveAdapter(dir, { fc: w.fc }, { base_model: 'm', optimizer: w.opt } as never);
@@ -164,7 +190,7 @@ const cases: Case[] = [
       expect(fs.readdirSync(dir)).toEqual([]);
     }
   }],
-  ['loadAdapter', unknownKey('loadAdapter', 'options', 'optimizer', 'optimiser', 'optimizer'), (w) => loadAdapter(savedDir, { fc: w.fc }, { optimiser: w.opt } as never)],
+  ['loadAdapter', unknownKey('loadAdapter', 'options', 'optimizer, adapter', 'optimiser', 'optimizer'), (w) => loadAdapter(savedDir, { fc: w.fc }, { optimiser: w.opt } as never)],
   ['readSafetensors', unknownKey('readSafetensors', 'options', 'select', 'filter', null), () => readSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { filter: () => true } as never)],
   ['loadSafetensors', unknownKey('loadSafetensors', 'options', 'select', 'selct', 'select'), () => loadSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { selct: () => true } as never)],
   ['writeSafetensors (writes nothing)', unknownKey('writeSafetensors', 'options', 'dtype, metadata', 'dtpye', 'dtype'), async () => {
@@ -378,6 +404,11 @@ describe('every option the README shows is taken', () => {
     loadAdapter: (o) => loadAdapter(savedDir, { fc: fresh() }, o),
     'ops.loraForward': (o) => ops.loraForward({ ...operands(), ...o }),
     'ops.loraBackward': (o) => ops.loraBackward({ ...backOperands(), ...o }),
+    'new MultiLoRALinear': (o) => new MultiLoRALinear(new Linear(I, O), { adapters: { a: { rank: r } }, ...o }),
+    'layer.addAdapter': (o) => multi().addAdapter('b', { rank: r, ...o }),
+    'layer.forward': (o) => multi().forward(X(), { adapterNames: ['a', 'a'], ...o }),
+    'teacher.forward': (o) => multi().forward(X(), { adapterNames: ['a', 'a'], ...o }),
+    'model.forward': (o) => new Sequential({ fc: multi() }).forward(X(), { adapterNames: ['a', 'a'], ...o }),
   };
 
   it('the README shows options for these calls (a newly documented one needs its line here)', () => {

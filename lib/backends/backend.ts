@@ -111,6 +111,8 @@ export interface Backend {
   linearLoRA(spec: LinearLoRASpec): LinearLoRAKernels;
   /** Whether LinearLoRA's dropout on the LoRA path runs here (else training with dropout is refused). */
   readonly loraDropout: boolean;
+  /** Many adapters over one frozen base (one per MultiLoRALinear: it owns the workspaces); null: not on this backend yet. */
+  multiLoRALinear(spec: MultiLoRASpec): MultiLoRAKernels | null;
 
   readonly optimizers: OptimizerKernels;
   readonly losses: LossKernels;
@@ -209,6 +211,57 @@ export interface LinearLoRAKernels extends LayerKernels<LoRAForward, LoRABackwar
   /** The (M, I) dropout mask of the last forward with dropout (1 = kept), else null. */
   dropoutMask(M: number): Uint8Array | null;
   /** Drops what the last forward kept (after a merge; a new forward replaces it anyway). */
+  forget(): void;
+  /** Gives back the workspaces (the parameters belong to the facade). */
+  dispose(): void;
+}
+
+/** A MultiLoRALinear's kernels: the frozen layer's sizes (each call brings its adapters). */
+export type MultiLoRASpec = LinearSpec;
+
+/** One adapter of a multi-adapter call, in the layer's order: A (I, r), B (r, O) float32 masters. */
+export interface MultiLoRAAdapter {
+  readonly A: Operand;
+  readonly B: Operand;
+  readonly r: number;
+  readonly scaling: number;
+  /** The dropout in effect on its rows: > 0 only in training mode, where it has rows. */
+  readonly dropout: number;
+  /** Its mask of this call is a pure function of (seed, step, element of its rows (n, I)), as a LinearLoRA's. */
+  readonly seed: number;
+  readonly step: number;
+}
+
+/**
+ * y = x·Wᵀ + b on every row, plus scaling_i·(x̃·A_i)·B_i on the rows of adapter i. `index` (M) gives
+ * each row's adapter (its position in `adapters`), or -1 for the frozen layer alone.
+ */
+export interface MultiLoRAForward {
+  readonly where: string;
+  readonly x: Rows;
+  readonly W: Operand;
+  readonly bias: Operand | null;
+  readonly adapters: readonly MultiLoRAAdapter[];
+  readonly index: Int32Array;
+  readonly y: Operand;
+}
+
+/**
+ * Gradients for the last forward (its x, adapters, dropout and rows): dA_i += x̃_iᵀ·ds_i and
+ * dB_i += scaling_i·s_iᵀ·dy_i (accumulated), and dx = dy·W + ds_i·A_iᵀ on adapter i's rows unless null.
+ */
+export interface MultiLoRABackward {
+  readonly where: string;
+  readonly x: Rows;
+  readonly dy: Rows;
+  readonly W: Operand;
+  readonly adapters: ReadonlyArray<MultiLoRAAdapter & { readonly dA: Operand; readonly dB: Operand }>;
+  readonly dx: Operand | null;
+}
+
+/** forward groups the rows by adapter and keeps the grouping, s and the masks for backward. */
+export interface MultiLoRAKernels extends LayerKernels<MultiLoRAForward, MultiLoRABackward> {
+  /** Drops what the last forward kept. */
   forget(): void;
   /** Gives back the workspaces (the parameters belong to the facade). */
   dispose(): void;

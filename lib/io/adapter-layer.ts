@@ -1,5 +1,6 @@
 // What saveAdapter and loadAdapter need from a layer with a LoRA adapter, so one io path serves
-// every such layer (LinearLoRA here, LoRADense in fused-lora/tfjs) without knowing its class.
+// every such layer (LinearLoRA here, LoRADense in fused-lora/tfjs) without knowing its class; and from
+// a layer with many (MultiLoRALinear), which hands out each of its adapters as such a layer.
 
 /** A layer's sizes and scaling settings, as adapter_config.json records them. */
 export interface AdapterSettings {
@@ -37,4 +38,16 @@ export function isAdapterLayer(v: unknown): v is AdapterLayer {
   const l = v as Record<keyof AdapterLayer, unknown> | null;
   return l !== null && typeof l === 'object' && typeof l.adapterSettings === 'function' && typeof l.adapterWeights === 'function' &&
     typeof l.checkAdapterTarget === 'function' && typeof l.setAdapter === 'function';
+}
+
+/** A layer of many named adapters: each is saved and loaded on its own, as a single-adapter layer. */
+export interface MultiAdapterLayer {
+  readonly adapterNames: string[];
+  /** The adapter `name` as an AdapterLayer, or a LoraError naming `arg` when the layer has none of that name. */
+  adapterLayer(where: string, arg: string, name: unknown): AdapterLayer;
+}
+
+export function isMultiAdapterLayer(v: unknown): v is MultiAdapterLayer {
+  const l = v as Record<keyof MultiAdapterLayer, unknown> | null;
+  return l !== null && typeof l === 'object' && typeof l.adapterLayer === 'function' && Array.isArray(l.adapterNames);
 }

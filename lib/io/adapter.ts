@@ -14,7 +14,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errorAt, fail, LoraError, said } from '../errors';
 import { checkFinite, checkOptions, optionKeys, shapeString } from '../validate';
-import { AdapterLayer, isAdapterLayer } from './adapter-layer';
+import { AdapterLayer, isAdapterLayer, isMultiAdapterLayer, MultiAdapterLayer } from './adapter-layer';
 import { writeFileAtomic } from './atomic';
 import { checkWritable, WritableDType } from './dtype';
 import { decodeOptimizerState, encodeOptimizerState, StatefulOptimizer } from './optimizer-state';
@@ -36,14 +36,18 @@ export interface SaveAdapterOptions {
   dtype?: WritableDType;
   /** Also save this optimizer's state (optimizer.safetensors). */
   optimizer?: StatefulOptimizer;
+  /** Which adapter of MultiLoRALinear layers to save: each adapter is a PEFT directory of its own. */
+  adapter?: string;
 }
-const SAVE_KEYS = optionKeys<SaveAdapterOptions>({ baseModel: true, dtype: true, optimizer: true });
+const SAVE_KEYS = optionKeys<SaveAdapterOptions>({ baseModel: true, dtype: true, optimizer: true, adapter: true });
 
 export interface LoadAdapterOptions {
   /** Restore this optimizer's state from optimizer.safetensors, when the directory has one. */
   optimizer?: StatefulOptimizer;
+  /** Which adapter of MultiLoRALinear layers to load into. */
+  adapter?: string;
 }
-const LOAD_KEYS = optionKeys<LoadAdapterOptions>({ optimizer: true });
+const LOAD_KEYS = optionKeys<LoadAdapterOptions>({ optimizer: true, adapter: true });
 
 export interface LoadAdapterResult {
   /** The module paths loaded, in the order given. */
@@ -52,7 +56,7 @@ export interface LoadAdapterResult {
   optimizer: boolean;
 }
 
-export type { AdapterConfig, AdapterLayer, StatefulOptimizer };
+export type { AdapterConfig, AdapterLayer, MultiAdapterLayer, StatefulOptimizer };
 
 const keyA = (p: string) => `base_model.model.${p}.lora_A.weight`;
 const keyB = (p: string) => `base_model.model.${p}.lora_B.weight`;
@@ -62,14 +66,14 @@ const keyB = (p: string) => `base_model.model.${p}.lora_B.weight`;
  * may go on while the files are written. Refuses (ERR_NOT_FINITE) non-finite A or B, so a diverged
  * run cannot overwrite a good checkpoint.
  */
-export async function saveAdapter(dir: string, layers: Record<string, AdapterLayer>, options?: SaveAdapterOptions): Promise<void> {
+export async function saveAdapter(dir: string, layers: Record<string, AdapterLayer | MultiAdapterLayer>, options?: SaveAdapterOptions): Promise<void> {
   const where = 'saveAdapter';
   checkDir(where, dir);
   const opts = checkOptions(where, options, SAVE_KEYS);
   if (opts.baseModel !== undefined && typeof opts.baseModel !== 'string') fail('ERR_ARGUMENT', where, 'options.baseModel', 'a string', opts.baseModel);
   const dtype = checkWritable(where, 'options.dtype', opts.dtype);
   const optimizer = checkOptimizer(where, opts.optimizer, 'stateDict');
-  const entries = checkLayers(where, layers);
+  const entries = checkLayers(where, layers, opts.adapter);
 
   const tensors: Record<string, { data: Float32Array; shape: number[] }> = {};
   const settings = entries.map(([p, layer]) => ({ path: p, ...layer.adapterSettings(where, `layers[${JSON.stringify(p)}]`) }));
@@ -104,12 +108,12 @@ export async function saveAdapter(dir: string, layers: Record<string, AdapterLay
  * (a partial load); a layer without its keys is ERR_IO; a rank other than the layer's is ERR_SHAPE.
  * Reads F32, F16 and BF16 weights.
  */
-export async function loadAdapter(dir: string, layers: Record<string, AdapterLayer>, options?: LoadAdapterOptions): Promise<LoadAdapterResult> {
+export async function loadAdapter(dir: string, layers: Record<string, AdapterLayer | MultiAdapterLayer>, options?: LoadAdapterOptions): Promise<LoadAdapterResult> {
   const where = 'loadAdapter';
   checkDir(where, dir);
   const opts = checkOptions(where, options, LOAD_KEYS);
   const optimizer = checkOptimizer(where, opts.optimizer, 'loadStateDict');
-  const entries = checkLayers(where, layers);
+  const entries = checkLayers(where, layers, opts.adapter);
   // Refused now (merged, disposed), not halfway through.
   for (const [p, layer] of entries) layer.checkAdapterTarget(where, `layers[${JSON.stringify(p)}]`);
 
@@ -193,15 +197,28 @@ function checkDir(where: string, dir: unknown): void {
   if (typeof dir !== 'string' || dir === '') fail('ERR_ARGUMENT', where, 'dir', 'a non-empty path', dir);
 }
 
-function checkLayers(where: string, layers: unknown): [string, AdapterLayer][] {
+/**
+ * The layers by module path, each a single adapter: a MultiLoRALinear's is the one options.adapter
+ * names (required with such a layer, refused without one, so a directory always holds one adapter).
+ */
+function checkLayers(where: string, layers: unknown, adapter: unknown): [string, AdapterLayer][] {
   if (layers === null || typeof layers !== 'object' || Array.isArray(layers)) fail('ERR_ARGUMENT', where, 'layers', 'an object of LoRA layers by module path', layers);
   const entries = Object.entries(layers as Record<string, unknown>);
   if (entries.length === 0) fail('ERR_ARGUMENT', where, 'layers', 'at least one layer', said('an empty object'));
-  for (const [p, layer] of entries) {
+  if (adapter !== undefined && typeof adapter !== 'string') fail('ERR_ARGUMENT', where, 'options.adapter', 'the name of an adapter (a string)', adapter);
+  return entries.map(([p, layer]) => {
+    const arg = `layers[${JSON.stringify(p)}]`;
     if (p === '' || p.startsWith('.') || p.endsWith('.')) fail('ERR_ARGUMENT', where, 'layers', 'module paths like "model.layers.0.self_attn.q_proj"', p);
-    if (!isAdapterLayer(layer)) fail('ERR_ARGUMENT', where, `layers[${JSON.stringify(p)}]`, 'a LinearLoRA (or a LoRADense of fused-lora/tfjs)', layer);
-  }
-  return entries as [string, AdapterLayer][];
+    if (isMultiAdapterLayer(layer)) {
+      if (adapter === undefined) {
+        fail('ERR_ARGUMENT', where, 'options.adapter', `the name of the adapter to take from ${arg}, a layer of many (${layer.adapterNames.map((n) => JSON.stringify(n)).join(', ')})`, adapter);
+      }
+      return [p, layer.adapterLayer(where, `${arg}.adapter(${JSON.stringify(adapter)})`, adapter)];
+    }
+    if (!isAdapterLayer(layer)) fail('ERR_ARGUMENT', where, arg, 'a LinearLoRA or MultiLoRALinear (or a LoRADense of fused-lora/tfjs)', layer);
+    if (adapter !== undefined) fail('ERR_ARGUMENT', where, arg, `a MultiLoRALinear, the kind of layer options.adapter (${JSON.stringify(adapter)}) picks from`, said('a layer of one adapter'));
+    return [p, layer];
+  });
 }
 
 function checkOptimizer(where: string, optimizer: unknown, method: 'stateDict' | 'loadStateDict'): StatefulOptimizer | null {

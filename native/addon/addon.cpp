@@ -54,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                                       {"setNumThreads", SetNumThreads}});
   RegisterGemm(env, exports);
   RegisterLora(env, exports);
+  RegisterMultiLora(env, exports);
   RegisterTrain(env, exports);
   return exports;
 }

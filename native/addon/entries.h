@@ -6,6 +6,8 @@ namespace fused_lora::addon {
 
 // linearForward, linearBackward, loraForward, loraBackward (each with its Async twin), merge.
 void RegisterLora(Napi::Env env, Napi::Object exports);
+// multiLoraGroup, multiLoraForward, multiLoraBackward (each with its Async twin).
+void RegisterMultiLora(Napi::Env env, Napi::Object exports);
 // gemm, gemmPlan, builtinKernels.
 void RegisterGemm(Napi::Env env, Napi::Object exports);
 // adamwStep, sgdStep, clipGradNorm, mseLoss, crossEntropyLoss, reluForward, reluBackward,

@@ -14,6 +14,7 @@
 #include "fused_lora/lora.h"
 #include "fused_lora/threads.h"
 #include "rank_r.h"
+#include "routes.h"
 
 namespace fused_lora {
 namespace {
@@ -45,6 +46,8 @@ void add(float* dst, const float* a, const float* b, int64_t n) {
 
 const float* lora_input(const float* x, const Dropout& d) { return d.p > 0.0f ? d.x_drop : x; }
 
+}  // namespace
+
 // Which GEMM runs each product (bench/NOTES.md has the measurements). A loaded BLAS is not the
 // fastest kernel for every shape here:
 //  - the rank-r products with a skinny output (x·A, dy·Bᵀ, sᵀ·dy, x̃ᵀ·ds: N or M = r, K = I, O or
@@ -56,7 +59,6 @@ const float* lora_input(const float* x, const Dropout& d) { return d.p > 0.0f ? 
 //    M <= 8 GEMMs are 1.2-2.4x slower than ours.
 // So those go to the built-in kernel even when a BLAS is loaded; the frozen-size products from
 // M = 9 up stay on the BLAS (level with ours at M >= 512 on this machine, well ahead at 32-256).
-enum class Route : uint8_t { Any, Builtin };
 
 void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -67,7 +69,6 @@ void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, floa
     sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-constexpr int64_t kBuiltinMaxRowsFrozen = 8;  // frozen-size GEMMs: built-in GEMV/GEMM for M <= 8
 // dx = ds·Aᵀ through rank_r_product from this size of dx (lora_term_dx).
 constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
 Route frozen_route(int64_t M) { return M <= kBuiltinMaxRowsFrozen ? Route::Builtin : Route::Any; }
@@ -84,11 +85,12 @@ void frozen_backward(const float* dy, const float* W, bool io, float beta, float
   gemm(frozen_route(M), N, io ? T : N, M, I, O, 1.0f, dy, O, W, io ? O : I, beta, dx, I);
 }
 
+namespace {
+
 void frozen_linear(const float* x, const float* W, bool io, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
   if (bias != nullptr) fill_bias(y, bias, M, O);
   frozen_forward(x, W, io, bias != nullptr ? 1.0f : 0.0f, y, M, I, O);
 }
-constexpr Route kRankRoute = Route::Builtin;  // every product with r as one of its dimensions
 
 // Aᵀ (r, I) from A (I, r), for dx = ds·Aᵀ through rank_r_product (which wants R row-major). I·r
 // floats, per-thread scratch that grows to the largest size seen.

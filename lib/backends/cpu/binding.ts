@@ -73,6 +73,26 @@ export interface LoraBackwardArgs {
   accumulate: boolean;
 }
 
+/** Multi-adapter layer (native/addon/multi_lora_entry.cpp). index (M): row → adapter, -1 = frozen only. */
+export interface MultiLoraGroupArgs { M: number; K: number; index: Int32Array; order: Int32Array; start: Int32Array }
+export interface MultiLoraAdapterArgs {
+  r: number; A: Float32Array; B: Float32Array; scaling: number;
+  dropoutP?: number; seed?: number; step?: number;
+  dA?: Float32Array; dB?: Float32Array;
+}
+export interface MultiLoraForwardArgs {
+  M: number; I: number; O: number; K: number;
+  x: Float32Array; W: Float32Array; bias?: Float32Array | null;
+  order: Int32Array; start: Int32Array; adapters: MultiLoraAdapterArgs[];
+  s: Float32Array; xt?: Float32Array; mask?: Uint8Array; y: Float32Array;
+}
+export interface MultiLoraBackwardArgs {
+  M: number; I: number; O: number; K: number;
+  x: Float32Array; dy: Float32Array; W: Float32Array;
+  order: Int32Array; start: Int32Array; adapters: MultiLoraAdapterArgs[];
+  s: Float32Array; ds: Float32Array; xt?: Float32Array; mask?: Uint8Array; dyg?: Float32Array; dx?: Float32Array | null;
+}
+
 export interface GemmArgs {
   transA: boolean; transB: boolean; M: number; N: number; K: number; alpha: number;
   A: Float32Array; lda: number; B: Float32Array; ldb: number; beta: number; C: Float32Array; ldc: number;
@@ -125,6 +145,12 @@ export interface BindingModule {
   loraBackward(args: LoraBackwardArgs): void;
   loraForwardAsync(args: LoraForwardArgs): Promise<void>;
   loraBackwardAsync(args: LoraBackwardArgs): Promise<void>;
+  /** Groups rows by adapter into order and start; returns whether every adapter's rows are one run. */
+  multiLoraGroup(args: MultiLoraGroupArgs): boolean;
+  multiLoraForward(args: MultiLoraForwardArgs): void;
+  multiLoraBackward(args: MultiLoraBackwardArgs): void;
+  multiLoraForwardAsync(args: MultiLoraForwardArgs): Promise<void>;
+  multiLoraBackwardAsync(args: MultiLoraBackwardArgs): Promise<void>;
 }
 
 function load(): BindingModule {

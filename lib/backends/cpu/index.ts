@@ -8,6 +8,7 @@ import { cpuHostKernels } from './host';
 import { cpuLinear } from './linear';
 import { CpuLinearLoRA } from './linear-lora';
 import { cpuLosses } from './losses';
+import { CpuMultiLoRA } from './multi-lora';
 import { cpuOps } from './ops';
 import { cpuOptimizers } from './optim';
 import { CpuStorage } from './storage';
@@ -28,5 +29,6 @@ export const cpuBackend: Backend = {
   },
   // What it runs: its layer kinds, and the kernels of training and of ops.
   linear: cpuLinear, linearLoRA: (spec) => new CpuLinearLoRA(spec), loraDropout: true,
+  multiLoRALinear: (spec) => new CpuMultiLoRA(spec),
   optimizers: cpuOptimizers, losses: cpuLosses, activations: cpuActivations, ops: cpuOps,
 };
