@@ -157,11 +157,16 @@ export class Sequential implements Module {
    * forward() with each layer's async twin in turn (the Linear and LinearLoRA kernels on the libuv
    * pool or the device), so one model step leaves the event loop free; activations run inline.
    */
-  async forwardAsync(x: TensorLike): Promise<Tensor> {
+  async forwardAsync(x: TensorLike, options?: SequentialForwardOptions): Promise<Tensor> {
+    const opts = checkOptions('Sequential.forwardAsync', options, FORWARD_KEYS);
     let h: TensorLike = x;
     for (const [, layer] of this.#layers) {
-      const m = asModule(layer);
-      h = m.forwardAsync ? await m.forwardAsync(h) : m.forward(h);
+      if (layer instanceof MultiLoRALinear) h = await layer.forwardAsync(h, { adapterNames: opts.adapterNames as readonly string[] });
+      else if (layer instanceof Sequential) h = await layer.forwardAsync(h, opts);
+      else {
+        const m = asModule(layer);
+        h = m.forwardAsync ? await m.forwardAsync(h) : m.forward(h);
+      }
     }
     return h as Tensor;
   }
@@ -248,7 +253,7 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions | ApplyMu
     wrapped[path] = lora;
   }
   if (Object.keys(wrapped).length === 0) {
-    const adapted = Object.keys(model.loraLayers()).filter(matches);
+    const adapted = [...Object.keys(model.loraLayers()), ...Object.keys(model.multiLoRALayers())].filter(matches);
     if (adapted.length > 0) {
       fail('ERR_ARGUMENT', where, 'model', 'a model with Linear layers to wrap', said(`a model whose layers ${adapted.join(', ')} already have adapters`),
         'applyLoRA wraps plain Linear layers; to train other adapters, build the model afresh or load them with loadAdapter');

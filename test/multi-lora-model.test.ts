@@ -78,6 +78,29 @@ describe('applyLoRA with adapters', () => {
     expect(relErr(rowsOf(y, names, '__base__', O), base)).toBeLessThan(1e-6);
   });
 
+  it('Sequential.forwardAsync / backwardAsync pass adapterNames on and give what forward / backward give; eval() reaches every MultiLoRALinear', async () => {
+    const a = setup(), b = setup();
+    a.multi.eval();
+    expect(Object.values(a.wrapped).every((l) => l.training === false)).toBe(true);
+    a.multi.train();  // backward needs a training forward; both draw the same dropout masks (same seeds)
+    expect(Object.values(a.wrapped).every((l) => l.training === true)).toBe(true);
+    const M = 7, names = rowNames(M, ['sql', 'qa'], 'random', 3, 3);
+    const x = randomArray(M * I, 11), dy = randomArray(M * O, 12);
+    const y1 = a.multi.forward(tensor(x, [M, I]), { adapterNames: names }).dataSync();
+    const dx1 = a.multi.backward(tensor(dy, [M, O]))!.dataSync();
+    const y2 = (await b.multi.forwardAsync(tensor(x, [M, I]), { adapterNames: names })).dataSync();
+    const dx2 = (await b.multi.backwardAsync(tensor(dy, [M, O])))!.dataSync();
+    expect(y2).toEqual(y1);
+    expect(dx2).toEqual(dx1);
+    for (const p of ['fc1', 'fc2']) for (const n of ['sql', 'qa']) expect(b.wrapped[p].adapter(n).B.grad!.dataSync()).toEqual(a.wrapped[p].adapter(n).B.grad!.dataSync());
+    await expect(b.multi.forwardAsync(tensor(x, [M, I]), { adapterName: names } as never)).rejects.toThrow(/Sequential\.forwardAsync: .*did you mean 'adapterNames'/);
+  });
+
+  it('applyLoRA on a model whose targets already have adapters says so', () => {
+    const { multi } = setup();
+    expect(() => applyLoRA(multi, { rank: 2, targets: ['fc1'] })).toThrow(/applyLoRA: expected a model with Linear layers to wrap for model but received a model whose layers fc1 already have adapters/);
+  });
+
   it('refuses layer-wide LoRA options beside adapters, and Sequential.forward refuses unknown keys', () => {
     expectCode(() => applyLoRA(model(), { adapters: SPECS, rank: 4 } as never), 'ERR_ARGUMENT');
     expectCode(() => applyLoRA(model(), { adapters: SPECS, targets: ['nothing'] }), 'ERR_ARGUMENT');
