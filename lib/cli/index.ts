@@ -1,6 +1,9 @@
 #!/usr/bin/env node
-// The `fused-lora` command: `demo` (the seed's example, trained) and `train` (adapters for a small
-// Sequential model described in JSON). Argument parsing is commander's.
+// The `fused-lora` command: `demo` (the seed's example, trained), `train` (adapters for a small
+// Sequential model described in JSON) and `bench` (the harness in bench/, where present). Argument
+// parsing is commander's.
+import fs from 'node:fs';
+import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { runDemo } from '../demo';
 import { LoraError } from '../errors';
@@ -49,8 +52,40 @@ export function program(): Command {
       await runTrain({ model: o.model, data: o.data, out: o.out, steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed, progress: o.progress });
     });
 
-  (require('./bench') as typeof import('./bench')).registerBench(cmd);  // `fused-lora bench` (lib/cli/bench.ts)
+  registerBench(cmd);
   return cmd;
+}
+
+/**
+ * `fused-lora bench`: the CPU benchmark harness lives in bench/ (bench/cpu/, built to bench/dist/),
+ * which the npm package does not ship, with its devDependencies (tinybench). In a clone it registers
+ * its own command and options; elsewhere the command is a one-line error saying so.
+ */
+function registerBench(cmd: Command): void {
+  const harness = path.join(__dirname, '..', '..', 'bench', 'dist', 'bench.js');
+  let reason: string | null = null;
+  if (!fs.existsSync(harness)) {
+    reason = `the benchmark harness is not installed (${path.relative(process.cwd(), harness) || harness} is missing): ` +
+      'it lives in bench/ of a clone of the repository, where `npm ci` builds it';
+  } else {
+    try {
+      require.resolve('tinybench', { paths: [path.dirname(harness)] });
+    } catch {
+      reason = 'the benchmark harness needs the devDependency tinybench: run `npm ci` in the clone';
+    }
+  }
+  if (reason === null) {
+    (require(harness) as { registerBench(c: Command): void }).registerBench(cmd);
+    return;
+  }
+  const why = reason;
+  cmd.command('bench')
+    .description('time fused vs unfused vs the base GEMM vs PyTorch (needs a clone of the repository)')
+    .allowUnknownOption().allowExcessArguments()
+    .action(() => {
+      console.error(`fused-lora bench: ${why}`);
+      process.exitCode = 1;
+    });
 }
 
 if (require.main === module) {
