@@ -318,6 +318,7 @@ export async function runBench(o: BenchOptions): Promise<string> {
   const threads = info.threads;
   const tb = await importEsm('tinybench');
   const m = machine();
+  const ranAt = commit();  // the tree as the run started (editing files during a long run must not change it)
   const loadStart = os.loadavg();
   console.log(`fused-lora bench${o.quick ? ' --quick' : ''}: ${m.cpu}, ${m.cores} cores, ${threads} threads, BLAS ${info.blas}` +
     `${info.blasPath ? ` (${info.blasPath})` : ''}, built-in kernel ${info.builtinKernel}; load ${loadStart.map((v) => v.toFixed(2)).join(' ')}`);
@@ -385,7 +386,7 @@ export async function runBench(o: BenchOptions): Promise<string> {
         'per shape, torchBase/torchStep are the configuration with the fastest step median (rows[].peer.chosen), rows[].peer.configs has them all',
       configs: peers.map((p): PeerInfo => p.info), notStarted: peerSkipped,
     },
-    commit: commit(), command: o.command, loadavg: { start: loadStart.map((v) => round(v, 2)), end: loadEnd.map((v) => round(v, 2)) },
+    commit: ranAt, command: o.command, loadavg: { start: loadStart.map((v) => round(v, 2)), end: loadEnd.map((v) => round(v, 2)) },
     method: 'alternating rounds (rotated task order), tinybench for ours and perf_counter in the peer; medians of all samples; ' +
       'spread = (p75 - p25) / median; gflops = nominal FLOPs / median; unfusedExtraBytes per bench/cpu/bench.ts',
     gemm, targets: tg, rows,
