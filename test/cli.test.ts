@@ -103,3 +103,29 @@ describe('fused-lora train', () => {
     expect(res.stderr).toMatch(/unknown command/);
   });
 });
+
+describe('fused-lora bench', () => {
+  it('in a clone, is the harness in bench/ with its own options', () => {
+    const r = run('bench', '--help');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/--M <list>/);
+    expect(r.stdout).toMatch(/--no-peer/);
+  });
+
+  it('without the harness (an npm install ships no bench/), says so in one line and exits 1', () => {
+    // The package as npm installs it: dist/, package.json, the native build, the runtime dependencies.
+    const dir = workdir();
+    const root = path.join(__dirname, '..');
+    fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
+    fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
+    fs.symlinkSync(path.join(root, 'build'), path.join(dir, 'build'));
+    fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+    const r = spawnSync(process.execPath, [path.join(dir, 'dist', 'cli', 'index.js'), 'bench', '--quick'], { encoding: 'utf8', cwd: dir });
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^fused-lora bench: the benchmark harness is not installed \(.*bench[/\\]dist[/\\]bench\.js is missing\)/);
+    expect(r.stdout).toBe('');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
