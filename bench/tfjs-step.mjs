@@ -18,7 +18,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { backendInfo } from '../dist/index.js';
-import { commit, machine } from '../dist/cli/bench.js';
+import { commit, machine } from './dist/bench.js';
 import { median, quantile } from '../dist/stats.js';
 import { LoRADense } from '../dist/tfjs/index.js';
 

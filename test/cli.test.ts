@@ -219,3 +219,29 @@ describe('fused-lora: every failure is one line, and train checks what it can be
     expect(res.stderr).toMatch(/\n\s+at /);
   });
 });
+
+describe('fused-lora bench', () => {
+  it('in a clone, is the harness in bench/ with its own options', () => {
+    const r = run('bench', '--help');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/--M <list>/);
+    expect(r.stdout).toMatch(/--no-peer/);
+  });
+
+  it('where the harness was not built, says so in one line and exits 1', () => {
+    // A checkout whose build skipped bench/: dist/, package.json, the native build, the dependencies.
+    const dir = workdir();
+    const root = path.join(__dirname, '..');
+    fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
+    fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
+    fs.symlinkSync(path.join(root, 'build'), path.join(dir, 'build'));
+    fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+    const r = spawnSync(process.execPath, [path.join(dir, 'dist', 'cli', 'index.js'), 'bench', '--quick'], { encoding: 'utf8', cwd: dir });
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^fused-lora: ERR_IO: bench: the benchmark harness .*bench[/\\]dist[/\\]bench\.js is missing: `npm run build:ts` builds it/);
+    expect(r.stdout).toBe('');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});

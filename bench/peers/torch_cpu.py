@@ -2,18 +2,28 @@
 
     y = linear(x, W, b) + linear(linear(x, A), B) * scaling,   backward for A, B and x (W, b frozen)
 
+One process per thread configuration, since torch's, OpenMP's and OpenBLAS's thread settings are
+per process and some are read only when the library loads:
+  --config defaults   nothing set: torch, OpenMP and OpenBLAS as a user who sets nothing gets them
+  --config N          OMP_NUM_THREADS=N and OPENBLAS_NUM_THREADS=N before torch is imported, then
+                      torch.set_num_threads(N)
+The harness starts one of each (defaults, 1 .. nproc) and reports the fastest (bench/NOTES.md).
+
 A long-lived child of the harness, driven over stdin/stdout one JSON line at a time, so the
 harness can alternate rounds of ours and theirs in one run (neither runs while the other does):
   -> {"cmd": "setup", "M": .., "I": .., "O": .., "r": .., "scaling": ..}
   <- {"ok": true}
   -> {"cmd": "time", "task": "base" | "forward" | "step", "iterations": n}
   <- {"ok": true, "samples": [ms, ...]}
-On start it answers {"ready": true, "torch": version, "threads": n, "blas": ...} or, where torch
-cannot be imported, {"ready": false, "reason": ...} and exits.
-Usage (by the harness): /usr/bin/python3 bench/peers/torch_cpu.py --threads N
+On start it answers {"ready": true, "torch": version, "config": .., "set": {what this process set},
+"threads": torch.get_num_threads(), "interopThreads": .., "blasThreads": .., "blas": ...} or, where
+torch cannot be imported, {"ready": false, "reason": ...} and exits.
+Usage (by the harness): /usr/bin/python3 bench/peers/torch_cpu.py --config defaults|N
 """
 import argparse
+import ctypes
 import json
+import os
 import sys
 import time
 
@@ -23,21 +33,60 @@ def reply(obj):
     sys.stdout.flush()
 
 
+def config(value):
+    if value == "defaults":
+        return value
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("expected 'defaults' or a positive thread count")
+    return n
+
+
+def blas_threads():
+    """The thread count of the OpenBLAS this process loaded (None where it loaded another BLAS)."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.rsplit("/", 1)[-1].lower()}
+    except OSError:
+        return None
+    for lib in sorted(libs):
+        try:
+            fn = ctypes.CDLL(lib).openblas_get_num_threads
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_int
+        return {"library": os.path.realpath(lib), "threads": fn()}
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--config", type=config, required=True)
     args = ap.parse_args()
+    cfg = args.config
+    set_ = {}
+    if cfg != "defaults":
+        # Before the import: OpenMP and OpenBLAS read these when they load.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(cfg)
+            set_[var] = str(cfg)
     try:
         import torch
         import torch.nn.functional as F
     except Exception as e:  # ImportError, or a broken install
         reply({"ready": False, "reason": f"{type(e).__name__}: {e}"})
         return
-    torch.set_num_threads(args.threads)
+    if cfg != "defaults":
+        torch.set_num_threads(cfg)
+        set_["torch.set_num_threads"] = cfg
     torch.manual_seed(0)
-    cfg = torch.__config__.show()
-    blas = next((l.split("BLAS_INFO=")[1].split(",")[0] for l in cfg.splitlines() if "BLAS_INFO=" in l), "unknown")
-    reply({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas})
+    show = torch.__config__.show()
+    blas = next((l.split("BLAS_INFO=")[1].split(",")[0] for l in show.splitlines() if "BLAS_INFO=" in l), "unknown")
+    # The inherited environment, as it bears on threads (the harness passes its own, less what our
+    # addon sets for itself).
+    inherited = {k: v for k, v in os.environ.items() if k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                             "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT")
+                 and k not in set_}
 
     st = {}
 
@@ -68,6 +117,13 @@ def main():
         # zero_grad(set_to_none=True), PyTorch's default: each step's grads are fresh tensors.
         st["x"].grad = st["A"].grad = st["B"].grad = None
         forward().backward(st["dy"])
+
+    # One small step first, so the thread pools exist when their sizes are read.
+    setup(8, 64, 64, 4, 1.0)
+    step()
+    reply({"ready": True, "torch": torch.__version__, "config": cfg, "set": set_, "inherited": inherited,
+           "threads": torch.get_num_threads(), "interopThreads": torch.get_num_interop_threads(),
+           "blasThreads": blas_threads(), "blas": blas})
 
     tasks = {"base": base, "forward": fwd, "step": step}
     for line in sys.stdin:

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // The `fused-lora` command: `demo` (the seed's example, trained), `train` (adapters for a small
-// Sequential model described in JSON) and `bench`. Argument parsing is commander's. Every failure
-// ends as one line on stderr, "fused-lora: <code>: <what, where, what to do>", and exit code 1;
-// --debug adds the stack.
+// Sequential model described in JSON) and `bench` (the CPU benchmark harness, bench/cpu/ built to
+// bench/dist/, which the package ships). Argument parsing is commander's. Every failure ends as one
+// line on stderr, "fused-lora: <code>: <what, where, what to do>", and exit code 1; --debug adds the stack.
+import fs from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { runDemo } from '../demo';
-import { LoraError } from '../errors';
+import { errorAt, LoraError } from '../errors';
 import { runTrain } from './train';
 
 function int(value: string): number {
@@ -52,7 +54,7 @@ export function program(): Command {
       await runTrain({ model: o.model, data: o.data, out: o.out, steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed, progress: o.progress });
     });
 
-  (require('./bench') as typeof import('./bench')).registerBench(cmd);  // `fused-lora bench` (lib/cli/bench.ts)
+  registerBench(cmd);
   // Commander's own messages (unknown option, missing argument) come back as errors, to be printed in
   // the one-line form below; its help and version output stay as they are.
   const quiet = (c: Command) => {
@@ -77,6 +79,24 @@ export function failureLine(err: unknown, argv: readonly string[]): string {
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === 'string' ? e.code : 'ERR_INTERNAL';
   return `fused-lora: ${code}: ${(e?.message ?? String(err)).replace(/\s*\n\s*/g, ' ')} (--debug prints the stack)`;
+}
+
+/**
+ * `fused-lora bench`: the harness registers its own command and options. It ships in the package
+ * (bench/dist/, bench/peers/); a checkout whose build skipped it gets a one-line failure saying so.
+ */
+function registerBench(cmd: Command): void {
+  const harness = path.join(__dirname, '..', '..', 'bench', 'dist', 'bench.js');
+  if (fs.existsSync(harness)) {
+    (require(harness) as { registerBench(c: Command): void }).registerBench(cmd);
+    return;
+  }
+  cmd.command('bench')
+    .description('time fused vs unfused vs the base GEMM vs PyTorch (the harness is not built here)')
+    .allowUnknownOption().allowExcessArguments()
+    .action(() => {
+      throw errorAt('ERR_IO', 'bench', `the benchmark harness ${harness} is missing: \`npm run build:ts\` builds it (bench/cpu/ to bench/dist/)`);
+    });
 }
 
 if (require.main === module) {

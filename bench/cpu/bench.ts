@@ -1,24 +1,25 @@
-// `fused-lora bench`: fused against unfused against the base GEMM against PyTorch, side by side.
+// The CPU benchmark harness behind `fused-lora bench`: fused against unfused against the base GEMM
+// against PyTorch, side by side. It lives in bench/, outside the npm package; the CLI loads it from
+// bench/dist/ (built by `npm run build:ts` in a clone) and says so in one line where it is absent.
 //
 // For each shape (M, I = O, r) it times, in one run and alternating: the base GEMM alone
 // (Linear.forward), LinearLoRA forward fused and unfused, the training step (forward + backward)
 // fused and unfused, and, where /usr/bin/python3 has torch, PyTorch's base linear and step in PEFT's
-// order (bench/peers/torch_cpu.py). Every round runs every task (in a rotated order), so drift on a
-// shared machine lands on all of them alike; we report medians of all samples, and ratios of medians
-// taken in the same run. Results go to <out>/<date>-<host>[-quick].json, .svg and .png.
+// order (bench/peers/torch_cpu.py) in each of its thread configurations (peer.ts): "PyTorch" in a
+// row is the configuration with the fastest step median at that shape, and the row keeps them all.
+// Every round runs every task (in a rotated order), so drift on a shared machine lands on all of
+// them alike; we report medians of all samples, and ratios of medians taken in the same run.
+// Results go to <out>/<date>-<host>[-quick].json, .svg and .png.
 import { execSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { backendInfo, setNumThreads } from '../backend-info';
-import { native } from '../backends/cpu/binding';
-import { Linear } from '../linear';
-import { LinearLoRA } from '../linear-lora';
-import { tensor } from '../tensor';
-import { stepChartSvg, svgToPng, ChartRow } from './bench-chart';
-import { PeerTask, TorchPeer } from './bench-peer';
-import { median, quantile } from '../stats';
+import { backendInfo, Linear, LinearLoRA, setNumThreads, tensor } from '../../dist/index';
+import { native } from '../../dist/backends/cpu/binding';
+import { median, quantile } from '../../dist/stats';
+import { stepChartSvg, svgToPng, ChartRow } from './chart';
+import { PeerInfo, PeerTask, TorchPeer, peerConfigs } from './peer';
 
 export interface BenchOptions {
   quick: boolean;
@@ -29,6 +30,7 @@ export interface BenchOptions {
   rounds: number;
   /** Time budget per task and shape, in ms (iterations = budget / estimated time, at least one a round). */
   budgetMs: number;
+  /** Threads for our kernels (default: all cores). The peer runs every configuration regardless. */
   threads: number | null;
   peer: boolean;
   python: string;
@@ -43,7 +45,10 @@ const QUICK_SHAPES: Array<[number, number, number]> = [
 ];
 
 type OurTask = 'base' | 'forwardFused' | 'forwardUnfused' | 'stepFused' | 'stepUnfused';
+/** torchBase and torchStep are the chosen configuration's (the fastest step); BenchRow.peer has every one's. */
 type TaskName = OurTask | 'torchBase' | 'torchStep';
+/** A peer task as timed: one configuration's base or step. */
+type PeerKey = `${string}:${PeerTask}`;
 
 interface Timing {
   ms: number;
@@ -64,6 +69,8 @@ export interface BenchRow {
   ratios: Record<string, number | null>;
   /** Bytes the unfused path moves that the fused one does not (see unfusedExtraBytes). */
   unfusedExtraBytes: { forward: number; step: number };
+  /** Every peer configuration's figures at this shape, and which one torchBase/torchStep are (the fastest step median). */
+  peer: { chosen: string; configs: Record<string, { ms: Partial<Record<PeerTask, number>>; spread: Partial<Record<PeerTask, number>>; samples: Partial<Record<PeerTask, number>> }> } | null;
   /** The 1-minute load average when the shape finished: other work on the machine skews its rows. */
   load1: number;
 }
@@ -165,7 +172,7 @@ async function gemmRow(tb: typeof import('tinybench'), rounds: number) {
 }
 
 async function benchShape(
-  tb: typeof import('tinybench'), peer: TorchPeer | null, o: BenchOptions, M: number, I: number, r: number,
+  tb: typeof import('tinybench'), peers: TorchPeer[], o: BenchOptions, M: number, I: number, r: number,
 ): Promise<BenchRow> {
   const O = I;
   const base = new Linear(I, O, { seed: 1, bias: true });
@@ -184,15 +191,21 @@ async function benchShape(
     stepFused: () => { fused.forward(x, { out: y }); fused.backward(dy, { out: dx }); },
     stepUnfused: () => { unfused.forward(x, { out: y }); unfused.backward(dy, { out: dx }); },
   };
-  const peerTasks: Partial<Record<TaskName, PeerTask>> = peer ? { torchBase: 'base', torchStep: 'step' } : {};
-  if (peer) await peer.setup({ M, I, O, r, scaling: fused.scaling });
-  const names = [...Object.keys(ours), ...Object.keys(peerTasks)] as TaskName[];
+  const peerTasks: PeerTask[] = ['base', 'step'];
+  const byLabel = new Map(peers.map((p) => [p.info.label, p]));
+  for (const p of peers) await p.setup({ M, I, O, r, scaling: fused.scaling });
+  const ourNames = Object.keys(ours) as OurTask[];
+  const peerGroups: PeerKey[][] = peers.map((p) => peerTasks.map((t) => `${p.info.label}:${t}` as PeerKey));
+  const names: Array<OurTask | PeerKey> = [...ourNames, ...peerGroups.flat()];
 
-  const run = async (name: TaskName, n: number): Promise<number[]> =>
-    name in ours ? timeOurs(tb, name, ours[name as OurTask], n) : peer!.time(peerTasks[name]!, n);
+  const run = async (name: OurTask | PeerKey, n: number): Promise<number[]> => {
+    if (name in ours) return timeOurs(tb, name, ours[name as OurTask], n);
+    const [label, task] = name.split(':') as [string, PeerTask];
+    return byLabel.get(label)!.time(task, n);
+  };
 
   // Warm-up: one call of each (page faults, workspaces, thread pools), timed for the estimate.
-  const estimate: Partial<Record<TaskName, number>> = {};
+  const estimate: Record<string, number> = {};
   for (const name of names) estimate[name] = Math.max(...(await run(name, 1)), 1e-3);
   // Interleave: a round runs each task for ~kBatchMs (one call, for tasks longer than that), and
   // there are as many rounds as the budget allows (at least o.rounds, at most 12). So a burst of other
@@ -200,30 +213,56 @@ async function benchShape(
   // each batch is long enough to run warm, as a training loop does (5 ms batches measured small
   // shapes 20-100% slower: each batch started with caches the other tasks had evicted).
   const kBatchMs = 25;
-  const perRound = (name: TaskName) => Math.max(1, Math.round(kBatchMs / estimate[name]!));
+  const perRound = (name: OurTask | PeerKey) => Math.max(1, Math.round(kBatchMs / estimate[name]!));
   const slowest = Math.max(...Object.values(estimate), kBatchMs);
   const rounds = Math.max(o.rounds, Math.min(12, Math.round(o.budgetMs / slowest)));
 
-  // Each round: our tasks, then the peer's, each group in an order rotated per round; then a pause.
-  // The pause is for the peer's idle threads: its OpenBLAS keeps them spinning for 2^28 cycles
-  // (~0.1 s) after each call, which took a core from whichever of our tasks came next (the base
-  // GEMM, every round, measured up to 1.3x slow). Our own process sets that spin short
-  // (native/cpu/blas.cpp, before the first dlopen), so the other direction needs no pause.
-  const ourNames = names.filter((n) => n in ours), peerNames = names.filter((n) => !(n in ours));
-  const rotate = (xs: TaskName[], k: number) => xs.map((_, i) => xs[(i + k) % xs.length]);
-  const samples: Partial<Record<TaskName, number[]>> = {};
+  // Each round: our tasks, then each peer configuration's, each in an order rotated per round, with
+  // a pause after each configuration. The pause is for that process's idle threads: its OpenBLAS
+  // keeps them spinning for 2^28 cycles (~0.1 s) after each call, which took a core from whichever
+  // task came next (our base GEMM, every round, measured up to 1.3x slow; another configuration's
+  // step likewise). Our own process sets that spin short (native/cpu/blas.cpp, before the first
+  // dlopen), so the other direction needs no pause.
+  const rotate = <T>(xs: T[], k: number) => xs.map((_, i) => xs[(i + k) % xs.length]);
+  const samples: Partial<Record<OurTask | PeerKey, number[]>> = {};
+  const settle = () => new Promise((resolve) => setTimeout(resolve, kPeerSettleMs));
   for (let k = 0; k < rounds; k++) {
-    for (const name of [...rotate(ourNames, k), ...rotate(peerNames, k)]) (samples[name] ??= []).push(...(await run(name, perRound(name))));
-    if (peerNames.length) await new Promise((resolve) => setTimeout(resolve, kPeerSettleMs));
+    for (const name of rotate(ourNames, k)) (samples[name] ??= []).push(...(await run(name, perRound(name))));
+    for (const group of rotate(peerGroups, k)) {
+      for (const name of rotate(group, k)) (samples[name] ??= []).push(...(await run(name, perRound(name))));
+      await settle();
+    }
   }
   fused.dispose();
   unfused.dispose();
 
-  const t: Partial<Record<TaskName, Timing>> = {};
-  for (const name of names) {
-    const s = samples[name]!;
+  const timing = (s: number[]): Timing => {
     const m = median(s);
-    t[name] = { ms: m, spread: (quantile(s, 0.75) - quantile(s, 0.25)) / m, samples: s.length };
+    return { ms: m, spread: (quantile(s, 0.75) - quantile(s, 0.25)) / m, samples: s.length };
+  };
+  const t: Partial<Record<TaskName, Timing>> = {};
+  for (const name of ourNames) t[name] = timing(samples[name]!);
+  // The peer: every configuration's figures, and the fastest step's configuration as "PyTorch".
+  let peer: BenchRow['peer'] = null;
+  if (peers.length) {
+    const configs: NonNullable<BenchRow['peer']>['configs'] = {};
+    let chosen = peers[0].info.label;
+    let best = Infinity;
+    for (const p of peers) {
+      const c: (typeof configs)[string] = { ms: {}, spread: {}, samples: {} };
+      for (const task of peerTasks) {
+        const tm = timing(samples[`${p.info.label}:${task}`]!);
+        c.ms[task] = round(tm.ms, 4);
+        c.spread[task] = round(tm.spread);
+        c.samples[task] = tm.samples;
+      }
+      configs[p.info.label] = c;
+      const stepMs = timing(samples[`${p.info.label}:step`]!).ms;
+      if (stepMs < best) { best = stepMs; chosen = p.info.label; }
+    }
+    t.torchBase = timing(samples[`${chosen}:base`]!);
+    t.torchStep = timing(samples[`${chosen}:step`]!);
+    peer = { chosen, configs };
   }
   const ms = (n: TaskName) => t[n]?.ms ?? null;
   const ratio = (a: TaskName, b: TaskName) => (ms(a) !== null && ms(b) !== null ? round(ms(a)! / ms(b)!) : null);
@@ -238,9 +277,10 @@ async function benchShape(
       torchStepOverTorchBase: ratio('torchStep', 'torchBase'),
     },
     unfusedExtraBytes: unfusedExtraBytes(M, I, O, r),
+    peer,
     load1: round(os.loadavg()[0], 2),
   };
-  for (const name of names) {
+  for (const name of Object.keys(t) as TaskName[]) {
     row.ms[name] = round(t[name]!.ms, 4);
     row.spread[name] = round(t[name]!.spread);
     row.samples[name] = t[name]!.samples;
@@ -249,17 +289,19 @@ async function benchShape(
   return row;
 }
 
-/** The issue's targets, from the rows and the GEMM row of this run. */
+/** The performance targets (bench/NOTES.md), from the rows and the GEMM row of this run. */
 function targets(rows: BenchRow[], gemm: Awaited<ReturnType<typeof gemmRow>>) {
   const find = (M: number, I: number, r: number) => rows.find((x) => x.M === M && x.I === I && x.r === r);
   const out: Array<{ target: string; shape: string; measured: number | null; limit: string; met: boolean | null }> = [];
   const add = (target: string, shape: string, measured: number | null | undefined, limit: string, ok: (v: number) => boolean) =>
     out.push({ target, shape, measured: measured ?? null, limit, met: measured == null ? null : ok(measured) });
-  const big = find(2048, 2048, 16);
-  add('step fused / base GEMM', 'M=2048 I=O=2048 r=16', big?.ratios.stepFusedOverBase, '<= 2.1', (v) => v <= 2.1);
-  add('forward fused / base GEMM', 'M=2048 I=O=2048 r=16', big?.ratios.forwardFusedOverBase, '<= 1.05', (v) => v <= 1.05);
-  for (const M of [512, 64])
-    add('PyTorch step / our step', `M=${M} I=O=1024 r=16`, find(M, 1024, 16)?.ratios.torchStepOverFused, '>= 1.25', (v) => v >= 1.25);
+  for (const [M, I] of [[64, 1024], [512, 1024], [2048, 2048]])
+    add('step fused / base GEMM', `M=${M} I=O=${I} r=16`, find(M, I, 16)?.ratios.stepFusedOverBase, '<= 2.05', (v) => v <= 2.05);
+  add('forward fused / base GEMM', 'M=2048 I=O=2048 r=16', find(2048, 2048, 16)?.ratios.forwardFusedOverBase, '<= 1.05', (v) => v <= 1.05);
+  // At every shape run: our step at least as fast as PyTorch's fastest configuration's.
+  for (const row of rows)
+    if (row.ratios.torchStepOverFused !== null)
+      add('PyTorch step / our step', `M=${row.M} I=O=${row.I} r=${row.r}`, row.ratios.torchStepOverFused, '>= 1.0', (v) => v >= 1.0);
   for (const I of [1024, 2048, 4096]) {
     const row = find(1, I, 16);
     if (row) add('forward fused / base GEMV (decode)', `M=1 I=O=${I} r=16`, row.ratios.forwardFusedOverBase, '<= 1.1', (v) => v <= 1.1);
@@ -276,23 +318,31 @@ export async function runBench(o: BenchOptions): Promise<string> {
   const threads = info.threads;
   const tb = await importEsm('tinybench');
   const m = machine();
+  const ranAt = commit();  // the tree as the run started (editing files during a long run must not change it)
   const loadStart = os.loadavg();
   console.log(`fused-lora bench${o.quick ? ' --quick' : ''}: ${m.cpu}, ${m.cores} cores, ${threads} threads, BLAS ${info.blas}` +
     `${info.blasPath ? ` (${info.blasPath})` : ''}, built-in kernel ${info.builtinKernel}; load ${loadStart.map((v) => v.toFixed(2)).join(' ')}`);
   if (info.blas === 'builtin') console.log('note: no BLAS loaded: the built-in GEMM runs everything, and the GEMM row has no BLAS column');
 
-  let peer: TorchPeer | null = null;
+  // The peer: one process per configuration (PyTorch's defaults, then 1 .. cores threads), all
+  // started before the first shape; a configuration that fails to start is noted and left out.
+  const peers: TorchPeer[] = [];
+  const peerSkipped: string[] = [];
   let peerNote: string;
   if (!o.peer) {
     peerNote = 'skipped (--no-peer)';
   } else {
-    const p = await TorchPeer.start(o.python, threads);
-    if (typeof p === 'string') {
-      peerNote = `skipped: ${p}`;
-    } else {
-      peer = p;
-      peerNote = `PyTorch ${p.info.torch} (${p.info.python}, BLAS_INFO=${p.info.blas}), ${p.info.threads} threads`;
+    for (const config of peerConfigs(os.availableParallelism())) {
+      const p = await TorchPeer.start(o.python, config);
+      if (typeof p === 'string') peerSkipped.push(`${config}: ${p}`);
+      else peers.push(p);
     }
+    const p0 = peers[0]?.info;
+    peerNote = p0
+      ? `PyTorch ${p0.torch} (${p0.python}, BLAS_INFO=${p0.blas}); configurations, the fastest step per shape reported: ` +
+        peers.map((p) => `${p.info.label} (torch ${p.info.threads} threads, BLAS ${p.info.blasThreads?.threads ?? '?'})`).join(', ') +
+        (peerSkipped.length ? `; not started: ${peerSkipped.join('; ')}` : '')
+      : `skipped: ${peerSkipped[0]?.replace(/^[^:]*: /, '') ?? 'no configuration'}`;
   }
   console.log(`peer: ${peerNote}`);
 
@@ -303,20 +353,20 @@ export async function runBench(o: BenchOptions): Promise<string> {
     ? QUICK_SHAPES
     : o.sizes.flatMap((I) => o.ranks.flatMap((r) => o.Ms.map((M) => [M, I, r] as [number, number, number])));
   console.log(`${shapes.length} shapes; ms are medians; ratios are of medians in this run`);
-  console.log(['M', 'I=O', 'r', 'base', 'fwd', 'fwd-unf', 'step', 'step-unf', 'torch', 'step/base', 'fwd/base', 'unf/fused', 'torch/ours', 'load']
+  console.log(['M', 'I=O', 'r', 'base', 'fwd', 'fwd-unf', 'step', 'step-unf', 'torch', 'step/base', 'fwd/base', 'unf/fused', 'torch/ours', 'load', 'torch cfg']
     .map((h, i) => (i < 3 ? h.padStart(5) : h.padStart(11))).join(''));
   const rows: BenchRow[] = [];
   try {
     for (const [M, I, r] of shapes) {
-      const row = await benchShape(tb, peer, o, M, I, r);
+      const row = await benchShape(tb, peers, o, M, I, r);
       rows.push(row);
       const cells = [row.ms.base, row.ms.forwardFused, row.ms.forwardUnfused, row.ms.stepFused, row.ms.stepUnfused, row.ms.torchStep]
         .map((v) => fmt(v, v !== undefined && v < 1 ? 3 : 1));
       const ratios = [row.ratios.stepFusedOverBase, row.ratios.forwardFusedOverBase, row.ratios.stepUnfusedOverFused, row.ratios.torchStepOverFused].map((v) => fmt(v));
-      console.log([M, I, r].map((v) => String(v).padStart(5)).join('') + [...cells, ...ratios, fmt(row.load1)].map((c) => c.padStart(11)).join(''));
+      console.log([M, I, r].map((v) => String(v).padStart(5)).join('') + [...cells, ...ratios, fmt(row.load1), row.peer?.chosen ?? '—'].map((c) => c.padStart(11)).join(''));
     }
   } finally {
-    peer?.close();
+    for (const p of peers) p.close();
   }
 
   const tg = targets(rows, gemm);
@@ -329,10 +379,16 @@ export async function runBench(o: BenchOptions): Promise<string> {
   const stem = path.join(o.outDir, `${date}-${host}${o.quick ? '-quick' : ''}`);
   fs.mkdirSync(o.outDir, { recursive: true });
   const result = {
-    date: new Date().toISOString(), machine: m, blas: info, threads, peer: peer ? { ...peer.info, note: peerNote } : { note: peerNote },
-    commit: commit(), command: o.command, loadavg: { start: loadStart.map((v) => round(v, 2)), end: loadEnd.map((v) => round(v, 2)) },
+    date: new Date().toISOString(), machine: m, blas: info, threads,
+    peer: {
+      note: peerNote,
+      rule: 'each round times every configuration (PyTorch defaults, then 1 .. cores threads, one process each); ' +
+        'per shape, torchBase/torchStep are the configuration with the fastest step median (rows[].peer.chosen), rows[].peer.configs has them all',
+      configs: peers.map((p): PeerInfo => p.info), notStarted: peerSkipped,
+    },
+    commit: ranAt, command: o.command, loadavg: { start: loadStart.map((v) => round(v, 2)), end: loadEnd.map((v) => round(v, 2)) },
     method: 'alternating rounds (rotated task order), tinybench for ours and perf_counter in the peer; medians of all samples; ' +
-      'spread = (p75 - p25) / median; gflops = nominal FLOPs / median; unfusedExtraBytes per lib/cli/bench.ts',
+      'spread = (p75 - p25) / median; gflops = nominal FLOPs / median; unfusedExtraBytes per bench/cpu/bench.ts',
     gemm, targets: tg, rows,
   };
   fs.writeFileSync(`${stem}.json`, JSON.stringify(result, null, 2) + '\n');
@@ -341,7 +397,7 @@ export async function runBench(o: BenchOptions): Promise<string> {
     M: r.M, I: r.I, r: r.r, baseMs: r.ms.base!, stepFusedMs: r.ms.stepFused!, stepUnfusedMs: r.ms.stepUnfused ?? null, torchStepMs: r.ms.torchStep ?? null,
   }));
   const svg = stepChartSvg(chartRows, 'LoRA training step (forward + backward), fp32 CPU: lower is better',
-    `${m.cpu}, ${threads} threads, BLAS ${info.blas}; peer ${peer ? `PyTorch ${peer.info.torch}` : 'none'}; commit ${result.commit}; ${date}`);
+    `${m.cpu}, ${threads} threads, BLAS ${info.blas}; peer ${peers.length ? `PyTorch ${peers[0].info.torch}, fastest of ${peers.map((p) => p.info.label).join(' / ')}` : 'none'}; commit ${result.commit}; ${date}`);
   fs.writeFileSync(`${stem}.svg`, svg);
   const { png, reason } = svgToPng(svg);
   if (png) fs.writeFileSync(`${stem}.png`, png);
@@ -370,7 +426,7 @@ export function registerBench(program: Command): void {
     .option('--rank <list>', 'r', list, FULL.ranks)
     .option('--rounds <n>', 'alternating rounds per shape, at least (more where --budget allows, up to 12)', int, 5)
     .option('--budget <ms>', 'time per task and shape, ms (default 400 with --quick, else 1500)', int)
-    .option('--threads <n>', 'threads for ours and the peer (default: all cores)', int)
+    .option('--threads <n>', 'threads for our kernels (default: all cores; the peer runs its defaults and every thread count)', int)
     .option('--no-peer', 'skip PyTorch')
     .option('--python <path>', 'the Python that runs bench/peers/torch_cpu.py', fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3')
     .option('--out <dir>', 'where to write the results', path.join('bench', 'results'))
