@@ -51,6 +51,13 @@ template <typename F> Status dispatch(DType t, F&& f) {
   return fail(Status::Argument, "unknown dtype " + std::to_string(static_cast<int>(t)));
 }
 
+// Returns the status of expr from the enclosing function when it is not Ok: the sequences of kernel
+// launches in lora.cu and multi_lora.cu stop at the first failure.
+#define FL_TRY(expr)                                        \
+  do {                                                      \
+    if (Status st_ = (expr); st_ != Status::Ok) return st_; \
+  } while (0)
+
 inline int blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 16) {
   int64_t b = (n + threads - 1) / threads;
   if (b < 1) b = 1;

@@ -8,11 +8,6 @@
 namespace fused_lora::cuda {
 namespace {
 
-#define FL_TRY(expr)                              \
-  do {                                            \
-    if (Status st_ = (expr); st_ != Status::Ok) return st_; \
-  } while (0)
-
 Status check_dims(const LoraDims& d, const char* what) {
   if (d.M < 1 || d.I < 1 || d.O < 1 || d.r < 1)
     return fail(Status::Argument, std::string(what) + ": expected M, I, O, r >= 1");

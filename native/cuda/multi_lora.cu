@@ -10,11 +10,6 @@
 namespace fused_lora::cuda {
 namespace {
 
-#define FL_TRY(expr)                                        \
-  do {                                                      \
-    if (Status st_ = (expr); st_ != Status::Ok) return st_; \
-  } while (0)
-
 // Keeps element (m, c) of the (M, R) region when column c belongs to row m's adapter, else zeroes it
 // there and, where given, in the fp32 copy (M, R).
 template <typename T>
