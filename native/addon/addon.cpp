@@ -28,6 +28,7 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   out.Set("blas", blas);
   out.Set("builtinKernel", isa_name(isa()));
   out.Set("builtinKernelReason", isa_choice().reason);
+  out.Set("lowpKernel", lowp_isa_name());
   out.Set("threads", num_threads());
   return out;
 }
