@@ -24,6 +24,11 @@ export interface BackendInfo {
     builtinKernel: string;
     /** Why: the best the CPU supports, or FUSED_LORA_ISA (capped to what the CPU has). */
     builtinKernelReason: string;
+    /**
+     * The kernel of the reduced-precision frozen GEMM (bfloat16 layers, int8 and nf4 weights):
+     * "avx512bf16" (vdpbf16ps), else the built-in kernel's ISA, widening bf16 to fp32.
+     */
+    lowpKernel: string;
   };
   cuda: {
     /** The CUDA addon (build-cuda/Release/fused_lora_cuda.node) loaded. */
@@ -47,7 +52,7 @@ export function backendInfo(): BackendInfo {
     cpu: {
       blas: n.blas.name, blasPath: n.blas.path, request: n.blas.request, reason: n.blas.reason, tried: n.blas.tried,
       threads: n.threads, blasThreads: n.blas.threads, builtinKernel: n.builtinKernel,
-      builtinKernelReason: n.builtinKernelReason,
+      builtinKernelReason: n.builtinKernelReason, lowpKernel: n.lowpKernel,
     },
     cuda: cudaInfo(),
   };
