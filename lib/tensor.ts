@@ -149,7 +149,8 @@ export class Tensor {
     // Host memory defaults to float32 (dataSync's dtype); a device keeps this tensor's dtype.
     const p = place(where, ['device', 'options.dtype'], device, opts.dtype, { dtype: device === 'cpu' ? 'float32' : this.dtype });
     const src = this.storage(where);
-    if (p.device === this.device && p.dtype === this.dtype) return this;
+    // A quantized weight is never returned as itself: its copy is dequantized, an ordinary tensor.
+    if (p.device === this.device && p.dtype === this.dtype && !src.quantized) return this;
     if (src.length !== this.size) fail('ERR_SHAPE', where, 'the tensor', `storage of ${this.size} elements for shape ${shapeString(this.shape)}`, said(`${src.length} elements`));
     const target = backendFor(p);
     if (target === backendFor(placementOf(this))) {

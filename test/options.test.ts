@@ -116,8 +116,11 @@ const cases: Case[] = [
   ['tensor()', unknownKey('tensor', 'options', 'dtype, device', 'dtpye', 'dtype'), () => tensor([1, 2], [2], { dtpye: 'float32' } as never)],
   ['zeros()', unknownKey('zeros', 'options', 'dtype, device', 'devcie', 'device'), () => zeros([2], { devcie: 'cpu' } as never)],
   ['Tensor.to', unknownKey('Tensor.to', 'options', 'dtype', 'dtyp', 'dtype'), () => zeros([2]).to('cpu', { dtyp: 'float32' } as never)],
-  ['new Linear (no option near)', unknownKey('Linear', 'options', 'weight, bias, seed, device, dtype, math', 'quantize', null), () => new Linear(I, O, { quantize: 'nf4' } as never)],
-  ['new Linear', unknownKey('Linear', 'options', 'weight, bias, seed, device, dtype, math', 'wieght', 'weight'), () => new Linear(I, O, { wieght: W0 } as never)],
+  ['new Linear (no option near)', unknownKey('Linear', 'options', 'weight, bias, seed, device, dtype, math, quantize', 'precision', null), () => new Linear(I, O, { precision: 'nf4' } as never)],
+  ['new Linear', unknownKey('Linear', 'options', 'weight, bias, seed, device, dtype, math, quantize', 'wieght', 'weight'), () => new Linear(I, O, { wieght: W0 } as never)],
+  ['new Linear (quantize)', unknownKey('Linear', 'options', 'weight, bias, seed, device, dtype, math, quantize', 'quantise', 'quantize'), () => new Linear(I, O, { quantise: 'nf4' } as never)],
+  ['LinearLoRA.merge', unknownKey('LinearLoRA.merge', 'options', 'requantize', 'requantise', 'requantize'), (w) => w.fc.merge({ requantise: true } as never)],
+  ['LinearLoRA.unmerge', unknownKey('LinearLoRA.unmerge', 'options', 'requantize', 'requant', 'requantize'), (w) => w.fc.unmerge({ requant: true } as never)],
   ['Linear.forward', unknownKey('Linear.forward', 'options', 'out', 'ot', 'out'), (w) => new Linear(I, O).forward(X(), { ot: w.y } as never)],
   ['Linear.backward', unknownKey('Linear.backward', 'options', 'out', 'output', null), (w) => new Linear(I, O).backward(zeros([M, O]), { output: w.dx } as never)],
   ['Linear.forwardAsync', unknownKey('Linear.forwardAsync', 'options', 'out', 'signal', null), () => new Linear(I, O).forwardAsync(X(), { signal: new AbortController().signal } as never)],
@@ -133,7 +136,7 @@ const cases: Case[] = [
   ['ReLU.backward', unknownKey('ReLU.backward', 'options', 'inputGrad', 'inputGrads', 'inputGrad'), (w) => w.act.backward(zeros([M, O]), { inputGrads: false } as never)],
   ['GELU.backward', unknownKey('GELU.backward', 'options', 'inputGrad', 'inptGrad', 'inputGrad'), () => { const g = new GELU(); g.forward(X()); return g.backward(X(), { inptGrad: false } as never); }],
   ['Sequential.backward', unknownKey('Sequential.backward', 'options', 'inputGrad', 'out', null), (w) => w.model.backward(DY(), { inputGrad: false, out: w.dx } as never)],
-  ['applyLoRA', unknownKey('applyLoRA', 'options', `${LINEAR_LORA}, rank, targets`, 'target', 'targets'), (w) => applyLoRA(w.plain, { rank: r, target: ['a'] } as never)],
+  ['applyLoRA', unknownKey('applyLoRA', 'options', `${LINEAR_LORA}, rank, targets, quantize`, 'target', 'targets'), (w) => applyLoRA(w.plain, { rank: r, target: ['a'] } as never)],
   ['new SGD', unknownKey('SGD', 'options', 'lr, momentum, dampening, weightDecay, nesterov', 'weight_decay', 'weightDecay'), (w) => new SGD(w.fc.parameters(), { lr: 0.1, weight_decay: 0.01 } as never)],
   ['new AdamW', unknownKey('AdamW', 'options', 'lr, betas, eps, weightDecay', 'lrr', 'lr'), (w) => new AdamW(w.fc.parameters(), { lrr: 0.01 } as never)],
   ['new AdamW (betas by another name)', unknownKey('AdamW', 'options', 'lr, betas, eps, weightDecay', 'beta1', 'betas'), (w) => new AdamW(w.fc.parameters(), { beta1: 0.8 } as never)],
@@ -166,7 +169,7 @@ const cases: Case[] = [
   }],
   ['loadAdapter', unknownKey('loadAdapter', 'options', 'optimizer', 'optimiser', 'optimizer'), (w) => loadAdapter(savedDir, { fc: w.fc }, { optimiser: w.opt } as never)],
   ['readSafetensors', unknownKey('readSafetensors', 'options', 'select', 'filter', null), () => readSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { filter: () => true } as never)],
-  ['loadSafetensors', unknownKey('loadSafetensors', 'options', 'select', 'selct', 'select'), () => loadSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { selct: () => true } as never)],
+  ['loadSafetensors', unknownKey('loadSafetensors', 'options', 'select, dtype', 'selct', 'select'), () => loadSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { selct: () => true } as never)],
   ['writeSafetensors (writes nothing)', unknownKey('writeSafetensors', 'options', 'dtype, metadata', 'dtpye', 'dtype'), async () => {
     const dir = tmpDir();
     try {

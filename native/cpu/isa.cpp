@@ -35,7 +35,7 @@ IsaChoice choose() {
   const char* env = std::getenv("FUSED_LORA_ISA");
   c.request = env != nullptr ? env : "";
   if (c.request.empty()) {
-    c.reason = std::string("the best this CPU supports (") + isa_name(c.best) + (c.bf16 ? ", with avx512_bf16)" : ")");
+    c.reason = std::string("the best this CPU supports (") + isa_name(c.best) + ")";
     return c;
   }
   Isa want;

@@ -121,17 +121,45 @@ void pack_a_f32(const float* A, int64_t lda, int64_t m, int64_t kc, int mr, floa
   for (int64_t i = 0; i < n; ++i) dst[i] = round_to_bf16(dst[i]);
 }
 
+#if FL_X86
+// The bf16 packers run only where the vdpbf16ps kernel does (isa_choice().bf16), so they may use
+// AVX512_BF16 too: vcvtne2ps2bf16 rounds 32 floats to nearest even into 16 k-pair words in order
+// (it flushes fp32 denormals, below 1.2e-38, to zero).
+__attribute__((target("avx512f,avx512bf16"))) void pair_words(const float* a, int64_t kc, uint32_t* s) {
+  int64_t p = 0;
+  for (; 2 * p + 32 <= kc; p += 16) {
+    const __m512bh w = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 2 * p + 16), _mm512_loadu_ps(a + 2 * p));
+    _mm512_storeu_si512(s + p, (__m512i)w);
+  }
+  for (; 2 * p + 1 < kc; ++p) s[p] = pair(bf16_round(a[2 * p]), bf16_round(a[2 * p + 1]));
+  if (2 * p < kc) s[p] = bf16_round(a[2 * p]);
+}
+
+// d[j] = (r0[j], r1[j]) for two rows of bf16-exact floats: the high halves of both, interleaved.
+__attribute__((target("avx512f"))) void interleave_rows(const float* r0, const float* r1, int64_t n, uint32_t* d) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512i a = _mm512_castps_si512(_mm512_loadu_ps(r0 + j)), b = _mm512_castps_si512(_mm512_loadu_ps(r1 + j));
+    _mm512_storeu_si512(d + j, _mm512_or_si512(_mm512_srli_epi32(a, 16), b));
+  }
+  for (; j < n; ++j) d[j] = pair(bits_of(r0[j]), bits_of(r1[j]));
+}
+#else
+void pair_words(const float* a, int64_t kc, uint32_t* s) {
+  int64_t p = 0;
+  for (; 2 * p + 1 < kc; ++p) s[p] = pair(bf16_round(a[2 * p]), bf16_round(a[2 * p + 1]));
+  if (2 * p < kc) s[p] = bf16_round(a[2 * p]);
+}
+void interleave_rows(const float* r0, const float* r1, int64_t n, uint32_t* d) {
+  for (int64_t j = 0; j < n; ++j) d[j] = pair(bits_of(r0[j]), bits_of(r1[j]));
+}
+#endif
+
 void pack_a_bf16(const float* A, int64_t lda, int64_t m, int64_t kc, int mr, uint32_t* dst, uint32_t* stage) {
   const int64_t kp = (kc + 1) / 2;
   for (int64_t i0 = 0; i0 < m; i0 += mr) {
     const int64_t rows = std::min<int64_t>(mr, m - i0);
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* a = A + (i0 + i) * lda;
-      uint32_t* s = stage + i * kp;
-      int64_t p = 0;
-      for (; 2 * p + 1 < kc; ++p) s[p] = pair(bf16_round(a[2 * p]), bf16_round(a[2 * p + 1]));
-      if (p < kp) s[p] = bf16_round(a[2 * p]);
-    }
+    for (int64_t i = 0; i < rows; ++i) pair_words(A + (i0 + i) * lda, kc, stage + i * kp);
     pack_t()(reinterpret_cast<const float*>(stage), kp, rows, mr, kp, reinterpret_cast<float*>(dst + i0 * kp));
   }
 }
@@ -178,10 +206,7 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
       } else {
         for (int64_t j = 0; j < rows; ++j) {
           w.decode(W, jc + j0 + j, pc, kc, stage);
-          uint32_t* s = words + j * kp;
-          int64_t p = 0;
-          for (; 2 * p + 1 < kc; ++p) s[p] = pair(bits_of(stage[2 * p]), bits_of(stage[2 * p + 1]));
-          if (p < kp) s[p] = bits_of(stage[2 * p]);
+          pair_words(stage, kc, words + j * kp);  // exact: the values are bf16 already
         }
         src = words;
         ld = kp;
@@ -201,7 +226,7 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
     for (int64_t j0 = 0; j0 < nc; j0 += nr) {
       uint32_t* d = dst + j0 * kp + p * nr;
       const int64_t cols = std::min<int64_t>(nr, nc - j0);
-      for (int64_t j = 0; j < cols; ++j) d[j] = pair(bits_of(stage[j0 + j]), bits_of(row1[j0 + j]));
+      interleave_rows(stage + j0, row1 + j0, cols, d);
       for (int64_t j = cols; j < nr; ++j) d[j] = 0;
     }
   }
