@@ -99,7 +99,7 @@ for (const [kind, M, I, O] of SHAPES) {
 const result = {
   date: new Date().toISOString(), machine: machine(), commit: commit(),
   command: `node bench/lowp.mjs ${process.argv.slice(2).join(' ')}`.trim(),
-  kernels: { builtinKernel: info.builtinKernel, lowpKernel: info.lowpKernel, blas: info.blas, threads: info.threads },
+  kernels: { builtinKernel: info.builtinKernel, lowpKernel: info.lowpKernel, lowpKernelReason: info.lowpKernelReason, blas: info.blas, threads: info.threads },
   method: `per shape, each config warmed up once, then ${rounds} rounds in a rotated order; one sample is one call (decode: the mean over >= 50 ms of calls); medians. fp32 runs on the BLAS from M = 9 (the product's default route), the others on the built-in reduced-precision GEMM.`,
   loadStart: loadStart.map((v) => +v.toFixed(2)), loadEnd: os.loadavg().map((v) => +v.toFixed(2)),
   rows,

@@ -29,6 +29,8 @@ export interface BackendInfo {
      * "avx512bf16" (vdpbf16ps), else the built-in kernel's ISA, widening bf16 to fp32.
      */
     lowpKernel: string;
+    /** Why: FUSED_LORA_ISA, the CPU's features, or (where it has avx512_bf16) both kernels timed at first use. */
+    lowpKernelReason: string;
   };
   cuda: {
     /** The CUDA addon (build-cuda/Release/fused_lora_cuda.node) loaded. */
@@ -52,7 +54,7 @@ export function backendInfo(): BackendInfo {
     cpu: {
       blas: n.blas.name, blasPath: n.blas.path, request: n.blas.request, reason: n.blas.reason, tried: n.blas.tried,
       threads: n.threads, blasThreads: n.blas.threads, builtinKernel: n.builtinKernel,
-      builtinKernelReason: n.builtinKernelReason, lowpKernel: n.lowpKernel,
+      builtinKernelReason: n.builtinKernelReason, lowpKernel: n.lowpKernel, lowpKernelReason: n.lowpKernelReason,
     },
     cuda: cudaInfo(),
   };

@@ -120,7 +120,7 @@ const cases: Case[] = [
   ['new Linear', unknownKey('Linear', 'options', 'weight, bias, seed, device, dtype, math, quantize', 'wieght', 'weight'), () => new Linear(I, O, { wieght: W0 } as never)],
   ['new Linear (quantize)', unknownKey('Linear', 'options', 'weight, bias, seed, device, dtype, math, quantize', 'quantise', 'quantize'), () => new Linear(I, O, { quantise: 'nf4' } as never)],
   ['LinearLoRA.merge', unknownKey('LinearLoRA.merge', 'options', 'requantize', 'requantise', 'requantize'), (w) => w.fc.merge({ requantise: true } as never)],
-  ['LinearLoRA.unmerge', unknownKey('LinearLoRA.unmerge', 'options', 'requantize', 'requant', 'requantize'), (w) => w.fc.unmerge({ requant: true } as never)],
+  ['LinearLoRA.unmerge', unknownKey('LinearLoRA.unmerge', 'options', 'requantize', 'requantise', 'requantize'), (w) => w.fc.unmerge({ requantise: true } as never)],
   ['Linear.forward', unknownKey('Linear.forward', 'options', 'out', 'ot', 'out'), (w) => new Linear(I, O).forward(X(), { ot: w.y } as never)],
   ['Linear.backward', unknownKey('Linear.backward', 'options', 'out', 'output', null), (w) => new Linear(I, O).backward(zeros([M, O]), { output: w.dx } as never)],
   ['Linear.forwardAsync', unknownKey('Linear.forwardAsync', 'options', 'out', 'signal', null), () => new Linear(I, O).forwardAsync(X(), { signal: new AbortController().signal } as never)],
@@ -379,6 +379,8 @@ describe('every option the README shows is taken', () => {
     'new AdamW': (o) => new AdamW(fresh().parameters(), o),
     saveAdapter: (o) => saveAdapter(tmpDir(), { fc: fresh() }, o),
     loadAdapter: (o) => loadAdapter(savedDir, { fc: fresh() }, o),
+    loadSafetensors: (o) => loadSafetensors(path.join(savedDir, 'adapter_model.safetensors'), o),
+    merge: (o) => fresh().merge(o),
     'ops.loraForward': (o) => ops.loraForward({ ...operands(), ...o }),
     'ops.loraBackward': (o) => ops.loraBackward({ ...backOperands(), ...o }),
   };

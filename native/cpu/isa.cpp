@@ -82,6 +82,4 @@ const char* isa_name(Isa isa) {
   return "generic";
 }
 
-const char* lowp_isa_name() { return isa_choice().bf16 ? "avx512bf16" : isa_name(isa()); }
-
 }  // namespace fused_lora

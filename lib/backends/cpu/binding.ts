@@ -18,6 +18,7 @@ export interface NativeBackendInfo {
   builtinKernel: string;
   builtinKernelReason: string;
   lowpKernel: 'avx512bf16' | 'avx512' | 'avx2' | 'generic';
+  lowpKernelReason: string;
   threads: number;
 }
 

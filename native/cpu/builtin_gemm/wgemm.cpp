@@ -13,7 +13,11 @@
 // products with the M rounded rows of A: decode is bound by the bytes of W, and fewer bytes is the
 // whole gain of a compressed W.
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "fused_lora/check.h"
 #include "fused_lora/lowp.h"
@@ -23,6 +27,7 @@
 #include "plan.h"
 #include "scratch.h"
 #include "simd.h"
+#include "ukr_avx512.h"
 #include "ukr_bf16.h"
 #include "wdecode.h"
 
@@ -81,6 +86,70 @@ struct WKernel {
   DecodeRow decode;
 };
 
+// Which family runs where the CPU has avx512_bf16. vdpbf16ps does two k per instruction, but its
+// throughput is the CPU's business: on the Zen 4 guest these kernels were written on it issues about
+// one zmm instruction every two cycles, so the bf16 kernel ran at ~98 GFLOP/s on L1-resident
+// slivers where the fp32 kernel ran at ~172 (bench/NOTES.md). So unless FUSED_LORA_ISA names
+// avx512bf16, the choice is measured once, at first use: both micro-kernels on the same tile shape
+// and depth, L1-resident, best of three interleaved trials (~2 ms in all); the faster wins.
+struct Calibration {
+  bool bf16 = false;
+  std::string reason;
+};
+
+#if FL_X86
+double time_ukr(bool bf16, int reps) {
+  constexpr int64_t kp = 128;
+  static thread_local std::vector<uint32_t> a(14 * kp, 0x3f803f80u), b(32 * kp, 0x3f803f80u);
+  static thread_local std::vector<float> af(14 * 2 * kp, 1.f), bf(32 * 2 * kp, 1.f);
+  alignas(64) float c[14 * 32];
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) {
+    if (bf16)
+      ukr_bf16<14, 2>(kp, a.data(), b.data(), c, 32, 1.f, r == 0 ? 0.f : 1.f);
+    else
+      ukr_avx512<14, 2>(2 * kp, af.data(), 14, bf.data(), 32, c, 32, 1.f, r == 0 ? 0.f : 1.f);
+  }
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile float sink = c[0] + c[14 * 32 - 1];  // the products are used, so the loop stays
+  (void)sink;
+  return t;
+}
+#endif
+
+Calibration calibrate() {
+  Calibration c;
+  const IsaChoice& ic = isa_choice();
+  if (!ic.bf16) {
+    c.reason = ic.best_bf16 ? "FUSED_LORA_ISA=" + ic.request + ": the fp32 kernels, widening bf16"
+                            : std::string("no avx512_bf16 on this CPU: the ") + isa_name(ic.isa) + " fp32 kernels, widening bf16";
+    return c;
+  }
+  if (ic.request == "avx512bf16") {
+    c.bf16 = true;
+    c.reason = "FUSED_LORA_ISA=avx512bf16";
+    return c;
+  }
+#if FL_X86
+  double tb = 1e30, tf = 1e30;
+  for (int trial = 0; trial < 3; ++trial) {
+    tb = std::min(tb, time_ukr(true, 300));
+    tf = std::min(tf, time_ukr(false, 300));
+  }
+  c.bf16 = tb < tf;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "timed at first use: the vdpbf16ps kernel %.0f GFLOP/s, the fp32 kernel %.0f GFLOP/s (one core, L1)",
+                2.0 * 14 * 32 * 256 * 300 / tb / 1e9, 2.0 * 14 * 32 * 256 * 300 / tf / 1e9);
+  c.reason = buf;
+#endif
+  return c;
+}
+
+const Calibration& calibration() {
+  static const Calibration c = calibrate();
+  return c;
+}
+
 // bf16: the fp32 kernel's 14×32 tile and MC; KC 1024 k is 512 pairs, the same bytes per sliver as
 // fp32's KC 512, so the A block (168×1024 bf16 = 336 KiB) and B slivers sit where the fp32 ones do.
 WKernel choose() {
@@ -88,7 +157,7 @@ WKernel choose() {
   const Isa is = isa();
   w.decode = is == Isa::Avx512 ? &decode_row_avx512 : is == Isa::Avx2 ? &decode_row_avx2 : &decode_row_generic;
 #if FL_X86
-  if (isa_choice().bf16) {
+  if (calibration().bf16) {
     w.bf16 = true;
     w.mr = 14, w.nr = 32, w.mc = 168, w.kc = 1024, w.nc = 4096;
     w.ukr_bf = &ukr_bf16<14, 2>;
@@ -344,9 +413,77 @@ __attribute__((target("avx512f"))) void decode_avx512(const WKernel& w, int64_t 
 }
 #endif
 
+#if FL_X86
+// AVX-512, the values dequantized in registers, 16 at a time, and used at once by all MM rows of A:
+// no row buffer between decoding and the dot products. Rows end in the portable body's tail.
+__attribute__((target("avx512f"), always_inline)) inline __m512 to_bf16(__m512 v) {
+  __m512i b = _mm512_castps_si512(v);
+  b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1)));
+  return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(int(0xffff0000u))));
+}
+
+template <int MM>
+__attribute__((target("avx512f,avx512bw"))) void decode_regs(const WKernel& w, int64_t o0, int64_t o1, int64_t K,
+                                                             float alpha, const float* __restrict xr, const FrozenW& W,
+                                                             float beta, float* C, int64_t ldc, float* row) {
+  const __m512 codes = _mm512_loadu_ps(kNf4Codes);
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const int64_t K16 = K / 16 * 16;
+  for (int64_t o = o0; o < o1; ++o) {
+    const int64_t e0 = o * W.I;
+    __m512 acc[MM];
+    for (int m = 0; m < MM; ++m) acc[m] = _mm512_setzero_ps();
+    const __m512 sc = W.format == WFormat::Int8 ? _mm512_set1_ps(W.scale[o]) : _mm512_setzero_ps();
+    for (int64_t k = 0; k < K16; k += 16) {
+      __m512 v;
+      switch (W.format) {
+        case WFormat::BF16:
+          v = _mm512_castsi512_ps(_mm512_slli_epi32(
+              _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16 + e0 + k))), 16));
+          break;
+        case WFormat::Int8:
+          v = to_bf16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W.q8 + e0 + k)))), sc));
+          break;
+        case WFormat::NF4: {
+          const int64_t e = e0 + k;  // a multiple of 16: I % 64 == 0
+          const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(W.q4 + (e >> 1)));
+          const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4), lo = _mm_and_si128(bytes, low4);
+          v = to_bf16(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), codes),
+                                    _mm512_set1_ps(W.absmax[e / kNf4Block])));
+          break;
+        }
+        default:
+          v = to_bf16(_mm512_loadu_ps(W.f32 + e0 + k));
+      }
+      for (int m = 0; m < MM; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + m * K + k), v, acc[m]);
+    }
+    const int64_t tail = K - K16;
+    if (tail > 0) w.decode(W, o, K16, tail, row);
+    for (int m = 0; m < MM; ++m) {
+      float s = _mm512_reduce_add_ps(acc[m]);
+      for (int64_t k = 0; k < tail; ++k) s += xr[m * K + K16 + k] * row[k];
+      float* c = C + m * ldc + o;
+      *c = beta == 0.f ? alpha * s : alpha * s + beta * *c;
+    }
+  }
+}
+
+template <int MM>
+void decode_regs_m(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
+                   const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
+  if (M == MM) return decode_regs<MM>(w, o0, o1, K, alpha, xr, W, beta, C, ldc, row);
+  if constexpr (MM > 1) decode_regs_m<MM - 1>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+}
+
+void decode_avx512_regs(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
+                        const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
+  decode_regs_m<kLowpDecodeMaxRows>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+}
+#endif
+
 DecodeFn decode_fn() {
 #if FL_X86
-  if (isa() == Isa::Avx512) return &decode_avx512;
+  if (isa() == Isa::Avx512) return &decode_avx512_regs;
   if (isa() == Isa::Avx2) return &decode_avx2;
 #endif
   return &decode_generic;
@@ -424,6 +561,9 @@ void wgemm_nn(int64_t M, float alpha, const float* A, int64_t lda, const FrozenW
               int64_t ldc) {
   builtin::wgemm(false, M, alpha, A, lda, W, beta, C, ldc);
 }
+
+const char* lowp_kernel_name() { return builtin::wkernel().bf16 ? "avx512bf16" : isa_name(isa()); }
+const std::string& lowp_kernel_reason() { return builtin::calibration().reason; }
 
 void dequantize_rows(const FrozenW& W, int64_t o0, int64_t o1, float* out) {
   const builtin::DecodeRow decode = builtin::wkernel().decode;

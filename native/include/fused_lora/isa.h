@@ -19,7 +19,7 @@ struct IsaChoice {
   std::string request;      // FUSED_LORA_ISA as read ("" when unset)
   std::string reason;       // one line: why `isa`
   std::string error;        // non-empty when FUSED_LORA_ISA is not a known value (the addon refuses to load)
-  bool bf16 = false;        // vdpbf16ps runs (isa is Avx512, the CPU has avx512_bf16 and the cap allows it)
+  bool bf16 = false;        // vdpbf16ps may run (isa is Avx512, the CPU has avx512_bf16, the cap allows it; lowp.h decides)
   bool best_bf16 = false;   // the CPU has avx512_bf16 (with AVX-512F)
 };
 
@@ -32,7 +32,5 @@ inline Isa isa() { return isa_choice().isa; }
 // "avx512", "avx2" or "generic".
 const char* isa_name(Isa isa);
 
-// What the reduced-precision GEMM runs: "avx512bf16" where isa_choice().bf16, else isa_name(isa()).
-const char* lowp_isa_name();
 
 }  // namespace fused_lora

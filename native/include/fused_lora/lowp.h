@@ -11,6 +11,7 @@
 // AVX2 and portable kernels, which widen the bf16 values to fp32 and run the fp32 micro-kernels.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace fused_lora {
 
@@ -74,7 +75,12 @@ inline float bf16_value(uint16_t h) {
   return v;
 }
 
-// The decode path's row limit and the kernel names, for backendInfo and the tests.
+// The decode path's row limit, for the tests.
 constexpr int64_t kLowpDecodeMaxRows = 8;
+
+// The micro-kernel family the GEMMs above run: "avx512bf16" (vdpbf16ps on bf16 k-pairs) or the name
+// of the fp32 kernels' ISA (isa.h), widening bf16; and why (FUSED_LORA_ISA, the CPU, or a timing).
+const char* lowp_kernel_name();
+const std::string& lowp_kernel_reason();
 
 }  // namespace fused_lora
