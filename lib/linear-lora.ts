@@ -59,7 +59,7 @@ interface Saved {
 }
 
 /** Where the LoRA path's dropout runs, for the message where it does not. */
-const DROPOUT_HERE = BACKENDS.filter((b) => b.loraDropout).map((b) => b.label).join(' or ');
+const DROPOUT_HERE = [...new Set(BACKENDS.filter((b) => b.loraDropout).map((b) => b.label))].join(' or ');
 
 export interface MergeOptions {
   /** Merge into a quantized (int8, nf4) base by quantizing the merged weight anew (default false: refused). */

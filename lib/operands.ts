@@ -142,6 +142,11 @@ export function backendWith<K>(where: string, arg: string, value: unknown, pick:
   if (kernels !== null) return { on, kernels };
   const here = BACKENDS.filter((b) => pick(b) !== null);
   const t = value as Tensor;
-  return fail('ERR_DEVICE', where, arg, `a ${here.map((b) => b.device).join(' or ')} tensor`, said(`a ${t.device} tensor (${t.dtype}, shape ${shapeString(t.shape)})`),
-    `${what} runs on ${here.map((b) => b.label).join(' or ')} only for now: ${note ?? `copy it with .to('${here[0].device}')`}`);
+  const uniq = (xs: string[]) => [...new Set(xs)].join(' or ');
+  // On the tensor's own device, what differs is the dtype (a bfloat16 CPU tensor where only float32 runs).
+  const sameDevice = here.filter((b) => b.device === t.device);
+  const expected = sameDevice.length > 0 ? `a ${t.device} ${uniq(sameDevice.flatMap((b) => [...b.dtypes]))} tensor` : `a ${uniq(here.map((b) => b.device))} tensor`;
+  const copy = sameDevice.length > 0 ? `.to('${t.device}', { dtype: '${sameDevice[0].dtypes[0]}' })` : `.to('${here[0].device}')`;
+  return fail('ERR_DEVICE', where, arg, expected, said(`a ${t.device} tensor (${t.dtype}, shape ${shapeString(t.shape)})`),
+    `${what} runs on ${uniq(here.map((b) => b.label))} only for now: ${note ?? `copy it with ${copy}`}`);
 }
