@@ -24,6 +24,13 @@ export interface BackendInfo {
     builtinKernel: string;
     /** Why: the best the CPU supports, or FUSED_LORA_ISA (capped to what the CPU has). */
     builtinKernelReason: string;
+    /**
+     * The kernel of the reduced-precision frozen GEMM (bfloat16 layers, int8 and nf4 weights):
+     * "avx512bf16" (vdpbf16ps), else the built-in kernel's ISA, widening bf16 to fp32.
+     */
+    lowpKernel: string;
+    /** Why: FUSED_LORA_ISA, the CPU's features, or (where it has avx512_bf16) both kernels timed at first use. */
+    lowpKernelReason: string;
   };
   cuda: {
     /** The CUDA addon (a local build-cuda/Release build, or the prebuilt binary in prebuilds/) loaded. */
@@ -47,7 +54,7 @@ export function backendInfo(): BackendInfo {
     cpu: {
       blas: n.blas.name, blasPath: n.blas.path, request: n.blas.request, reason: n.blas.reason, tried: n.blas.tried,
       threads: n.threads, blasThreads: n.blas.threads, builtinKernel: n.builtinKernel,
-      builtinKernelReason: n.builtinKernelReason,
+      builtinKernelReason: n.builtinKernelReason, lowpKernel: n.lowpKernel, lowpKernelReason: n.lowpKernelReason,
     },
     cuda: cudaInfo(),
   };

@@ -1,11 +1,11 @@
 // The dtypes a tensor can hold, in one table: element bytes (as the CUDA addon's DType stores them),
 // the safetensors name, whether this package writes that safetensors dtype, and the devices whose
-// backends hold it. float32 lives everywhere; bfloat16 and float16 only on the CUDA device for now
-// (the CPU kernels compute in float32). Placement, tensors, the io code and the CUDA binding's
+// backends hold it. float32 and bfloat16 live everywhere (bfloat16 on the CPU: lib/backends/cpu-lowp);
+// float16 only on the CUDA device. Placement, tensors, the io code and the CUDA binding's
 // argument types all read it from here.
 const TABLE = {
   float32: { bytes: 4, safetensors: 'F32', written: true, devices: ['cpu', 'cuda'] },
-  bfloat16: { bytes: 2, safetensors: 'BF16', written: true, devices: ['cuda'] },
+  bfloat16: { bytes: 2, safetensors: 'BF16', written: true, devices: ['cpu', 'cuda'] },
   float16: { bytes: 2, safetensors: 'F16', written: false, devices: ['cuda'] },
 } as const;
 

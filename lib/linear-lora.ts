@@ -12,7 +12,7 @@ import { Call, run, runAsync } from './call';
 import type { Device, DType } from './dtype';
 import { fail, said } from './errors';
 import type { AdapterLayer, AdapterSettings, AdapterValues } from './io/adapter-layer';
-import { checkLinear, frozenParams, Linear, linearKernels, OUT_KEYS, OutOptions } from './linear';
+import { checkLinear, frozenParams, layerBackend, Linear, linearKernels, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
 import { checkNoOverlap, exact, output, Reads, rows, TensorLike, withLast } from './operands';
 import { placementOf } from './placement';
@@ -60,7 +60,13 @@ interface Saved {
 }
 
 /** Where the LoRA path's dropout runs, for the message where it does not. */
-const DROPOUT_HERE = BACKENDS.filter((b) => b.loraDropout).map((b) => b.label).join(' or ');
+const DROPOUT_HERE = [...new Set(BACKENDS.filter((b) => b.loraDropout).map((b) => b.label))].join(' or ');
+
+export interface MergeOptions {
+  /** Merge into a quantized (int8, nf4) base by quantizing the merged weight anew (default false: refused). */
+  requantize?: boolean;
+}
+const MERGE_KEYS = optionKeys<MergeOptions>({ requantize: true });
 
 export class LinearLoRA implements AdapterLayer {
   readonly base: Linear;
@@ -89,7 +95,7 @@ export class LinearLoRA implements AdapterLayer {
     this.lora = new LoRA(base.inFeatures, base.outFeatures, r, {
       alpha: opts.alpha, rslora: opts.rslora, seed: rng.nextSeed(), A: opts.A, B: opts.B, device: base.device,
     });
-    const backend = backendFor(placementOf(base));
+    const backend = layerBackend(base);
     this.#dropoutHere = backend.loraDropout;
     this.#kernels = backend.linearLoRA({
       I: base.inFeatures, O: base.outFeatures, r, dtype: base.dtype, math: base.math, fused: this.fused, seed: rng.nextSeed(),
@@ -168,22 +174,40 @@ export class LinearLoRA implements AdapterLayer {
 
   /**
    * Folds scaling·(A·B)ᵀ into the base weight, in fp32 on host views (the weight itself on the CPU; a
-   * download and an upload on a device, where a 16-bit weight keeps that dtype's rounding). Refuses
-   * (ERR_NOT_FINITE) a non-finite result, leaving the weight unchanged.
+   * download and an upload on a device, where a 16-bit weight keeps that dtype's rounding: a bfloat16
+   * weight, on the CPU too, is rounded to bf16 after the sum). Refuses (ERR_NOT_FINITE) a non-finite
+   * result, leaving the weight unchanged. A quantized base (int8, nf4) is refused (ERR_ARGUMENT)
+   * unless `{ requantize: true }`: the merged weight is then quantized anew, which adds a second
+   * quantization error to the base and cannot be undone exactly by unmerge().
    */
-  merge(): void {
-    this.#queue.checkIdle('LinearLoRA.merge');
+  merge(options?: MergeOptions): void {
+    const where = 'LinearLoRA.merge';
+    const opts = checkOptions(where, options, MERGE_KEYS);
+    this.#queue.checkIdle(where);
     if (this.#merged) return;
-    this.#mergeSign('LinearLoRA.merge', 1);
+    this.#checkQuantized(where, opts);
+    this.#mergeSign(where, 1);
     this.#merged = true;
   }
 
-  /** Subtracts what merge() added; bit-exact wherever that arithmetic was exact. */
-  unmerge(): void {
-    this.#queue.checkIdle('LinearLoRA.unmerge');
+  /** Subtracts what merge() added; bit-exact wherever that arithmetic was exact (never through a re-quantization). */
+  unmerge(options?: MergeOptions): void {
+    const where = 'LinearLoRA.unmerge';
+    const opts = checkOptions(where, options, MERGE_KEYS);
+    this.#queue.checkIdle(where);
     if (!this.#merged) return;
-    this.#mergeSign('LinearLoRA.unmerge', -1);
+    this.#checkQuantized(where, opts);
+    this.#mergeSign(where, -1);
     this.#merged = false;
+  }
+
+  #checkQuantized(where: string, opts: MergeOptions): void {
+    const requantize = opts.requantize === undefined ? false : checkBoolean(where, 'options.requantize', opts.requantize);
+    const q = this.base.quantize;
+    if (q !== null && !requantize) {
+      fail('ERR_ARGUMENT', where, 'base.weight', 'a weight that is not quantized, or { requantize: true }', said(`an ${q} weight`),
+        'merging into a quantized base quantizes the merged weight anew (a second rounding of W); ask for it with { requantize: true }, or keep the adapter separate');
+    }
   }
 
   /** r·(I + O). */

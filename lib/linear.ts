@@ -1,9 +1,12 @@
 // Linear: the frozen layer, y = x·Wᵀ + b, W (O, I) as PyTorch's nn.Linear stores it. It lives where
-// its weight does, chosen once at construction: on the CPU (float32), or on the CUDA device in
-// float32, bfloat16 or float16. This class checks; its backend's LinearKernels compute.
-import type { LinearBackward, LinearForward, LinearKernels, MathMode, Operand } from './backends/backend';
-import { backendFor } from './backends/registry';
+// its weight does, chosen once at construction: on the CPU in float32 or bfloat16, or on the CUDA
+// device in float32, bfloat16 or float16; on the CPU its weight may be quantized (int8, nf4), held
+// compressed. This class checks; its backend's LinearKernels compute.
+import type { Backend, LinearBackward, LinearForward, LinearKernels, MathMode, Operand } from './backends/backend';
+import { cpuQuantizedKernels, QuantStorage } from './backends/cpu-lowp';
+import { backendFor, HOST } from './backends/registry';
 import { Call, run, runAsync } from './call';
+import { elementBytes } from './dtype';
 import type { Device, DType } from './dtype';
 import { fail } from './errors';
 import { exact, output, rows, TensorLike, withLast } from './operands';
@@ -31,8 +34,19 @@ export interface LinearOptions {
   dtype?: DType;
   /** float32 GEMMs on the device: 'tf32' (tensor cores, the default) or 'exact' (fp32 FMA). */
   math?: MathMode;
+  /**
+   * Holds the frozen weight quantized, on the CPU: 'int8' (one fp32 scale per output channel,
+   * max|W[o, :]| / 127) or 'nf4' (QLoRA's NormalFloat4, blocks of 64 along I with an fp32 absmax
+   * each; I must be a multiple of 64). `dtype` is then the activations' ('float32' or 'bfloat16').
+   */
+  quantize?: Quantize;
 }
-const LINEAR_KEYS = optionKeys<LinearOptions>({ weight: true, bias: true, seed: true, device: true, dtype: true, math: true });
+export type Quantize = 'int8' | 'nf4';
+const LINEAR_KEYS = optionKeys<LinearOptions>({ weight: true, bias: true, seed: true, device: true, dtype: true, math: true, quantize: true });
+
+/** What builds a Linear's kernels, and a LinearLoRA's over it: its placement's backend, or the quantized kernels. */
+type LayerBackend = Pick<Backend, 'linear' | 'linearLoRA' | 'loraDropout' | 'label'>;
+const backendOfLayer = new WeakMap<Linear, LayerBackend>();
 
 export interface OutOptions {
   /** Write the result into this tensor instead of a new one (its shape must match). */
@@ -50,8 +64,10 @@ export class Linear {
   readonly bias: Tensor | null;
   /** Where the layer computes: 'cpu' or 'cuda'. */
   readonly device: Device;
-  /** The compute dtype (always float32 on the CPU). */
+  /** The compute dtype: of the activations, and of the weight unless it is quantized. */
   readonly dtype: DType;
+  /** The weight's quantized format, or null when it is held in `dtype`. */
+  readonly quantize: Quantize | null;
   /** float32 GEMMs on the device: 'tf32' or 'exact' (no effect on the CPU or in 16-bit dtypes). */
   readonly math: MathMode;
 
@@ -68,15 +84,38 @@ export class Linear {
     this.dtype = p.dtype;
     if (opts.math !== undefined && opts.math !== 'tf32' && opts.math !== 'exact') fail('ERR_ARGUMENT', where, 'options.math', "'tf32' or 'exact'", opts.math);
     this.math = opts.math ?? 'tf32';
+    const q = opts.quantize === undefined ? null : checkQuantize(where, opts.quantize, p.device, I);
+    this.quantize = q;
     const rng = new Random(opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed));
     const bound = 1 / Math.sqrt(I);
-    this.weight = opts.weight !== undefined
-      ? placeParameter(where, 'options.weight', opts.weight, [O, I], p, false)
-      : newParameter(rng.fillUniform(new Float32Array(O * I), bound), [O, I], p);
+    if (q !== null) {
+      // Quantized from host float32 values: the given weight's (checked finite), or the default draw.
+      const values = opts.weight !== undefined
+        ? placeParameter(where, 'options.weight', opts.weight, [O, I], HOST, false).hostView(where)
+        : rng.fillUniform(new Float32Array(O * I), bound);
+      this.weight = new Tensor(QuantStorage.quantize(q, p.dtype, values, O, I), [O, I]);
+    } else {
+      this.weight = opts.weight !== undefined
+        ? placeParameter(where, 'options.weight', opts.weight, [O, I], p, false)
+        : newParameter(rng.fillUniform(new Float32Array(O * I), bound), [O, I], p);
+    }
     this.bias = opts.bias === undefined || opts.bias === false ? null
       : opts.bias === true ? newParameter(rng.fillUniform(new Float32Array(O), bound), [O], p)
         : placeParameter(where, 'options.bias', opts.bias, [O], p, false);
-    kernelsOf.set(this, backendFor(p).linear({ I, O, dtype: p.dtype, math: this.math }));
+    const backend: LayerBackend = q !== null ? cpuQuantizedKernels : backendFor(p);
+    backendOfLayer.set(this, backend);
+    kernelsOf.set(this, backend.linear({ I, O, dtype: p.dtype, math: this.math }));
+  }
+
+  /**
+   * Bytes the frozen weight and bias occupy where they live, as stored: 4 per element in float32, 2 in
+   * bfloat16, about 1 in int8 (plus a scale per output) and 0.56 in nf4 (a code per half byte plus an
+   * absmax per 64).
+   */
+  frozenBytes(): { weight: number; bias: number; total: number } {
+    const bytes = (t: Tensor | null) => (t === null ? 0 : residentBytes(t));
+    const weight = bytes(this.weight), bias = bytes(this.bias);
+    return { weight, bias, total: weight + bias };
   }
 
   /** y = x·Wᵀ + b for x of shape (..., I); y has shape (..., O). */
@@ -126,6 +165,23 @@ export class Linear {
   }
 }
 
+/** What makes the kernels of a LinearLoRA over `l`: its weight's format decides, as for `l` itself. */
+export function layerBackend(l: Linear): LayerBackend {
+  return backendOfLayer.get(l)!;
+}
+
+function checkQuantize(where: string, v: unknown, device: Device, I: number): Quantize {
+  if (v !== 'int8' && v !== 'nf4') fail('ERR_ARGUMENT', where, 'options.quantize', "'int8' or 'nf4'", v);
+  if (device !== 'cpu') fail('ERR_DEVICE', where, 'options.device', "'cpu' for a quantized weight", device, 'quantized weights run on the CPU only for now');
+  if (v === 'nf4' && I % 64 !== 0) fail('ERR_SHAPE', where, 'inFeatures', 'a multiple of 64 for nf4 (its blocks of 64 run along I)', I);
+  return v;
+}
+
+function residentBytes(t: Tensor): number {
+  const s = t.storage('Linear.frozenBytes');
+  return s.residentBytes ? s.residentBytes() : s.length * elementBytes(s.dtype);
+}
+
 /** The kernels of a Linear's backend. */
 export function linearKernels(l: Linear): LinearKernels {
   return kernelsOf.get(l)!;
@@ -135,7 +191,7 @@ export function linearKernels(l: Linear): LinearKernels {
 export function frozenParams(where: string, l: Linear, prefix: string): { W: Operand; bias: Operand | null } {
   const on = placementOf(l);
   return {
-    W: exact(where, `${prefix}weight`, l.weight, [l.outFeatures, l.inFeatures], on),
+    W: exact(where, `${prefix}weight`, l.weight, [l.outFeatures, l.inFeatures], on, l.quantize !== null),
     bias: l.bias ? exact(where, `${prefix}bias`, l.bias, [l.outFeatures], on) : null,
   };
 }

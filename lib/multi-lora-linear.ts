@@ -103,12 +103,16 @@ export class MultiLoRALinear implements MultiAdapterLayer {
     if (list === null || typeof list !== 'object' || Array.isArray(list)) fail('ERR_ARGUMENT', where, 'options.adapters', 'an object of adapter options by name', list);
     const names = Object.keys(list);
     if (names.length === 0) fail('ERR_ARGUMENT', where, 'options.adapters', 'at least one adapter', said('an empty object'));
+    if (base.quantize !== null) {
+      fail('ERR_ARGUMENT', where, 'base', 'a Linear whose weight is not quantized', said(`one with an ${base.quantize} weight`),
+        'MultiLoRALinear reads the frozen weight in its dtype; a quantized base takes a LinearLoRA for now');
+    }
     const backend = backendFor(placementOf(base));
     this.#dropoutHere = backend.loraDropout;
     const kernels = backend.multiLoRALinear({ I: base.inFeatures, O: base.outFeatures, dtype: base.dtype, math: base.math });
     if (kernels === null) {
       const here = DEVICES_HERE();
-      fail('ERR_DEVICE', where, 'base', `a Linear on ${here.map((b) => b.label).join(' or ')}`, said(`one on ${backendFor(placementOf(base)).label}`),
+      fail('ERR_DEVICE', where, 'base', `a Linear on ${here.map((b) => `${b.label} (${b.dtypes.join(', ')})`).join(' or ')}`, said(`a ${base.dtype} one on ${backendFor(placementOf(base)).label}`),
         `MultiLoRALinear runs on ${here.map((b) => b.label).join(' or ')} only for now`);
     }
     // Every adapter is built before any is kept, so a refused one leaves nothing half made.

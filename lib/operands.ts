@@ -21,8 +21,12 @@ export type Reads = ReadonlyArray<readonly [string, Operand | null | undefined]>
  * The storage of a Tensor argument, checked as the file's header says. Allocates nothing: optimizers
  * check every parameter at every step.
  */
-export function tensorStorage(where: string, arg: string, t: Tensor, on: Placement): TensorStorage {
+export function tensorStorage(where: string, arg: string, t: Tensor, on: Placement, quantized = false): TensorStorage {
   const s = t.storage(where, arg);
+  if (s.quantized && !quantized) {
+    fail('ERR_DTYPE', where, arg, `a ${on.dtype} tensor`, said(`a weight quantized to ${s.quantized}`),
+      'only the Linear that holds it (and a LinearLoRA over it) computes with a quantized weight; tensor.to() dequantizes a copy');
+  }
   if (t.device !== on.device) {
     fail('ERR_DEVICE', where, arg, `a ${on.device} tensor`, said(`a ${t.device} tensor (${t.dtype}, shape ${shapeString(t.shape)})`),
       `this runs on ${backendFor(on).label}: copy it with .to('${on.device}'${on.dtype === 'float32' ? '' : `, { dtype: '${on.dtype}' }`})`);
@@ -37,9 +41,9 @@ export function tensorStorage(where: string, arg: string, t: Tensor, on: Placeme
 }
 
 /** A tensor argument of any shape; a Float32Array takes `inferShape(length)` (or [length]). */
-export function operand(where: string, arg: string, value: unknown, on: Placement, inferShape?: (length: number) => readonly number[]): Operand {
+export function operand(where: string, arg: string, value: unknown, on: Placement, inferShape?: (length: number) => readonly number[], quantized = false): Operand {
   if (value instanceof Tensor) {
-    const storage = tensorStorage(where, arg, value, on);
+    const storage = tensorStorage(where, arg, value, on, quantized);
     return { storage, shape: value.shape, n: storage.length };
   }
   const storage = backendFor(on).adopt(where, arg, value, on.dtype);
@@ -71,9 +75,9 @@ export function withLast(shape: readonly number[], last: number): number[] {
   return out;
 }
 
-/** A tensor argument of exactly `shape`; a Float32Array must have its length. */
-export function exact(where: string, arg: string, value: unknown, shape: readonly number[], on: Placement): Operand {
-  const o = operand(where, arg, value, on, () => shape);
+/** A tensor argument of exactly `shape`; a Float32Array must have its length. `quantized`: a quantized weight is taken (a Linear's own). */
+export function exact(where: string, arg: string, value: unknown, shape: readonly number[], on: Placement, quantized = false): Operand {
+  const o = operand(where, arg, value, on, () => shape, quantized);
   let n = 1, same = o.shape.length === shape.length;
   for (let i = 0; i < shape.length; i++) {
     n *= shape[i];
@@ -138,6 +142,11 @@ export function backendWith<K>(where: string, arg: string, value: unknown, pick:
   if (kernels !== null) return { on, kernels };
   const here = BACKENDS.filter((b) => pick(b) !== null);
   const t = value as Tensor;
-  return fail('ERR_DEVICE', where, arg, `a ${here.map((b) => b.device).join(' or ')} tensor`, said(`a ${t.device} tensor (${t.dtype}, shape ${shapeString(t.shape)})`),
-    `${what} runs on ${here.map((b) => b.label).join(' or ')} only for now: ${note ?? `copy it with .to('${here[0].device}')`}`);
+  const uniq = (xs: string[]) => [...new Set(xs)].join(' or ');
+  // On the tensor's own device, what differs is the dtype (a bfloat16 CPU tensor where only float32 runs).
+  const sameDevice = here.filter((b) => b.device === t.device);
+  const expected = sameDevice.length > 0 ? `a ${t.device} ${uniq(sameDevice.flatMap((b) => [...b.dtypes]))} tensor` : `a ${uniq(here.map((b) => b.device))} tensor`;
+  const copy = sameDevice.length > 0 ? `.to('${t.device}', { dtype: '${sameDevice[0].dtypes[0]}' })` : `.to('${here[0].device}')`;
+  return fail('ERR_DEVICE', where, arg, expected, said(`a ${t.device} tensor (${t.dtype}, shape ${shapeString(t.shape)})`),
+    `${what} runs on ${uniq(here.map((b) => b.label))} only for now: ${note ?? `copy it with ${copy}`}`);
 }

@@ -4,7 +4,7 @@
 import { fail, said } from './errors';
 import { zeroGrads } from './grad';
 import { TensorLike } from './operands';
-import { Linear } from './linear';
+import { Linear, Quantize } from './linear';
 import { LINEAR_LORA_KEYS, LinearLoRA, LinearLoRAOptions } from './linear-lora';
 import { AdapterOptions, MultiLoRALinear } from './multi-lora-linear';
 import { layerSeed, targetMatcher, Targets, targetsText } from './targets';
@@ -216,6 +216,13 @@ export interface ApplyLoRAOptions extends LinearLoRAOptions {
    * Default: every Linear.
    */
   targets?: Targets;
+  /**
+   * Quantizes each targeted base as it is wrapped ('int8' or 'nf4', on the CPU; see Linear's
+   * `quantize`): the LinearLoRA's base is a new quantized Linear built from the old one's weight
+   * and bias, in the old one's dtype. Every target is quantized before any is replaced, so a refusal
+   * (nf4 needs I % 64 === 0) leaves the model as it was.
+   */
+  quantize?: Quantize;
 }
 
 export interface ApplyMultiLoRAOptions {
@@ -224,7 +231,7 @@ export interface ApplyMultiLoRAOptions {
   targets?: Targets;
 }
 // One list for both forms, so a typo in either is told the keys of both.
-const APPLY_LORA_KEYS = optionKeys<ApplyLoRAOptions & { adapters?: unknown }>({ ...LINEAR_LORA_KEYS.record, rank: true, targets: true, adapters: true });
+const APPLY_LORA_KEYS = optionKeys<ApplyLoRAOptions & { adapters?: unknown }>({ ...LINEAR_LORA_KEYS.record, rank: true, targets: true, adapters: true, quantize: true });
 
 /**
  * Wraps the targeted Linear layers of `model` in LinearLoRA, in place, and returns them by path.
@@ -242,12 +249,19 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions | ApplyMu
   const rank = checkDim(where, 'options.rank', opts.rank);
   // Checked here, not only by LinearLoRA: the per-layer seeds below are computed from it.
   if (opts.seed !== undefined) checkSeed(where, opts.seed);
-  const { targets, rank: _r, adapters: _a, ...layerOptions } = opts;
+  const { targets, rank: _r, adapters: _a, quantize, ...layerOptions } = opts;
+  if (quantize !== undefined && quantize !== 'int8' && quantize !== 'nf4') fail('ERR_ARGUMENT', where, 'options.quantize', "'int8' or 'nf4'", quantize);
   const matches = targetMatcher(where, targets);
   const wrapped: Record<string, LinearLoRA> = {};
-  let k = 0;
+  const bases = new Map<string, Linear>();
   for (const [path, layer] of model.namedModules()) {
     if (!(layer instanceof Linear) || !matches(path)) continue;
+    bases.set(path, quantize === undefined ? layer : new Linear(layer.inFeatures, layer.outFeatures, {
+      weight: layer.weight, bias: layer.bias ?? undefined, dtype: layer.dtype, quantize,
+    }));
+  }
+  let k = 0;
+  for (const [path, layer] of bases) {
     const lora = new LinearLoRA(layer, rank, { ...layerOptions, seed: layerSeed(layerOptions.seed, ++k) });
     model.replace(path, lora);
     wrapped[path] = lora;

@@ -14,7 +14,7 @@ import { checkOptions, checkShape, optionKeys, shapeString } from './validate';
 export type { Device, DType } from './dtype';
 
 export interface TensorOptions {
-  /** 'float32' (default); 'bfloat16' and 'float16' on the CUDA device only. */
+  /** 'float32' (default); 'bfloat16' on the CPU and the CUDA device; 'float16' on the CUDA device only. */
   dtype?: DType;
   /** 'cpu' (default), 'cuda', or 'auto' (CUDA where a device answers, else the CPU in float32). */
   device?: Device | 'auto';
@@ -147,9 +147,11 @@ export class Tensor {
   to(device: Device | 'auto', options?: { dtype?: DType }): Tensor {
     const where = 'Tensor.to';
     const opts = checkOptions(where, options, TO_KEYS);
-    const p = place(where, ['device', 'options.dtype'], device, opts.dtype, { dtype: this.dtype });
+    // Host memory defaults to float32 (dataSync's dtype); a device keeps this tensor's dtype.
+    const p = place(where, ['device', 'options.dtype'], device, opts.dtype, { dtype: device === 'cpu' ? 'float32' : this.dtype });
     const src = this.storage(where);
-    if (p.device === this.device && p.dtype === this.dtype) return this;
+    // A quantized weight is never returned as itself: its copy is dequantized, an ordinary tensor.
+    if (p.device === this.device && p.dtype === this.dtype && !src.quantized) return this;
     if (src.length !== this.size) fail('ERR_SHAPE', where, 'the tensor', `storage of ${this.size} elements for shape ${shapeString(this.shape)}`, said(`${src.length} elements`));
     const target = backendFor(p);
     if (target === backendFor(placementOf(this))) {

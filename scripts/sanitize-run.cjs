@@ -91,6 +91,17 @@ async function wide() {
       layer.dispose();
     }
   }
+  // The reduced-precision bases: a wide bf16 layer and a wide nf4 one (and int8), blocked and decode,
+  // through every packer (NT and NN, K past one KC slab, N past one NC panel).
+  for (const [M, I, O, r, opts] of [[16, 4096, 4097, 8, { dtype: 'bfloat16' }], [3, 4096, 11008, 4, { dtype: 'bfloat16' }],
+    [16, 4096, 4097, 8, { quantize: 'nf4' }], [1, 4096, 12288, 4, { quantize: 'nf4' }], [9, 1025, 4097, 4, { quantize: 'int8' }]]) {
+    const layer = new lib.LinearLoRA(new lib.Linear(I, O, { seed: I + O, bias: true, ...opts }), r, { seed: r, B: data(r * O, 3) });
+    const dtype = opts.dtype ?? 'float32';
+    const x = lib.tensor(data(M * I, 1), [M, I], { dtype });
+    const y = layer.forward(x);
+    await layer.forwardAsync(x);
+    layer.backward(lib.tensor(data(y.size, 2), y.shape, { dtype }));
+  }
   for (const [M, N, K] of WIDE_GEMMS) {
     for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]]) {
       const lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 1, ldc = N + 1;

@@ -161,8 +161,9 @@ describe('device tensors (fake CUDA binding)', () => {
     expect(tensor(values(), [8]).device).toBe('cpu');  // the default stays the CPU
   });
 
-  it("an explicit 'cpu' with a 16-bit dtype is ERR_DTYPE; unknown dtypes and devices are ERR_DTYPE and ERR_DEVICE", () => {
-    expect(thrown(() => tensor(values(), [8], { device: 'cpu', dtype: 'bfloat16' })).code).toBe('ERR_DTYPE');
+  it("an explicit 'cpu' with float16 is ERR_DTYPE (bfloat16 lives there); unknown dtypes and devices are ERR_DTYPE and ERR_DEVICE", () => {
+    expect(thrown(() => tensor(values(), [8], { device: 'cpu', dtype: 'float16' })).code).toBe('ERR_DTYPE');
+    expect(tensor(values(), [8], { device: 'cpu', dtype: 'bfloat16' }).dtype).toBe('bfloat16');
     expect(thrown(() => tensor(values(), [8], { device: 'cuda', dtype: 'float64' as 'float32' })).message).toMatch(/options\.dtype.*float64/);
     expect(thrown(() => tensor(values(), [8], { device: 'gpu' as 'cuda' })).message).toMatch(/options\.device.*gpu/);
     expect(thrown(() => tensor(values(), [8]).to('cpu', { dtype: 'float16' })).code).toBe('ERR_DTYPE');
@@ -241,12 +242,14 @@ describe('the fake itself', () => {
 describe('device tensors when the binding says no device answers', () => {
   const fake = useFakeCuda({ available: false });
 
-  it("'cuda' is ERR_DEVICE naming options.device and the reason; 'auto' falls back to the CPU in float32", () => {
+  it("'cuda' is ERR_DEVICE naming options.device and the reason; 'auto' falls back to the CPU (float16 in float32, bfloat16 kept)", () => {
     const e = thrown(() => tensor(values(), [8], { device: 'cuda' }));
     expect(e.code).toBe('ERR_DEVICE');
     expect(e.message).toMatch(/options\.device.*'cuda'.*no CUDA device \(fake\)/);
-    const t = tensor(values(), [8], { device: 'auto', dtype: 'bfloat16' });
+    const t = tensor(values(), [8], { device: 'auto', dtype: 'float16' });
     expect([t.device, t.dtype]).toEqual(['cpu', 'float32']);
+    const b = tensor(values(), [8], { device: 'auto', dtype: 'bfloat16' });
+    expect([b.device, b.dtype]).toEqual(['cpu', 'bfloat16']);
     expect(thrown(() => tensor(values(), [8]).to('cuda')).code).toBe('ERR_DEVICE');
     expect(fake().liveBuffers).toBe(0);
   });

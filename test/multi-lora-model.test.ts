@@ -160,3 +160,13 @@ describe('saveAdapter and loadAdapter with { adapter }', () => {
     await expect(loadAdapter(dir, wrapped, { adapter: 'sql' })).rejects.toMatchObject({ code: 'ERR_SHAPE' });  // rank 2 file into a rank 4 adapter
   });
 });
+
+describe('MultiLoRALinear over a reduced-precision base', () => {
+  it('refuses a quantized base and a bfloat16 one, naming what it takes', () => {
+    const q = new Linear(64, 8, { seed: 1, quantize: 'nf4' });
+    expect(() => new MultiLoRALinear(q, { adapters: { a: { rank: 2 } } })).toThrow(
+      /^MultiLoRALinear: expected a Linear whose weight is not quantized for base but received one with an nf4 weight; MultiLoRALinear reads the frozen weight in its dtype; a quantized base takes a LinearLoRA for now$/);
+    const b = new Linear(64, 8, { seed: 1, dtype: 'bfloat16', device: 'cpu' });
+    expect(() => new MultiLoRALinear(b, { adapters: { a: { rank: 2 } } })).toThrow(/^MultiLoRALinear: expected a Linear on .*the CPU \(float32\) for base but received a bfloat16 one on the CPU; MultiLoRALinear runs on/);
+  });
+});

@@ -55,6 +55,10 @@ export interface TensorStorage {
   retain(): this;
   /** One tensor less; the last gives the memory back (a host array is left to the GC). */
   release(): void;
+  /** Bytes the storage occupies where it lives, where that is not length × the dtype's bytes (a quantized weight). */
+  residentBytes?(): number;
+  /** Set where the storage is a quantized weight ('int8', 'nf4'): only its layer's kernels read it. */
+  readonly quantized?: string;
 }
 
 /** A checked argument: a live storage of the call's placement whose length matches the shape. */

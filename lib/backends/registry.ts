@@ -3,11 +3,12 @@
 // nothing outside the backend folders branches on a device. Adding a backend is adding it to BACKENDS.
 import type { Backend, HostKernels, Placement } from './backend';
 import { cpuBackend, cpuHostKernels } from './cpu';
+import { cpuBf16Backend } from './cpu-lowp';
 import { cudaBackend } from './cuda';
 import type { Device, DType } from '../dtype';
 
 /** Every backend, in the order device 'auto' prefers them (the host last: it always answers). */
-export const BACKENDS: readonly Backend[] = Object.freeze([cudaBackend, cpuBackend]);
+export const BACKENDS: readonly Backend[] = Object.freeze([cudaBackend, cpuBackend, cpuBf16Backend]);
 
 /** Host float32 memory: a Float32Array given to tensor(), and where arrays a caller passes live. */
 export const HOST: Placement = Object.freeze({ device: 'cpu', dtype: 'float32' });

@@ -4,6 +4,7 @@
 // checked in full (safetensors-header.ts) before any size it claims is allocated. Writes are atomic.
 import fs from 'node:fs/promises';
 import { errorAt, fail, LoraError, said } from '../errors';
+import { Bf16Storage } from '../backends/cpu-lowp';
 import { Tensor } from '../tensor';
 import { checkOptions, checkShape, optionKeys, shapeString } from '../validate';
 import { writeFileAtomic } from './atomic';
@@ -57,11 +58,27 @@ export function readSafetensors(source: string | Uint8Array, options?: ReadSafet
   return read('readSafetensors', source, options);
 }
 
-/** Reads a safetensors file into float32 Tensors by name, e.g. to build a frozen model from a checkpoint. */
-export async function loadSafetensors(file: string | Uint8Array, options?: ReadSafetensorsOptions): Promise<Record<string, Tensor>> {
-  const { tensors } = await read('loadSafetensors', file, options);
+export interface LoadSafetensorsOptions extends ReadSafetensorsOptions {
+  /**
+   * 'float32' (default): every tensor as float32. 'bfloat16': BF16 tensors stay bfloat16 CPU tensors
+   * (their bits as stored; half the memory of float32 once loaded), F32 and F16 ones float32.
+   */
+  dtype?: 'float32' | 'bfloat16';
+}
+const LOAD_KEYS = optionKeys<LoadSafetensorsOptions>({ select: true, dtype: true });
+
+/** Reads a safetensors file into Tensors by name, e.g. to build a frozen model from a checkpoint. */
+export async function loadSafetensors(file: string | Uint8Array, options?: LoadSafetensorsOptions): Promise<Record<string, Tensor>> {
+  const where = 'loadSafetensors';
+  const { dtype, ...readOptions } = checkOptions(where, options, LOAD_KEYS);
+  if (dtype !== undefined && dtype !== 'float32' && dtype !== 'bfloat16') fail('ERR_DTYPE', where, 'options.dtype', "'float32' or 'bfloat16'", dtype);
+  const { tensors } = await read(where, file, readOptions);
   const out: Record<string, Tensor> = {};
-  for (const [name, t] of Object.entries(tensors)) setOwn(out, name, new Tensor(t.data, t.shape));
+  for (const [name, t] of Object.entries(tensors)) {
+    // A BF16 value widened to float32 rounds back to itself: the bits are the file's.
+    const keep = dtype === 'bfloat16' && t.dtype === 'BF16';
+    setOwn(out, name, keep ? new Tensor(Bf16Storage.fromFloats(t.data), t.shape) : new Tensor(t.data, t.shape));
+  }
   return out;
 }
 

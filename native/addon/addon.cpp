@@ -6,6 +6,7 @@
 #include "entries.h"
 #include "fused_lora/blas.h"
 #include "fused_lora/isa.h"
+#include "fused_lora/lowp.h"
 #include "fused_lora/threads.h"
 #include "napi/call.h"
 
@@ -28,6 +29,8 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   out.Set("blas", blas);
   out.Set("builtinKernel", isa_name(isa()));
   out.Set("builtinKernelReason", isa_choice().reason);
+  out.Set("lowpKernel", lowp_kernel_name());
+  out.Set("lowpKernelReason", lowp_kernel_reason());
   out.Set("threads", num_threads());
   return out;
 }

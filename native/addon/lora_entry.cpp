@@ -50,13 +50,54 @@ Dropout read_dropout(const Fields& f, const Dims& d, bool forward) {
   return dr;
 }
 
+// The frozen weight (O, I) in its format (wFormat, fused_lora/lowp.h): a Float32Array W, a
+// Uint16Array of bf16 bits, an Int8Array with wScale (O), or a Uint8Array of nf4 codes with wAbsmax
+// (O·I / 64; I a multiple of 64).
+FrozenW read_frozen(const Fields& f, int64_t O, int64_t I) {
+  FrozenW w;
+  w.O = O, w.I = I;
+  const int64_t n = product(O, I, f.what);
+  w.format = static_cast<WFormat>(f.choice("wFormat", {"f32", "bf16", "int8", "nf4"}, 0, "ERR_DTYPE"));
+  switch (w.format) {
+    case WFormat::F32: w.f32 = f.floats("W", n); break;
+    case WFormat::BF16: w.bf16 = f.halves("W", n); break;
+    case WFormat::Int8:
+      w.q8 = f.int8s("W", n);
+      w.scale = f.floats("wScale", O);
+      break;
+    case WFormat::NF4:
+      if (I % kNf4Block != 0)
+        napi::fail("ERR_SHAPE", f.what, "I", "a multiple of 64 for an nf4 weight (its blocks run along I)", napi::describe(f.get("I")));
+      w.q4 = f.bytes("W", (n + 1) / 2);
+      w.absmax = f.floats("wAbsmax", n / kNf4Block);
+      break;
+  }
+  return w;
+}
+
+// An activation of the call (act: 'f32' or 'bf16'): a Float32Array, or a Uint16Array of bf16 bits
+// recorded in `h` (the kernels then widen it or round into it).
+template <class P>
+P* activation(const Fields& f, bool bf16, const char* key, int64_t n, const uint16_t** in, uint16_t** out, bool optional = false) {
+  if (!bf16) return f.floats(key, n, optional);
+  uint16_t* h = f.halves(key, n, optional);
+  if (in != nullptr) *in = h;
+  if (out != nullptr) *out = h;
+  return nullptr;
+}
+
+bool bf16_acts(const Fields& f) { return f.choice("act", {"f32", "bf16"}, 0, "ERR_DTYPE") == 1; }
+
 // What forward and backward both read: the dims, x, the layer's W, A and B, and the scaling.
 template <class Args>
-void read_layer(const Fields& f, const Dims& d, Args& a) {
+void read_layer(const Fields& f, const Dims& d, Args& a, bool bf16, Bf16Io& io) {
   a.M = d.M, a.I = d.I, a.O = d.O, a.r = d.r;
-  a.x = f.floats("x", d.MI);
-  a.W = f.floats("W", d.OI);
+  a.x = activation<const float>(f, bf16, "x", d.MI, &io.x, nullptr);
+  a.Wq = read_frozen(f, d.O, d.I);
+  a.W = a.Wq.f32;
   a.fan_in_fan_out = f.boolean("fanInFanOut", false);  // W stored (I, O), as tf.layers.dense keeps it
+  if (a.fan_in_fan_out && a.Wq.format != WFormat::F32)
+    napi::fail("ERR_ARGUMENT", f.what, "fanInFanOut", "false for a weight in reduced precision", "true");
   a.A = f.floats("A", d.Ir);
   a.B = f.floats("B", d.rO);
   a.scaling = static_cast<float>(f.number("scaling"));
@@ -65,49 +106,105 @@ void read_layer(const Fields& f, const Dims& d, Args& a) {
 Job parse_forward(const Fields& f) {
   const Dims d = read_dims(f);
   ForwardArgs a;
-  read_layer(f, d, a);
+  Bf16Io io;
+  const bool bf16 = bf16_acts(f);
+  read_layer(f, d, a, bf16, io);
   a.bias = f.floats("bias", d.O, true);
   a.dropout = read_dropout(f, d, true);
   a.s = f.floats("s", d.Mr);
-  a.y = f.floats("y", d.MO);
+  a.y = activation<float>(f, bf16, "y", d.MO, nullptr, &io.y);
   const bool fused = f.boolean("fused", true);
   const double macs = double(d.M) * double(d.I * d.O + d.r * (d.I + d.O));
-  return Job{[a, fused] { fused ? lora_forward_fused(a) : lora_forward_unfused(a); }, macs};
+  return Job{[a, fused, io] { lora_forward(a, fused, io); }, macs};
 }
 
 Job parse_backward(const Fields& f) {
   const Dims d = read_dims(f);
   BackwardArgs a;
-  read_layer(f, d, a);
+  Bf16Io io;
+  const bool bf16 = bf16_acts(f);
+  read_layer(f, d, a, bf16, io);
   a.s = f.floats("s", d.Mr);
-  a.dy = f.floats("dy", d.MO);
+  a.dy = activation<const float>(f, bf16, "dy", d.MO, &io.dy, nullptr);
   a.dropout = read_dropout(f, d, false);
   a.ds = f.floats("ds", d.Mr);
-  a.dx = f.floats("dx", d.MI, true);
-  if (a.dropout.p > 0.0f && a.dx != nullptr) a.lora_dx = f.floats("loraDx", d.MI);
+  a.dx = activation<float>(f, bf16, "dx", d.MI, nullptr, &io.dx, true);
+  const bool want_dx = a.dx != nullptr || io.dx != nullptr;
+  if (a.dropout.p > 0.0f && want_dx) a.lora_dx = f.floats("loraDx", d.MI);
   a.dA = f.floats("dA", d.Ir);
   a.dB = f.floats("dB", d.rO);
   a.accumulate = f.boolean("accumulate", false);  // as the CUDA addon: an output is overwritten unless asked
   const bool fused = f.boolean("fused", true);
   const double macs = double(d.M) * double(d.I * d.O + 2 * d.r * (d.I + d.O));
-  return Job{[a, fused] { fused ? lora_backward_fused(a) : lora_backward_unfused(a); }, macs};
+  return Job{[a, fused, io] { lora_backward(a, fused, io); }, macs};
 }
 
 Job parse_linear_forward(const Fields& f) {
   const int64_t M = f.dim("M"), I = f.dim("I"), O = f.dim("O");
-  const float* x = f.floats("x", product(M, I, f.what));
-  const float* W = f.floats("W", product(O, I, f.what));
+  Bf16Io io;
+  const bool bf16 = bf16_acts(f);
+  const float* x = activation<const float>(f, bf16, "x", product(M, I, f.what), &io.x, nullptr);
+  const FrozenW W = read_frozen(f, O, I);
   const float* bias = f.floats("bias", O, true);
-  float* y = f.floats("y", product(M, O, f.what));
-  return Job{[=] { linear_forward(x, W, bias, y, M, I, O); }, double(M) * double(I) * double(O)};
+  float* y = activation<float>(f, bf16, "y", product(M, O, f.what), nullptr, &io.y);
+  return Job{[=] { linear_forward(x, W, bias, y, M, io); }, double(M) * double(I) * double(O)};
 }
 
 Job parse_linear_backward(const Fields& f) {
   const int64_t M = f.dim("M"), I = f.dim("I"), O = f.dim("O");
-  const float* dy = f.floats("dy", product(M, O, f.what));
-  const float* W = f.floats("W", product(O, I, f.what));
-  float* dx = f.floats("dx", product(M, I, f.what));
-  return Job{[=] { linear_backward(dy, W, dx, M, I, O); }, double(M) * double(I) * double(O)};
+  Bf16Io io;
+  const bool bf16 = bf16_acts(f);
+  const float* dy = activation<const float>(f, bf16, "dy", product(M, O, f.what), &io.dy, nullptr);
+  const FrozenW W = read_frozen(f, O, I);
+  float* dx = activation<float>(f, bf16, "dx", product(M, I, f.what), nullptr, &io.dx);
+  return Job{[=] { linear_backward(dy, W, dx, M, io); }, double(M) * double(I) * double(O)};
+}
+
+// quantize({ format: 'int8' | 'nf4', W (O, I) Float32Array, O, I, q, scale }): q an Int8Array (O·I)
+// and scale (O), or q a Uint8Array (O·I / 2) and scale the absmax (O·I / 64).
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  return napi::call(info, "quantize", [](Napi::Env env, const Fields& f) -> Napi::Value {
+    const int64_t O = f.dim("O"), I = f.dim("I"), n = product(O, I, f.what);
+    const int format = f.choice("format", {"int8", "nf4"});
+    const float* W = f.floats("W", n);
+    if (format == 0) {
+      quantize_int8(W, O, I, f.int8s("q", n), f.floats("scale", O));
+    } else {
+      if (I % kNf4Block != 0)
+        napi::fail("ERR_SHAPE", f.what, "I", "a multiple of 64 for an nf4 weight (its blocks run along I)", napi::describe(f.get("I")));
+      quantize_nf4(W, n, f.bytes("q", (n + 1) / 2), f.floats("scale", n / kNf4Block));
+    }
+    return env.Undefined();
+  });
+}
+
+// dequantize({ wFormat, W, wScale | wAbsmax, O, I, o0, o1, out }): Ŵ rows [o0, o1) into out, as the
+// GEMMs use them (rounded to bf16).
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  return napi::call(info, "dequantize", [](Napi::Env env, const Fields& f) -> Napi::Value {
+    const int64_t O = f.dim("O"), I = f.dim("I");
+    const FrozenW W = read_frozen(f, O, I);
+    const int64_t o0 = f.dim_or("o0", 0), o1 = f.dim_or("o1", O);
+    if (!(o0 <= o1 && o1 <= O)) napi::fail("ERR_SHAPE", f.what, "o1", "o0 <= o1 <= O", napi::describe(f.get("o1")));
+    dequantize_rows(W, o0, o1, f.floats("out", product(o1 - o0, I, f.what)));
+    return env.Undefined();
+  });
+}
+
+// toBf16({ src: Float32Array, dst: Uint16Array, n }) and fromBf16({ src: Uint16Array, dst: Float32Array, n }).
+Napi::Value ToBf16(const Napi::CallbackInfo& info) {
+  return napi::call(info, "toBf16", [](Napi::Env env, const Fields& f) -> Napi::Value {
+    const int64_t n = f.count("n");
+    f32_to_bf16(f.floats("src", n), f.halves("dst", n), n);
+    return env.Undefined();
+  });
+}
+Napi::Value FromBf16(const Napi::CallbackInfo& info) {
+  return napi::call(info, "fromBf16", [](Napi::Env env, const Fields& f) -> Napi::Value {
+    const int64_t n = f.count("n");
+    bf16_to_f32(f.halves("src", n), f.floats("dst", n), n);
+    return env.Undefined();
+  });
 }
 
 Napi::Value LoraForward(const Napi::CallbackInfo& info) { return run_sync(info, "loraForward", parse_forward); }
@@ -144,7 +241,9 @@ void RegisterLora(Napi::Env env, Napi::Object exports) {
                                       {"linearForwardAsync", LinearForwardAsync},
                                       {"linearBackwardAsync", LinearBackwardAsync}, {"loraForward", LoraForward},
                                       {"loraBackward", LoraBackward}, {"loraForwardAsync", LoraForwardAsync},
-                                      {"loraBackwardAsync", LoraBackwardAsync}, {"merge", Merge}});
+                                      {"loraBackwardAsync", LoraBackwardAsync}, {"merge", Merge},
+                                      {"quantize", Quantize}, {"dequantize", Dequantize}, {"toBf16", ToBf16},
+                                      {"fromBf16", FromBf16}});
 }
 
 }  // namespace fused_lora::addon

@@ -17,10 +17,21 @@ Isa cpu_best() {
   return Isa::Generic;
 }
 
+bool cpu_bf16() {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 IsaChoice choose() {
   IsaChoice c;
   c.best = cpu_best();
   c.isa = c.best;
+  c.best_bf16 = cpu_bf16();
+  c.bf16 = c.best_bf16;
   const char* env = std::getenv("FUSED_LORA_ISA");
   c.request = env != nullptr ? env : "";
   if (c.request.empty()) {
@@ -28,22 +39,29 @@ IsaChoice choose() {
     return c;
   }
   Isa want;
-  if (c.request == "avx512") {
+  bool want_bf16 = false;
+  if (c.request == "avx512bf16") {
+    want = Isa::Avx512;
+    want_bf16 = true;
+  } else if (c.request == "avx512") {
     want = Isa::Avx512;
   } else if (c.request == "avx2") {
     want = Isa::Avx2;
   } else if (c.request == "generic") {
     want = Isa::Generic;
   } else {
-    c.error = "fused-lora: expected avx512, avx2 or generic (or unset) for FUSED_LORA_ISA but received '" + c.request + "'";
+    c.error = "fused-lora: expected avx512bf16, avx512, avx2 or generic (or unset) for FUSED_LORA_ISA but received '" + c.request + "'";
     c.reason = c.error;
     return c;
   }
-  if (want <= c.best) {
+  c.bf16 = want_bf16 && c.best_bf16;
+  if (want <= c.best && (!want_bf16 || c.best_bf16)) {
     c.isa = want;
     c.reason = "FUSED_LORA_ISA=" + c.request;
   } else {
-    c.reason = "FUSED_LORA_ISA=" + c.request + " capped to " + isa_name(c.best) + ", the best this CPU supports";
+    if (want <= c.best) c.isa = want;
+    c.reason = "FUSED_LORA_ISA=" + c.request + " capped to " + (c.bf16 ? "avx512bf16" : isa_name(c.isa)) +
+               ", the best this CPU supports";
   }
   return c;
 }

@@ -73,7 +73,7 @@ void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, floa
 constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
 Route frozen_route(int64_t M) { return M <= kBuiltinMaxRowsFrozen ? Route::Builtin : Route::Any; }
 
-// The frozen products, for W (O, I) as nn.Linear stores it or W (I, O) (fan_in_fan_out, as
+// The frozen products in fp32, for W (O, I) as nn.Linear stores it or W (I, O) (fan_in_fan_out, as
 // tf.layers.dense stores its kernel): the same product with the other transpose flag and leading
 // dimension, so neither layout is copied. y (M, O) = x·Wᵀ + beta·y (NT), or x·W (NN).
 void frozen_forward(const float* x, const float* W, bool io, float beta, float* y, int64_t M, int64_t I, int64_t O) {
@@ -87,9 +87,32 @@ void frozen_backward(const float* dy, const float* W, bool io, float beta, float
 
 namespace {
 
-void frozen_linear(const float* x, const float* W, bool io, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
+// The frozen weight of a call: fp32 in either layout (above), or reduced precision (lowp.h: its own
+// GEMMs, which dequantize into their packed panels).
+struct Frozen {
+  const float* W;
+  bool io;
+  const FrozenW* q;  // null: fp32
+};
+
+template <class Args>
+Frozen frozen_of(const Args& a) {
+  return {a.W, a.fan_in_fan_out, a.Wq.format == WFormat::F32 ? nullptr : &a.Wq};
+}
+
+void frozen_forward_any(const float* x, const Frozen& w, float beta, float* y, int64_t M, int64_t I, int64_t O) {
+  if (w.q != nullptr) return wgemm_nt(M, 1.0f, x, I, *w.q, beta, y, O);
+  frozen_forward(x, w.W, w.io, beta, y, M, I, O);
+}
+
+void frozen_backward_any(const float* dy, const Frozen& w, float beta, float* dx, int64_t M, int64_t I, int64_t O) {
+  if (w.q != nullptr) return wgemm_nn(M, 1.0f, dy, O, *w.q, beta, dx, I);
+  frozen_backward(dy, w.W, w.io, beta, dx, M, I, O);
+}
+
+void frozen_linear(const float* x, const Frozen& w, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
   if (bias != nullptr) fill_bias(y, bias, M, O);
-  frozen_forward(x, W, io, bias != nullptr ? 1.0f : 0.0f, y, M, I, O);
+  frozen_forward_any(x, w, bias != nullptr ? 1.0f : 0.0f, y, M, I, O);
 }
 
 // Aᵀ (r, I) from A (I, r), for dx = ds·Aᵀ through rank_r_product (which wants R row-major). I·r
@@ -131,7 +154,9 @@ void decode_forward(const ForwardArgs& a) {
     if (n0 >= n1) return;
     // Nested inside parallel_for, these run serially on this thread (threads.h).
     // W's rows n0..n1 (O, I), or its columns n0..n1 (I, O)
-    if (a.fan_in_fan_out)
+    if (a.Wq.format != WFormat::F32)
+      wgemm_nt(1, 1.0f, a.x, I, a.Wq.rows(n0, n1), beta, a.y + n0, O);
+    else if (a.fan_in_fan_out)
       gemm(Route::Builtin, N, N, 1, n1 - n0, I, 1.0f, a.x, I, a.W + n0, O, beta, a.y + n0, O);
     else
       gemm(Route::Builtin, N, T, 1, n1 - n0, I, 1.0f, a.x, I, a.W + n0 * I, I, beta, a.y + n0, O);
@@ -145,12 +170,16 @@ LoraPaths lora_paths() {
   return {kBuiltinMaxRowsFrozen, kRankRMinBytes, kRankRStreamBytes, kRankRTileRows, kRankRTileCols, rank_r_isa()};
 }
 
-void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t I, int64_t O) {
-  frozen_linear(x, W, false, bias, y, M, I, O);
+namespace {
+Frozen frozen_of(const FrozenW& W) { return {W.f32, false, W.format == WFormat::F32 ? nullptr : &W}; }
+}  // namespace
+
+void linear_forward(const float* x, const FrozenW& W, const float* bias, float* y, int64_t M) {
+  frozen_linear(x, frozen_of(W), bias, y, M, W.I, W.O);
 }
 
-void linear_backward(const float* dy, const float* W, float* dx, int64_t M, int64_t I, int64_t O) {
-  frozen_backward(dy, W, false, 0.0f, dx, M, I, O);
+void linear_backward(const float* dy, const FrozenW& W, float* dx, int64_t M) {
+  frozen_backward_any(dy, frozen_of(W), 0.0f, dx, M, W.I, W.O);
 }
 
 void lora_forward_fused(const ForwardArgs& a) {
@@ -165,7 +194,7 @@ void lora_forward_fused(const ForwardArgs& a) {
   // y = scaling·s·B + b, written in one pass without reading y; then the frozen GEMM adds x·Wᵀ
   // with beta = 1. Bias fill, GEMM and a separate y += scaling·s·B would be three passes over y.
   rank_r_product(M, O, r, a.scaling, a.s, r, a.B, O, a.bias, a.y, O);
-  frozen_forward(a.x, a.W, a.fan_in_fan_out, 1.0f, a.y, M, I, O);  // y += x·Wᵀ
+  frozen_forward_any(a.x, frozen_of(a), 1.0f, a.y, M, I, O);  // y += x·Wᵀ
 }
 
 void lora_backward_fused(const BackwardArgs& a) {
@@ -188,7 +217,7 @@ void lora_backward_fused(const BackwardArgs& a) {
       for (int64_t i = s; i < e; ++i) a.dx[i] = mask[i] ? a.lora_dx[i] * inv_keep : 0.0f;
     });
   }
-  frozen_backward(a.dy, a.W, a.fan_in_fan_out, 1.0f, a.dx, M, I, O);  // dx += dy·W  (M, I)
+  frozen_backward_any(a.dy, frozen_of(a), 1.0f, a.dx, M, I, O);  // dx += dy·W  (M, I)
 }
 
 // The unfused path runs each product on the same kernel as the fused one (the routes above), so
@@ -196,7 +225,7 @@ void lora_backward_fused(const BackwardArgs& a) {
 void lora_forward_unfused(const ForwardArgs& a) {
   const int64_t M = a.M, I = a.I, O = a.O, r = a.r;
   std::vector<float> base(static_cast<size_t>(M * O));  // result = base_layer(x)
-  frozen_linear(a.x, a.W, a.fan_in_fan_out, a.bias, base.data(), M, I, O);
+  frozen_linear(a.x, frozen_of(a), a.bias, base.data(), M, I, O);
   if (a.dropout.p > 0.0f) dropout_forward(a.x, M * I, a.dropout);  // nn.Dropout makes a new tensor
   const float* xin = lora_input(a.x, a.dropout);
   gemm(kRankRoute, N, N, M, r, I, 1.0f, xin, I, a.A, r, 0.0f, a.s, r);  // t = lora_A(x̃)
@@ -241,8 +270,56 @@ void lora_backward_unfused(const BackwardArgs& a) {
     dxd.swap(masked);
   }
   std::vector<float> dx_base(static_cast<size_t>(M * I));  // grad through the base layer
-  frozen_backward(a.dy, a.W, a.fan_in_fan_out, 0.0f, dx_base.data(), M, I, O);
+  frozen_backward_any(a.dy, frozen_of(a), 0.0f, dx_base.data(), M, I, O);
   add(a.dx, dx_base.data(), dxd.data(), M * I);
+}
+
+namespace {
+
+// Per-thread fp32 buffers for bf16 activations, one per operand.
+float* act_buffer(int slot, int64_t n) {
+  thread_local std::vector<float> bufs[4];
+  std::vector<float>& b = bufs[slot];
+  if (b.size() < size_t(n)) b.resize(size_t(n));
+  return b.data();
+}
+
+const float* widened(const uint16_t* h, const float* f, int slot, int64_t n) {
+  if (h == nullptr) return f;
+  float* w = act_buffer(slot, n);
+  bf16_to_f32(h, w, n);
+  return w;
+}
+
+}  // namespace
+
+void lora_forward(ForwardArgs a, bool fused, const Bf16Io& io) {
+  a.x = widened(io.x, a.x, 0, a.M * a.I);
+  if (io.y != nullptr) a.y = act_buffer(2, a.M * a.O);
+  fused ? lora_forward_fused(a) : lora_forward_unfused(a);
+  if (io.y != nullptr) f32_to_bf16(a.y, io.y, a.M * a.O);
+}
+
+void lora_backward(BackwardArgs a, bool fused, const Bf16Io& io) {
+  a.x = widened(io.x, a.x, 0, a.M * a.I);
+  a.dy = widened(io.dy, a.dy, 1, a.M * a.O);
+  if (io.dx != nullptr) a.dx = act_buffer(3, a.M * a.I);
+  fused ? lora_backward_fused(a) : lora_backward_unfused(a);
+  if (io.dx != nullptr) f32_to_bf16(a.dx, io.dx, a.M * a.I);
+}
+
+void linear_forward(const float* x, const FrozenW& W, const float* bias, float* y, int64_t M, const Bf16Io& io) {
+  x = widened(io.x, x, 0, M * W.I);
+  float* y32 = io.y != nullptr ? act_buffer(2, M * W.O) : y;
+  linear_forward(x, W, bias, y32, M);
+  if (io.y != nullptr) f32_to_bf16(y32, io.y, M * W.O);
+}
+
+void linear_backward(const float* dy, const FrozenW& W, float* dx, int64_t M, const Bf16Io& io) {
+  dy = widened(io.dy, dy, 1, M * W.O);
+  float* dx32 = io.dx != nullptr ? act_buffer(3, M * W.I) : dx;
+  linear_backward(dy, W, dx32, M);
+  if (io.dx != nullptr) f32_to_bf16(dx32, io.dx, M * W.I);
 }
 
 }  // namespace fused_lora

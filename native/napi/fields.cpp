@@ -190,6 +190,12 @@ int32_t* Fields::ints(const char* key, int64_t need, bool optional) const {
   return typed_field<int32_t>(*this, key, napi_int32_array, need, optional);
 }
 
+uint16_t* Fields::halves(const char* key, int64_t need, bool optional) const {
+  return typed_field<uint16_t>(*this, key, napi_uint16_array, need, optional);
+}
+int8_t* Fields::int8s(const char* key, int64_t need, bool optional) const {
+  return typed_field<int8_t>(*this, key, napi_int8_array, need, optional);
+}
 float* Fields::floats_of(const Napi::Value& v, const std::string& name, int64_t need) const {
   return typed<float>(*this, v, name, napi_float32_array, need);
 }

@@ -64,6 +64,8 @@ struct Fields {
   float* floats(const char* key, int64_t need, bool optional = false) const;
   uint8_t* bytes(const char* key, int64_t need, bool optional = false) const;
   int32_t* ints(const char* key, int64_t need, bool optional = false) const;
+  uint16_t* halves(const char* key, int64_t need, bool optional = false) const;  // Uint16Array (bf16 bits)
+  int8_t* int8s(const char* key, int64_t need, bool optional = false) const;
   // The same for a value that is not a field of obj (an element of an array field), named `name`.
   float* floats_of(const Napi::Value& v, const std::string& name, int64_t need) const;
 };

@@ -17,6 +17,8 @@ export interface NativeBackendInfo {
   blas: NativeBlasInfo;
   builtinKernel: string;
   builtinKernelReason: string;
+  lowpKernel: 'avx512bf16' | 'avx512' | 'avx2' | 'generic';
+  lowpKernelReason: string;
   threads: number;
 }
 

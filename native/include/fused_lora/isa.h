@@ -2,7 +2,10 @@
 // -march, so every SIMD kernel (the built-in GEMM's micro-kernels, its pack transposer, GEMV and dot
 // paths, the rank-r products) exists in an AVX-512, an AVX2+FMA and a portable version, and one
 // choice, made once per process, picks among them all: the best the CPU supports, capped by
-// FUSED_LORA_ISA=avx512|avx2|generic (for testing the lower paths on a newer CPU, or diagnosing one).
+// FUSED_LORA_ISA=avx512bf16|avx512|avx2|generic (for testing the lower paths on a newer CPU, or
+// diagnosing one). avx512bf16 is AVX-512 plus vdpbf16ps: it changes only the reduced-precision
+// frozen-weight GEMM (lowp.h), whose bf16 micro-kernel it enables; every fp32 kernel is the same as
+// under avx512, and avx512 runs that GEMM on the AVX-512F kernels, widening bf16 to fp32.
 #pragma once
 #include <string>
 
@@ -16,6 +19,8 @@ struct IsaChoice {
   std::string request;      // FUSED_LORA_ISA as read ("" when unset)
   std::string reason;       // one line: why `isa`
   std::string error;        // non-empty when FUSED_LORA_ISA is not a known value (the addon refuses to load)
+  bool bf16 = false;        // vdpbf16ps may run (isa is Avx512, the CPU has avx512_bf16, the cap allows it; lowp.h decides)
+  bool best_bf16 = false;   // the CPU has avx512_bf16 (with AVX-512F)
 };
 
 // Reads FUSED_LORA_ISA and the CPU once (thread-safe) and returns the choice. With an unknown value
@@ -26,5 +31,6 @@ inline Isa isa() { return isa_choice().isa; }
 
 // "avx512", "avx2" or "generic".
 const char* isa_name(Isa isa);
+
 
 }  // namespace fused_lora

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "fused_lora/isa.h"
+#include "fused_lora/lowp.h"
 
 namespace fused_lora {
 
@@ -25,6 +26,7 @@ struct ForwardArgs {
   const float* x = nullptr;     // (M, I)
   const float* W = nullptr;     // (O, I) frozen, or (I, O) with fan_in_fan_out
   bool fan_in_fan_out = false;  // W stored (I, O), as tf.layers.dense keeps its kernel: x·W, not x·Wᵀ
+  FrozenW Wq;                   // format != F32: W in reduced precision (lowp.h), (O, I); W is unused
   const float* bias = nullptr;  // (O) or null
   const float* A = nullptr;     // (I, r)
   const float* B = nullptr;     // (r, O)
@@ -41,6 +43,7 @@ struct BackwardArgs {
   const float* dy = nullptr;  // (M, O)
   const float* W = nullptr;   // (O, I), or (I, O) with fan_in_fan_out
   bool fan_in_fan_out = false;  // W stored (I, O): dx = dy·Wᵀ, not dy·W
+  FrozenW Wq;                 // format != F32: W in reduced precision (lowp.h), (O, I); W is unused
   const float* A = nullptr;   // (I, r)
   const float* B = nullptr;   // (r, O)
   float scaling = 1.0f;
@@ -53,10 +56,26 @@ struct BackwardArgs {
   bool accumulate = false;    // dA += …, dB += … (training); false overwrites (ops.loraBackward)
 };
 
-// y (M, O) = x·Wᵀ + b: the frozen layer alone (Linear.forward; the benchmarks' base GEMM).
-void linear_forward(const float* x, const float* W, const float* bias, float* y, int64_t M, int64_t I, int64_t O);
+// y (M, O) = x·Wᵀ + b: the frozen layer alone (Linear.forward; the benchmarks' base GEMM). W in any
+// format of lowp.h (F32: W.f32).
+void linear_forward(const float* x, const FrozenW& W, const float* bias, float* y, int64_t M);
 // dx (M, I) = dy·W: the gradient a frozen layer passes to the layer below.
-void linear_backward(const float* dy, const float* W, float* dx, int64_t M, int64_t I, int64_t O);
+void linear_backward(const float* dy, const FrozenW& W, float* dx, int64_t M);
+
+// Activations held in bf16 (a bfloat16 layer on the CPU): the inputs given here (x, dy) are widened
+// to fp32 and the outputs (y, dx) computed in fp32 and rounded, around the same kernels; a null
+// pointer leaves that operand as the args have it. The fp32 copies live in per-thread buffers that
+// grow to the largest call seen.
+struct Bf16Io {
+  const uint16_t* x = nullptr;
+  const uint16_t* dy = nullptr;
+  uint16_t* y = nullptr;
+  uint16_t* dx = nullptr;
+};
+void lora_forward(ForwardArgs a, bool fused, const Bf16Io& io);
+void lora_backward(BackwardArgs a, bool fused, const Bf16Io& io);
+void linear_forward(const float* x, const FrozenW& W, const float* bias, float* y, int64_t M, const Bf16Io& io);
+void linear_backward(const float* dy, const FrozenW& W, float* dx, int64_t M, const Bf16Io& io);
 
 // y = x·Wᵀ + b + scaling·(x̃·A)·B, each product a GEMM into y with beta = 1: no M×O temporary and no
 // extra pass over y (scaling rides on the GEMM's alpha).

@@ -1,0 +1,575 @@
+// The GEMMs over a reduced-precision frozen weight (lowp.h): C = alpha·bf16(A)·op(Ŵ) + beta·C with
+// op(Ŵ) = Ŵᵀ (the forward, x·Wᵀ: NT) or Ŵ (dx = dy·W: NN). A is always row-major activations.
+//
+// The blocked path is driver.cpp's loop nest with packers that dequantize: each KC×NC panel of Ŵ is
+// decoded (wdecode.h) as it is packed, once per panel and thread, and reused by every MC block of A,
+// so the cost of decoding is spread over M and no full-size copy of W ever exists. Two packed
+// formats, one per micro-kernel family:
+//   - bf16 k-pairs for the avx512bf16 kernel (ukr_bf16.h): A rounded to bf16 as it is packed, B's
+//     values (already bf16-exact) as pairs; KC counts k, so a sliver holds KC/2 words per lane;
+//   - fp32 slivers for the fp32 micro-kernels of the chosen ISA (kernels.h), with the same rounded
+//     values: the widening fallback, and the same arithmetic (a bf16 product is exact in fp32).
+// The decode path (M <= 8, NT) reads Ŵ once, row by row, decoding a row into L1 and taking its dot
+// products with the M rounded rows of A: decode is bound by the bytes of W, and fewer bytes is the
+// whole gain of a compressed W.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fused_lora/check.h"
+#include "fused_lora/lowp.h"
+#include "fused_lora/threads.h"
+#include "kernels.h"
+#include "pack.h"
+#include "plan.h"
+#include "scratch.h"
+#include "simd.h"
+#include "ukr_avx512.h"
+#include "ukr_bf16.h"
+#include "wdecode.h"
+
+namespace fused_lora {
+
+const float kNf4Codes[16] = {-1.0f,
+                             -0.6961928009986877f,
+                             -0.5250730514526367f,
+                             -0.39491748809814453f,
+                             -0.28444138169288635f,
+                             -0.18477343022823334f,
+                             -0.09105003625154495f,
+                             0.0f,
+                             0.07958029955625534f,
+                             0.16093020141124725f,
+                             0.24611230194568634f,
+                             0.33791524171829224f,
+                             0.44070982933044434f,
+                             0.5626170039176941f,
+                             0.7229568362236023f,
+                             1.0f};
+
+FrozenW FrozenW::rows(int64_t o0, int64_t o1) const {
+  FrozenW w = *this;
+  w.O = o1 - o0;
+  const int64_t e = o0 * I;
+  if (f32) w.f32 = f32 + e;
+  if (bf16) w.bf16 = bf16 + e;
+  if (q8) w.q8 = q8 + e, w.scale = scale + o0;
+  if (q4) w.q4 = q4 + e / 2, w.absmax = absmax + e / kNf4Block;
+  return w;
+}
+
+int64_t FrozenW::resident_bytes() const {
+  const int64_t n = O * I;
+  switch (format) {
+    case WFormat::F32: return 4 * n;
+    case WFormat::BF16: return 2 * n;
+    case WFormat::Int8: return n + 4 * O;
+    case WFormat::NF4: return (n + 1) / 2 + 4 * ((n + kNf4Block - 1) / kNf4Block);
+  }
+  return 0;
+}
+
+namespace builtin {
+namespace {
+
+// The packed formats' kernel, with its blocking. KC is a multiple of 64 (a whole nf4 block per row
+// segment of the NT packer when I allows), MC and NC whole slivers.
+struct WKernel {
+  bool bf16;
+  int mr, nr;
+  int64_t mc, kc, nc;
+  Ukr ukr;                                                                          // fp32 slivers
+  void (*ukr_bf)(int64_t, const uint32_t*, const uint32_t*, float*, int64_t, float, float);  // bf16 pairs
+  DecodeRow decode;
+};
+
+// Which family runs where the CPU has avx512_bf16. vdpbf16ps does two k per instruction, but its
+// throughput is the CPU's business: on the Zen 4 guest these kernels were written on it issues about
+// one zmm instruction every two cycles, so the bf16 kernel ran at ~98 GFLOP/s on L1-resident
+// slivers where the fp32 kernel ran at ~172 (bench/NOTES.md). So unless FUSED_LORA_ISA names
+// avx512bf16, the choice is measured once, at first use: both micro-kernels on the same tile shape
+// and depth, L1-resident, best of three interleaved trials (~2 ms in all); the faster wins.
+struct Calibration {
+  bool bf16 = false;
+  std::string reason;
+};
+
+#if FL_X86
+double time_ukr(bool bf16, int reps) {
+  constexpr int64_t kp = 128;
+  static thread_local std::vector<uint32_t> a(14 * kp, 0x3f803f80u), b(32 * kp, 0x3f803f80u);
+  static thread_local std::vector<float> af(14 * 2 * kp, 1.f), bf(32 * 2 * kp, 1.f);
+  alignas(64) float c[14 * 32];
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) {
+    if (bf16)
+      ukr_bf16<14, 2>(kp, a.data(), b.data(), c, 32, 1.f, r == 0 ? 0.f : 1.f);
+    else
+      ukr_avx512<14, 2>(2 * kp, af.data(), 14, bf.data(), 32, c, 32, 1.f, r == 0 ? 0.f : 1.f);
+  }
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile float sink = c[0] + c[14 * 32 - 1];  // the products are used, so the loop stays
+  (void)sink;
+  return t;
+}
+#endif
+
+Calibration calibrate() {
+  Calibration c;
+  const IsaChoice& ic = isa_choice();
+  if (!ic.bf16) {
+    c.reason = ic.best_bf16 ? "FUSED_LORA_ISA=" + ic.request + ": the fp32 kernels, widening bf16"
+                            : std::string("no avx512_bf16 on this CPU: the ") + isa_name(ic.isa) + " fp32 kernels, widening bf16";
+    return c;
+  }
+  if (ic.request == "avx512bf16") {
+    c.bf16 = true;
+    c.reason = "FUSED_LORA_ISA=avx512bf16";
+    return c;
+  }
+#if FL_X86
+  double tb = 1e30, tf = 1e30;
+  for (int trial = 0; trial < 3; ++trial) {
+    tb = std::min(tb, time_ukr(true, 300));
+    tf = std::min(tf, time_ukr(false, 300));
+  }
+  c.bf16 = tb < tf;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "timed at first use: the vdpbf16ps kernel %.0f GFLOP/s, the fp32 kernel %.0f GFLOP/s (one core, L1)",
+                2.0 * 14 * 32 * 256 * 300 / tb / 1e9, 2.0 * 14 * 32 * 256 * 300 / tf / 1e9);
+  c.reason = buf;
+#endif
+  return c;
+}
+
+const Calibration& calibration() {
+  static const Calibration c = calibrate();
+  return c;
+}
+
+// bf16: the fp32 kernel's 14×32 tile and MC; KC 1024 k is 512 pairs, the same bytes per sliver as
+// fp32's KC 512, so the A block (168×1024 bf16 = 336 KiB) and B slivers sit where the fp32 ones do.
+WKernel choose() {
+  WKernel w{};
+  const Isa is = isa();
+  w.decode = is == Isa::Avx512 ? &decode_row_avx512 : is == Isa::Avx2 ? &decode_row_avx2 : &decode_row_generic;
+#if FL_X86
+  if (calibration().bf16) {
+    w.bf16 = true;
+    w.mr = 14, w.nr = 32, w.mc = 168, w.kc = 1024, w.nc = 4096;
+    w.ukr_bf = &ukr_bf16<14, 2>;
+    return w;
+  }
+#endif
+  const Kernel& k = kernels().k[0];
+  w.bf16 = false;
+  w.mr = k.mr, w.nr = k.nr, w.mc = k.mc, w.kc = k.kc, w.nc = k.nc;
+  w.ukr = k.ukr;
+  return w;
+}
+
+const WKernel& wkernel() {
+  static const WKernel w = choose();
+  return w;
+}
+
+inline uint32_t pair(uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); }
+inline uint16_t bits_of(float v) {  // v already bf16-exact
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  return uint16_t(b >> 16);
+}
+
+// A[0:m, 0:kc] (row-major, lda) into MR slivers, rounded to bf16: fp32 values, or k-pair words.
+void pack_a_f32(const float* A, int64_t lda, int64_t m, int64_t kc, int mr, float* dst) {
+  pack_slivers(false, A, lda, m, kc, mr, dst);
+  const int64_t n = round_up(m, mr) * kc;
+  for (int64_t i = 0; i < n; ++i) dst[i] = round_to_bf16(dst[i]);
+}
+
+#if FL_X86
+// The bf16 packers run only where the vdpbf16ps kernel does (isa_choice().bf16), so they may use
+// AVX512_BF16 too: vcvtne2ps2bf16 rounds 32 floats to nearest even into 16 k-pair words in order
+// (it flushes fp32 denormals, below 1.2e-38, to zero).
+__attribute__((target("avx512f,avx512bf16"))) void pair_words(const float* a, int64_t kc, uint32_t* s) {
+  int64_t p = 0;
+  for (; 2 * p + 32 <= kc; p += 16) {
+    const __m512bh w = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + 2 * p + 16), _mm512_loadu_ps(a + 2 * p));
+    _mm512_storeu_si512(s + p, (__m512i)w);
+  }
+  for (; 2 * p + 1 < kc; ++p) s[p] = pair(bf16_round(a[2 * p]), bf16_round(a[2 * p + 1]));
+  if (2 * p < kc) s[p] = bf16_round(a[2 * p]);
+}
+
+// d[j] = (r0[j], r1[j]) for two rows of bf16-exact floats: the high halves of both, interleaved.
+__attribute__((target("avx512f"))) void interleave_rows(const float* r0, const float* r1, int64_t n, uint32_t* d) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512i a = _mm512_castps_si512(_mm512_loadu_ps(r0 + j)), b = _mm512_castps_si512(_mm512_loadu_ps(r1 + j));
+    _mm512_storeu_si512(d + j, _mm512_or_si512(_mm512_srli_epi32(a, 16), b));
+  }
+  for (; j < n; ++j) d[j] = pair(bits_of(r0[j]), bits_of(r1[j]));
+}
+#else
+void pair_words(const float* a, int64_t kc, uint32_t* s) {
+  int64_t p = 0;
+  for (; 2 * p + 1 < kc; ++p) s[p] = pair(bf16_round(a[2 * p]), bf16_round(a[2 * p + 1]));
+  if (2 * p < kc) s[p] = bf16_round(a[2 * p]);
+}
+void interleave_rows(const float* r0, const float* r1, int64_t n, uint32_t* d) {
+  for (int64_t j = 0; j < n; ++j) d[j] = pair(bits_of(r0[j]), bits_of(r1[j]));
+}
+#endif
+
+void pack_a_bf16(const float* A, int64_t lda, int64_t m, int64_t kc, int mr, uint32_t* dst, uint32_t* stage) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t i0 = 0; i0 < m; i0 += mr) {
+    const int64_t rows = std::min<int64_t>(mr, m - i0);
+    for (int64_t i = 0; i < rows; ++i) pair_words(A + (i0 + i) * lda, kc, stage + i * kp);
+    pack_t()(reinterpret_cast<const float*>(stage), kp, rows, mr, kp, reinterpret_cast<float*>(dst + i0 * kp));
+  }
+}
+
+// op(Ŵ)[pc:pc+kc, jc:jc+nc] into NR slivers. NT: b(k, j) = Ŵ(j, k), each sliver's NR rows of W
+// decoded into a staging tile, then transposed; NN: b(k, j) = Ŵ(k, j), row k of W decoded once for
+// the whole panel width and dealt out to the slivers.
+void pack_w_f32(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_t kc, int64_t jc, int64_t nc,
+                float* dst, float* stage) {
+  const int nr = w.nr;
+  if (nt) {
+    for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+      const int64_t rows = std::min<int64_t>(nr, nc - j0);
+      for (int64_t j = 0; j < rows; ++j) w.decode(W, jc + j0 + j, pc, kc, stage + j * kc);
+      pack_t()(stage, kc, rows, nr, kc, dst + j0 * kc);
+    }
+    return;
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    w.decode(W, pc + k, jc, nc, stage);
+    for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+      float* d = dst + j0 * kc + k * nr;
+      const int64_t cols = std::min<int64_t>(nr, nc - j0);
+      std::memcpy(d, stage + j0, sizeof(float) * size_t(cols));
+      for (int64_t j = cols; j < nr; ++j) d[j] = 0.f;
+    }
+  }
+}
+
+void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_t kc, int64_t jc, int64_t nc,
+                 uint32_t* dst, float* stage) {
+  const int nr = w.nr;
+  const int64_t kp = (kc + 1) / 2;
+  if (nt) {
+    uint32_t* words = reinterpret_cast<uint32_t*>(stage) + kc + 2;  // after one decoded row
+    for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+      const int64_t rows = std::min<int64_t>(nr, nc - j0);
+      const uint32_t* src;
+      int64_t ld;
+      if (W.format == WFormat::BF16 && W.I % 2 == 0 && pc % 2 == 0 && kc % 2 == 0) {
+        // bf16 rows hold their k-pairs as words already: transpose them in place of a decode.
+        src = reinterpret_cast<const uint32_t*>(W.bf16 + (jc + j0) * W.I + pc);
+        ld = W.I / 2;
+      } else {
+        for (int64_t j = 0; j < rows; ++j) {
+          w.decode(W, jc + j0 + j, pc, kc, stage);
+          pair_words(stage, kc, words + j * kp);  // exact: the values are bf16 already
+        }
+        src = words;
+        ld = kp;
+      }
+      pack_t()(reinterpret_cast<const float*>(src), ld, rows, nr, kp, reinterpret_cast<float*>(dst + j0 * kp));
+    }
+    return;
+  }
+  float* row1 = stage + round_up(nc, 16);
+  for (int64_t p = 0; p < kp; ++p) {
+    const int64_t k = pc + 2 * p;
+    w.decode(W, k, jc, nc, stage);
+    if (2 * p + 1 < kc)
+      w.decode(W, k + 1, jc, nc, row1);
+    else
+      std::fill(row1, row1 + nc, 0.f);
+    for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+      uint32_t* d = dst + j0 * kp + p * nr;
+      const int64_t cols = std::min<int64_t>(nr, nc - j0);
+      interleave_rows(stage + j0, row1 + j0, cols, d);
+      for (int64_t j = cols; j < nr; ++j) d[j] = 0;
+    }
+  }
+}
+
+void store_edge(const float* tile, int nr, float* C, int64_t ldc, int64_t m, int64_t n, float alpha, float beta) {
+  for (int64_t i = 0; i < m; ++i) {
+    const float* t = tile + i * nr;
+    float* c = C + i * ldc;
+    if (beta == 0.f)
+      for (int64_t j = 0; j < n; ++j) c[j] = alpha * t[j];
+    else
+      for (int64_t j = 0; j < n; ++j) c[j] = alpha * t[j] + beta * c[j];
+  }
+}
+
+// One thread's share: columns [j0, j0 + n) of C (rows of W for NT, columns for NN), rows [0, m).
+void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, int64_t K, float alpha, const float* A,
+                  int64_t lda, const FrozenW& W, float beta, float* C, int64_t ldc) {
+  const int mr = w.mr, nr = w.nr;
+  const int64_t kslabs = (K + w.kc - 1) / w.kc;
+  const int64_t KC = std::min<int64_t>(w.kc, round_up((K + kslabs - 1) / kslabs, 64));
+  const int64_t MC = std::min<int64_t>(w.mc, round_up(m, mr)), NC = std::min<int64_t>(w.nc, round_up(n, nr));
+  const int64_t kdepth = w.bf16 ? (KC + 1) / 2 : KC;  // elements per lane of a sliver
+  const int64_t ap_cap = MC * kdepth, bp_cap = NC * kdepth;
+  float* ap = scratch(Slot::PackA, size_t(ap_cap));
+  float* bp = scratch(Slot::PackB, size_t(bp_cap));
+  // Staging: NT decodes a sliver's rows (nr × KC, plus its pair words), NN two rows of the panel, the
+  // bf16 A packer a sliver's rows of words.
+  const int64_t stage_cap = std::max<int64_t>({int64_t(nr) * KC + KC + 2 + int64_t(nr) * (KC / 2 + 1),
+                                               2 * round_up(NC, 16), int64_t(mr) * (KC / 2 + 1)});
+  float* stage = scratch(Slot::Vec, size_t(stage_cap));
+  alignas(64) float tile[kMaxTile];
+
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = std::min(NC, n - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const int64_t kd = w.bf16 ? (kc + 1) / 2 : kc;
+      const float beta_eff = pc == 0 ? beta : 1.f;
+      FL_DCHECK(round_up(nc, nr) * kd <= bp_cap);
+      if (w.bf16)
+        pack_w_bf16(w, nt, W, pc, kc, j0 + jc, nc, reinterpret_cast<uint32_t*>(bp), stage);
+      else
+        pack_w_f32(w, nt, W, pc, kc, j0 + jc, nc, bp, stage);
+      for (int64_t ic = 0; ic < m; ic += MC) {
+        const int64_t mc = std::min(MC, m - ic);
+        FL_DCHECK(round_up(mc, mr) * kd <= ap_cap);
+        const float* Apc = A + ic * lda + pc;
+        if (w.bf16)
+          pack_a_bf16(Apc, lda, mc, kc, mr, reinterpret_cast<uint32_t*>(ap), reinterpret_cast<uint32_t*>(stage));
+        else
+          pack_a_f32(Apc, lda, mc, kc, mr, ap);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const int64_t nv = std::min<int64_t>(nr, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const int64_t mv = std::min<int64_t>(mr, mc - ir);
+            float* c = C + (ic + ir) * ldc + jc + jr;
+            const bool full = mv == mr && nv == nr;
+            float* out = full ? c : tile;
+            const int64_t ldo = full ? ldc : nr;
+            const float al = full ? alpha : 1.f, be = full ? beta_eff : 0.f;
+            if (w.bf16)
+              w.ukr_bf(kd, reinterpret_cast<const uint32_t*>(ap) + ir * kd, reinterpret_cast<const uint32_t*>(bp) + jr * kd,
+                       out, ldo, al, be);
+            else
+              w.ukr(kd, ap + ir * kd, mr, bp + jr * kd, nr, out, ldo, al, be);
+            if (!full) store_edge(tile, nr, c, ldc, mv, nv, alpha, beta_eff);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The decode path: y[m, o] for o in [o0, o1), each row of Ŵ decoded once into `row` and dotted with
+// the M rounded rows of A (xr, M × K).
+template <int L>
+__attribute__((always_inline)) inline void decode_body(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K,
+                                                       float alpha, const float* __restrict xr, const FrozenW& W,
+                                                       float beta, float* C, int64_t ldc, float* __restrict row) {
+  for (int64_t o = o0; o < o1; ++o) {
+    w.decode(W, o, 0, K, row);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* x = xr + m * K;
+      float acc[L] = {};
+      int64_t k = 0;
+      for (; k + L <= K; k += L)
+        for (int l = 0; l < L; ++l) acc[l] += x[k + l] * row[k + l];
+      float s = 0.f;
+      for (int l = 0; l < L; ++l) s += acc[l];
+      for (; k < K; ++k) s += x[k] * row[k];
+      float* c = C + m * ldc + o;
+      *c = beta == 0.f ? alpha * s : alpha * s + beta * *c;
+    }
+  }
+}
+
+using DecodeFn = void (*)(const WKernel&, int64_t, int64_t, int64_t, int64_t, float, const float*, const FrozenW&, float,
+                          float*, int64_t, float*);
+void decode_generic(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
+                    const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
+  decode_body<8>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+}
+#if FL_X86
+__attribute__((target("avx2,fma"))) void decode_avx2(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K,
+                                                     float alpha, const float* xr, const FrozenW& W, float beta,
+                                                     float* C, int64_t ldc, float* row) {
+  decode_body<16>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+}
+__attribute__((target("avx512f"))) void decode_avx512(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K,
+                                                      float alpha, const float* xr, const FrozenW& W, float beta,
+                                                      float* C, int64_t ldc, float* row) {
+  decode_body<32>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+}
+#endif
+
+#if FL_X86
+// AVX-512, the values dequantized in registers, 16 at a time, and used at once by all MM rows of A:
+// no row buffer between decoding and the dot products. Rows end in the portable body's tail.
+__attribute__((target("avx512f"), always_inline)) inline __m512 to_bf16(__m512 v) {
+  __m512i b = _mm512_castps_si512(v);
+  b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1)));
+  return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(int(0xffff0000u))));
+}
+
+template <int MM>
+__attribute__((target("avx512f,avx512bw"))) void decode_regs(const WKernel& w, int64_t o0, int64_t o1, int64_t K,
+                                                             float alpha, const float* __restrict xr, const FrozenW& W,
+                                                             float beta, float* C, int64_t ldc, float* row) {
+  const __m512 codes = _mm512_loadu_ps(kNf4Codes);
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const int64_t K16 = K / 16 * 16;
+  for (int64_t o = o0; o < o1; ++o) {
+    const int64_t e0 = o * W.I;
+    __m512 acc[MM];
+    for (int m = 0; m < MM; ++m) acc[m] = _mm512_setzero_ps();
+    const __m512 sc = W.format == WFormat::Int8 ? _mm512_set1_ps(W.scale[o]) : _mm512_setzero_ps();
+    for (int64_t k = 0; k < K16; k += 16) {
+      __m512 v;
+      switch (W.format) {
+        case WFormat::BF16:
+          v = _mm512_castsi512_ps(_mm512_slli_epi32(
+              _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16 + e0 + k))), 16));
+          break;
+        case WFormat::Int8:
+          v = to_bf16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W.q8 + e0 + k)))), sc));
+          break;
+        case WFormat::NF4: {
+          const int64_t e = e0 + k;  // a multiple of 16: I % 64 == 0
+          const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(W.q4 + (e >> 1)));
+          const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4), lo = _mm_and_si128(bytes, low4);
+          v = to_bf16(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), codes),
+                                    _mm512_set1_ps(W.absmax[e / kNf4Block])));
+          break;
+        }
+        default:
+          v = to_bf16(_mm512_loadu_ps(W.f32 + e0 + k));
+      }
+      for (int m = 0; m < MM; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + m * K + k), v, acc[m]);
+    }
+    const int64_t tail = K - K16;
+    if (tail > 0) w.decode(W, o, K16, tail, row);
+    for (int m = 0; m < MM; ++m) {
+      float s = _mm512_reduce_add_ps(acc[m]);
+      for (int64_t k = 0; k < tail; ++k) s += xr[m * K + K16 + k] * row[k];
+      float* c = C + m * ldc + o;
+      *c = beta == 0.f ? alpha * s : alpha * s + beta * *c;
+    }
+  }
+}
+
+template <int MM>
+void decode_regs_m(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
+                   const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
+  if (M == MM) return decode_regs<MM>(w, o0, o1, K, alpha, xr, W, beta, C, ldc, row);
+  if constexpr (MM > 1) decode_regs_m<MM - 1>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+}
+
+void decode_avx512_regs(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
+                        const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
+  decode_regs_m<kLowpDecodeMaxRows>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+}
+#endif
+
+DecodeFn decode_fn() {
+#if FL_X86
+  if (isa() == Isa::Avx512) return &decode_avx512_regs;
+  if (isa() == Isa::Avx2) return &decode_avx2;
+#endif
+  return &decode_generic;
+}
+
+void wgemm_decode(int64_t M, float alpha, const float* A, int64_t lda, const FrozenW& W, float beta, float* C,
+                  int64_t ldc) {
+  const WKernel& w = wkernel();
+  const int64_t K = W.I, N = W.O;
+  float* xr = scratch(Slot::PackA, size_t(M * K));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) xr[m * K + k] = round_to_bf16(A[m * lda + k]);
+  const DecodeFn fn = decode_fn();
+  const double bytes = double(W.resident_bytes());
+  const int64_t blocks = (N + 15) / 16;
+  const int64_t threads = std::max<int64_t>(
+      1, std::min<int64_t>({int64_t(num_threads()), int64_t(bytes / kMinGemvBytesPerThread), blocks}));
+  parallel_for(blocks, (blocks + threads - 1) / threads, [&](int64_t b0, int64_t b1) {
+    const int64_t o0 = b0 * 16, o1 = std::min(N, b1 * 16);
+    if (o0 >= o1) return;
+    float* row = scratch(Slot::Vec, size_t(K + 16));
+    fn(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
+  });
+}
+
+void wgemm(bool nt, int64_t M, float alpha, const float* A, int64_t lda, const FrozenW& W, float beta, float* C,
+           int64_t ldc) {
+  const int64_t N = nt ? W.O : W.I, K = nt ? W.I : W.O;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.f) {
+    for (int64_t i = 0; i < M; ++i) {
+      float* c = C + i * ldc;
+      if (beta == 0.f)
+        std::memset(c, 0, sizeof(float) * size_t(N));
+      else if (beta != 1.f)
+        for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+    return;
+  }
+  if (nt && M <= kLowpDecodeMaxRows) {
+    wgemm_decode(M, alpha, A, lda, W, beta, C, ldc);
+    return;
+  }
+  const WKernel& w = wkernel();
+  // Threads split N first: each then decodes its own columns of W once (A, the cheaper pack, is
+  // the one packed by every thread); rows split only when N has too few slivers.
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  const int64_t T = std::min<int64_t>(num_threads(), std::max<int64_t>(1, int64_t(flops / kMinFlopsPerThread)));
+  const int64_t nt_ = (N + w.nr - 1) / w.nr, mt = (M + w.mr - 1) / w.mr;
+  const int64_t tn = std::min(T, nt_), tm = std::max<int64_t>(1, std::min(mt, T / tn));
+  auto part = [&](int64_t t) {
+    const int64_t mi = t / tn, ni = t % tn;
+    const int64_t i0 = std::min(M, (mi * mt / tm) * w.mr), i1 = std::min(M, ((mi + 1) * mt / tm) * w.mr);
+    const int64_t c0 = std::min(N, (ni * nt_ / tn) * w.nr), c1 = std::min(N, ((ni + 1) * nt_ / tn) * w.nr);
+    if (i0 >= i1 || c0 >= c1) return;
+    wgemm_serial(w, nt, i1 - i0, c1 - c0, c0, K, alpha, A + i0 * lda, lda, W, beta, C + i0 * ldc + c0, ldc);
+  };
+  if (tm * tn <= 1)
+    part(0);
+  else
+    parallel_for(tm * tn, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) part(t);
+    });
+}
+
+}  // namespace
+}  // namespace builtin
+
+void wgemm_nt(int64_t M, float alpha, const float* A, int64_t lda, const FrozenW& W, float beta, float* C,
+              int64_t ldc) {
+  builtin::wgemm(true, M, alpha, A, lda, W, beta, C, ldc);
+}
+
+void wgemm_nn(int64_t M, float alpha, const float* A, int64_t lda, const FrozenW& W, float beta, float* C,
+              int64_t ldc) {
+  builtin::wgemm(false, M, alpha, A, lda, W, beta, C, ldc);
+}
+
+const char* lowp_kernel_name() { return builtin::wkernel().bf16 ? "avx512bf16" : isa_name(isa()); }
+const std::string& lowp_kernel_reason() { return builtin::calibration().reason; }
+
+void dequantize_rows(const FrozenW& W, int64_t o0, int64_t o1, float* out) {
+  const builtin::DecodeRow decode = builtin::wkernel().decode;
+  parallel_for(o1 - o0, 64, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) decode(W, o0 + o, 0, W.I, out + o * W.I);
+  });
+}
+
+}  // namespace fused_lora

@@ -1,0 +1,6 @@
+// The reduced-precision frozen GEMM on the avx512bf16 kernels (see test/lowp-kernels.ts). The ISA is read
+// once, when the addon loads, so setting it here, before the first import, is enough.
+process.env.FUSED_LORA_ISA = 'avx512bf16';
+process.env.FUSED_LORA_BLAS = 'builtin';
+const { defineLowpSuites } = await import('./lowp-kernels');
+defineLowpSuites('avx512bf16');
