@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The `fused-lora` command: `demo` (the seed's example, trained) and `train` (adapters for a small
-// Sequential model described in JSON). Argument parsing is commander's.
+// The `fused-lora` command: `demo` (the seed's example, trained), `train` (adapters for a small
+// Sequential model described in JSON), `bench`, and `worker` and `submit` (training over a Redis queue). Argument parsing is commander's.
 import { Command, InvalidArgumentError } from 'commander';
 import { runDemo } from '../demo';
 import { LoraError } from '../errors';
@@ -50,6 +50,7 @@ export function program(): Command {
     });
 
   (require('./bench') as typeof import('./bench')).registerBench(cmd);  // `fused-lora bench` (lib/cli/bench.ts)
+  (require('./workers') as typeof import('./workers')).registerWorkerCommands(cmd);  // `worker`, `submit` (lib/cli/workers.ts)
   return cmd;
 }
 
