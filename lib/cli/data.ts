@@ -37,7 +37,13 @@ export async function loadDataset(file: string): Promise<Dataset> {
     return fail(file, 'expected a tensor "y" (N, O) or "labels" (N) beside "x"');
   }
   if (file.endsWith('.jsonl')) {
-    const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      return fail(file, `could not be read (${(e as Error).message})`);
+    }
+    const lines = text.split('\n').filter((l) => l.trim() !== '');
     if (lines.length === 0) fail(file, 'no rows');
     const rows = lines.map((l, i) => {
       try {
