@@ -22,12 +22,14 @@ const ENQUEUE_KEYS = optionKeys<EnqueueOptions>({ jobId: true, cwd: true });
  */
 export async function enqueueTraining(queue: Queue, job: TrainingJob, options?: EnqueueOptions): Promise<Job<TrainingJob, TrainingResult>> {
   const where = 'enqueueTraining';
+  // The job and the options first: a refused job never needs a connection to be refused.
+  const checked = checkTrainingJob(where, job);
   const o = checkOptions(where, options, ENQUEUE_KEYS);
   if (queue === null || typeof queue !== 'object' || typeof (queue as Queue).add !== 'function') {
     throw new LoraError('ERR_ARGUMENT', `${where}: expected a BullMQ Queue for queue but received ${queue === null ? 'null' : typeof queue}`);
   }
   if (o.jobId !== undefined && (typeof o.jobId !== 'string' || o.jobId === '')) throw new LoraError('ERR_ARGUMENT', `${where}: expected a non-empty string for options.jobId but received ${JSON.stringify(o.jobId)}`);
-  const data = absoluteJob(checkTrainingJob(where, job), o.cwd);
+  const data = absoluteJob(checked, o.cwd);
   return (await queue.add(TRAINING_JOB_NAME, data, o.jobId === undefined ? {} : { jobId: o.jobId })) as Job<TrainingJob, TrainingResult>;
 }
 
