@@ -4,10 +4,10 @@
 // a time: --batch-adapters 1 --concurrency 1). One redis-server on a free port; the configurations
 // alternate within each round, so load drifts hit them alike. A configuration's time runs from the
 // first job added to the last one completed (workers already up; each job's data load, training and
-// adapter write inside it). With 2 workers each process gets half the cores (FUSED_LORA_NUM_THREADS),
-// and both thread settings are run for 2 workers (1 and all cores each), the best counted.
+// adapter write inside it). Each configuration runs at two thread settings (FUSED_LORA_NUM_THREADS per
+// process, below), the best counted.
 //
-// Usage: npm run build:ts && node bench/workers.mjs [--jobs 16] [--steps 60] [--batch 16] [--rounds 2] [--out bench/results]
+// Usage: npm run build:ts && node bench/workers.mjs [--jobs 16] [--steps 200] [--batch 16] [--rounds 2] [--out bench/results]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -24,7 +24,7 @@ import { enqueueTraining } from '../dist/workers/index.js';
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
   options: {
-    jobs: { type: 'string', default: '16' }, steps: { type: 'string', default: '60' }, batch: { type: 'string', default: '16' },
+    jobs: { type: 'string', default: '16' }, steps: { type: 'string', default: '200' }, batch: { type: 'string', default: '16' },
     size: { type: 'string', default: '1024' }, rank: { type: 'string', default: '8' }, rounds: { type: 'string', default: '2' },
     out: { type: 'string', default: path.join(root, 'bench', 'results') },
   },
@@ -76,14 +76,13 @@ const port = await freePort();
 const redis = await launch('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], /Ready to accept connections/);
 const connection = { host: '127.0.0.1', port };
 
-const configs = [
-  { name: '1 worker, one job at a time', workers: 1, batching: false, threads: cores },
-  { name: '1 worker, batching', workers: 1, batching: true, threads: cores },
-  { name: '2 workers, one job at a time', workers: 2, batching: false, threads: Math.max(1, cores / 2) },
-  { name: '2 workers, batching', workers: 2, batching: true, threads: Math.max(1, cores / 2) },
-  { name: '2 workers, one job at a time, all cores each', workers: 2, batching: false, threads: cores },
-  { name: '2 workers, batching, all cores each', workers: 2, batching: true, threads: cores },
-];
+// Each (workers, batching) at two thread settings per process, the best counted: 1 worker with all
+// cores or 1; 2 workers with half the cores each or all of them each (oversubscribed).
+const half = Math.max(1, Math.floor(cores / 2));
+const configs = [false, true].flatMap((batching) => [
+  { workers: 1, batching, threads: cores }, { workers: 1, batching, threads: 1 },
+  { workers: 2, batching, threads: half }, { workers: 2, batching, threads: cores },
+]).map((c) => ({ name: `${c.workers} worker${c.workers > 1 ? 's' : ''}, ${c.batching ? 'batching' : 'one job at a time'}, ${c.threads} thread${c.threads > 1 ? 's' : ''} each`, ...c }));
 const samples = Object.fromEntries(configs.map((c) => [c.name, []]));
 
 let run = 0;
@@ -124,7 +123,7 @@ for (let round = 0; round < ROUNDS; round++) {
   for (const c of order) {
     const s = await timeConfig(c);
     samples[c.name].push(s);
-    console.log(`round ${round + 1}: ${c.name.padEnd(46)} ${s.seconds.toFixed(2).padStart(7)} s  ${s.jobsPerMinute.toFixed(1).padStart(7)} jobs/min  (batched up to ${s.maxBatchedWith})`);
+    console.log(`round ${round + 1}: ${c.name.padEnd(48)} ${s.seconds.toFixed(2).padStart(7)} s  ${s.jobsPerMinute.toFixed(1).padStart(7)} jobs/min  (batched up to ${s.maxBatchedWith})`);
   }
 }
 redis.kill('SIGTERM');
