@@ -53,6 +53,8 @@ function freePort() {
 
 function launch(cmd, args, ready, env = {}) {
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  children.add(proc);
+  proc.on('exit', () => children.delete(proc));
   let out = '';
   return new Promise((resolve, reject) => {
     const on = (d) => {
@@ -65,6 +67,8 @@ function launch(cmd, args, ready, env = {}) {
   });
 }
 
+const children = new Set();
+process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fused-lora-bench-workers-'));
 const N = 256;
 await writeSafetensors(path.join(dir, 'base.safetensors'), { 'fc.weight': { data: rand(I * I, 1, 1 / Math.sqrt(I)), shape: [I, I] } });
@@ -102,7 +106,8 @@ async function timeConfig(c) {
     const failed = states.find((s) => s.state === 'failed');
     if (failed) throw new Error(`job failed: ${failed.job.failedReason}`);
     if (states.every((s) => s.state === 'completed')) {
-      for (const s of states) batched.push(s.job.returnvalue.batchedWith);
+      // Fetched again: a job read before it completed has no return value.
+      for (const j of jobs) batched.push((await queue.getJob(j.id)).returnvalue.batchedWith);
       break;
     }
     await new Promise((res) => setTimeout(res, 20));

@@ -76,8 +76,9 @@ async function finished(queue: Queue, id: string, timeoutMs = 30_000): Promise<T
   return until(`job ${id} to finish`, async () => {
     const job = await queue.getJob(id);
     const state = await job?.getState();
-    if (state === 'failed') throw new Error(`job ${id} failed: ${job!.failedReason}`);
-    return state === 'completed' ? (job!.returnvalue as TrainingResult) : undefined;
+    if (state === 'failed') throw new Error(`job ${id} failed: ${(await queue.getJob(id))!.failedReason}`);
+    // Read again: the job was read before getState, perhaps before it completed.
+    return state === 'completed' ? ((await queue.getJob(id))!.returnvalue as TrainingResult) : undefined;
   }, timeoutMs);
 }
 
@@ -284,7 +285,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     for (const [i, j] of badJobs.entries()) {
       const reason = await until(`job ${j.id} to fail`, async () => {
         const job = await q.getJob(j.id!);
-        return (await job?.getState()) === 'failed' ? job!.failedReason : undefined;
+        return (await job?.getState()) === 'failed' ? (await q.getJob(j.id!))!.failedReason : undefined;
       }, 20_000);
       expect(reason).toMatch(bad[i][1]);
     }
