@@ -82,6 +82,7 @@ interface Saved {
   dropout: readonly number[];
 }
 
+const DROPOUT_HERE = () => BACKENDS.filter((b) => b.loraDropout).map((b) => b.label).join(' or ');
 const DEVICES_HERE = () => BACKENDS.filter((b) => b.multiLoRALinear({ I: 1, O: 1, dtype: 'float32', math: 'tf32' }) !== null);
 
 export class MultiLoRALinear implements MultiAdapterLayer {
@@ -91,6 +92,7 @@ export class MultiLoRALinear implements MultiAdapterLayer {
   readonly #adapters = new Map<string, Adapter>();
   readonly #kernels: MultiLoRAKernels;
   readonly #queue = new CallQueue();
+  readonly #dropoutHere: boolean;
   #saved: Saved | null = null;
 
   constructor(base: Linear, options: MultiLoRALinearOptions) {
@@ -101,7 +103,9 @@ export class MultiLoRALinear implements MultiAdapterLayer {
     if (list === null || typeof list !== 'object' || Array.isArray(list)) fail('ERR_ARGUMENT', where, 'options.adapters', 'an object of adapter options by name', list);
     const names = Object.keys(list);
     if (names.length === 0) fail('ERR_ARGUMENT', where, 'options.adapters', 'at least one adapter', said('an empty object'));
-    const kernels = backendFor(placementOf(base)).multiLoRALinear({ I: base.inFeatures, O: base.outFeatures, dtype: base.dtype, math: base.math });
+    const backend = backendFor(placementOf(base));
+    this.#dropoutHere = backend.loraDropout;
+    const kernels = backend.multiLoRALinear({ I: base.inFeatures, O: base.outFeatures, dtype: base.dtype, math: base.math });
     if (kernels === null) {
       const here = DEVICES_HERE();
       fail('ERR_DEVICE', where, 'base', `a Linear on ${here.map((b) => b.label).join(' or ')}`, said(`one on ${backendFor(placementOf(base)).label}`),
@@ -328,13 +332,19 @@ export class MultiLoRALinear implements MultiAdapterLayer {
     const on = placementOf(this.base);
     const xin = rows(where, 'x', x, this.base.inFeatures, on);
     const { index, counts, list } = this.#index(where, opts.adapterNames, xin.M, xin.shape);
+    // The dropout in effect on each adapter's rows, as the float32 kernel sees it.
+    const dropout = list.map((a, i) => (training && counts[i] > 0 && Math.fround(a.dropout) > 0 ? a.dropout : 0));
+    const dropped = dropout.findIndex((p) => p > 0);
+    if (dropped >= 0 && !this.#dropoutHere) {
+      fail('ERR_DEVICE', where, 'training mode', `dropout 0 on ${backendFor(on).label}`, said(`adapter ${JSON.stringify(list[dropped].name)} with dropout ${dropout[dropped]}`),
+        `the LoRA path's dropout runs on ${DROPOUT_HERE()} only for now: use eval(), dropout: 0, or a layer there`);
+    }
     const { W, bias } = frozenParams(where, this.base, 'base.');
     const params = list.map((a) => this.#adapterParams(where, a));
     const reads: [string, Operand | null][] = [['x', xin], ['base.weight', W], ['base.bias', bias]];
     params.forEach((p, i) => reads.push([`adapter(${JSON.stringify(list[i].name)}).A`, p.A], [`adapter(${JSON.stringify(list[i].name)}).B`, p.B]));
     const y = output(where, opts.out, withLast(xin.shape, this.base.outFeatures), on, reads);
     // Every check is done: the masks' steps advance, and a training forward is kept for backward.
-    const dropout = list.map((a, i) => (training && counts[i] > 0 && Math.fround(a.dropout) > 0 ? a.dropout : 0));
     const adapters: MultiLoRAAdapter[] = list.map((a, i) => ({
       A: params[i].A, B: params[i].B, r: a.lora.rank, scaling: a.lora.scaling, dropout: dropout[i], seed: a.maskSeed, step: dropout[i] > 0 ? a.step++ : a.step,
     }));

@@ -100,6 +100,35 @@ async function wide() {
   }
 }
 
+// MultiLoRALinear at wide and awkward shapes: adapters of mixed ranks and dropout, rows grouped,
+// interleaved and with frozen-only rows, sync and async, an adapter added and removed between steps.
+const MULTI_LAYERS = [[24, 4096, 4096], [12, 768, 3072], [7, 4096, 11008], [5, 33, 17], [0, 9, 7]];
+
+async function multi() {
+  for (const [k, [M, I, O]] of MULTI_LAYERS.entries()) {
+    const layer = new lib.MultiLoRALinear(new lib.Linear(I, O, { seed: k, bias: k % 2 === 0 }), {
+      adapters: { a: { rank: 16, seed: 1 }, b: { rank: 3, dropout: 0.25, seed: 2, B: data(3 * O, 3) }, c: { rank: 1, alpha: 4, rslora: true, seed: 3 } },
+    });
+    const names = ['a', 'b', 'c', '__base__'];
+    const layouts = [
+      Array.from({ length: M }, (_, m) => names[Math.min(3, Math.floor((4 * m) / Math.max(M, 1)))]),
+      Array.from({ length: M }, (_, m) => names[m % 4]),
+      Array.from({ length: M }, (_, m) => names[(m * 7 + 3) % 3]),
+    ];
+    for (const [s, adapterNames] of layouts.entries()) {
+      const x = lib.tensor(data(M * I, s + 1), [M, I]);
+      const y = s % 2 ? await layer.forwardAsync(x, { adapterNames }) : layer.forward(x, { adapterNames });
+      const dy = data(y.size, s + 2);
+      if (s % 2) await layer.backwardAsync(dy); else layer.backward(dy, { inputGrad: s !== 2 });
+      if (s === 0) {
+        layer.removeAdapter('c');
+        layer.addAdapter('c', { rank: 5, seed: 4 });
+      }
+    }
+    layer.dispose();
+  }
+}
+
 async function main() {
   const info = lib.backendInfo();
   const blas = info.cpu ? info.cpu.blas : info.blas && info.blas.name;
@@ -112,6 +141,7 @@ async function main() {
   }));
   await train(1);
   await wide();
+  await multi();
   const fuzz = await fuzzNative(native, lib.LoraError, { seed: 4242, iterations: CALLS, guarded: false });
   await Promise.all(workers);
   // After the workers are gone, the main thread's errors still come from its own LoraError class.
@@ -119,7 +149,7 @@ async function main() {
   try { native.loraForward({ M: -1 }); } catch (e) { ok = e instanceof lib.LoraError; }
   if (!ok) throw new Error('native error after the workers exited is not a LoraError');
   const isa = info.cpu ? info.cpu.builtinKernel : undefined;
-  console.log(JSON.stringify({ blas, isa, shapes: SHAPES.length, wideLayers: WIDE_LAYERS.length, wideGemms: WIDE_GEMMS.length * 4, steps: STEPS, workers: 2, nativeCalls: CALLS, ran: fuzz.ran, refused: fuzz.refused, async: fuzz.async, seconds: (Date.now() - started) / 1000 }));
+  console.log(JSON.stringify({ blas, isa, shapes: SHAPES.length, wideLayers: WIDE_LAYERS.length, wideGemms: WIDE_GEMMS.length * 4, multiLayers: MULTI_LAYERS.length, steps: STEPS, workers: 2, nativeCalls: CALLS, ran: fuzz.ran, refused: fuzz.refused, async: fuzz.async, seconds: (Date.now() - started) / 1000 }));
 }
 
 if (isMainThread) {

@@ -88,6 +88,19 @@ describe.skipIf(!hasNvcc)('the CUDA addon', () => {
     }
   });
 
+  it('exports the multi-adapter ops, which check their shapes before any device work', () => {
+    const out = JSON.parse(node(`
+      const { loadCuda } = require('./dist/backends/cuda/binding.js');
+      const b = loadCuda().binding;
+      const codes = [];
+      for (const op of ['multiLoraRefresh', 'multiLoraForwardFused', 'multiLoraBackwardFused']) {
+        try { b[op]({ dtype: 'float32', M: 2, I: 4, O: 3, R: 5 }); codes.push(null); } catch (e) { codes.push(e.code + ' ' + e.message); }
+      }
+      console.log(JSON.stringify(codes));`));
+    expect(out).toHaveLength(3);
+    for (const c of out) expect(c).toMatch(/^ERR_SHAPE .*expected a multiple of the rank step \(16\) for R but received 5/);
+  });
+
   it('backendInfo().cuda reports the addon: loaded, and available or the reason', () => {
     const info = JSON.parse(node(`console.log(JSON.stringify(require('./dist/index.js').backendInfo().cuda))`));
     expect(info.loaded).toBe(true);

@@ -416,6 +416,11 @@ describe('every option the README shows is taken', () => {
     loadAdapter: (o) => loadAdapter(savedDir, { fc: fresh() }, o),
     'ops.loraForward': (o) => ops.loraForward({ ...operands(), ...o }),
     'ops.loraBackward': (o) => ops.loraBackward({ ...backOperands(), ...o }),
+    'new MultiLoRALinear': (o) => new MultiLoRALinear(new Linear(I, O), { adapters: { a: { rank: r } }, ...o }),
+    'layer.addAdapter': (o) => multi().addAdapter('b', { rank: r, ...o }),
+    'layer.forward': (o) => multi().forward(X(), { adapterNames: ['a', 'a'], ...o }),
+    'teacher.forward': (o) => multi().forward(X(), { adapterNames: ['a', 'a'], ...o }),
+    'model.forward': (o) => new Sequential({ fc: multi() }).forward(X(), { adapterNames: ['a', 'a'], ...o }),
   };
 
   it('the README shows options for these calls (a newly documented one needs its line here)', () => {

@@ -33,6 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi::add_functions(env, exports, {{"setErrorClass", napi::SetErrorClass}, {"deviceInfo", DeviceInfo}});
   RegisterMemory(env, exports);
   RegisterLora(env, exports);
+  RegisterMultiLora(env, exports);
   RegisterTrain(env, exports);
   return exports;
 }

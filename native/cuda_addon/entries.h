@@ -12,6 +12,8 @@ void RegisterMemory(Napi::Env env, Napi::Object exports);
 // gemm, rankPad, wExtLayout, refreshWExt, loraForwardFused, loraBackwardFused, loraForwardUnfused,
 // loraBackwardUnfused.
 void RegisterLora(Napi::Env env, Napi::Object exports);
+// multiLoraRefresh, multiLoraForwardFused, multiLoraBackwardFused.
+void RegisterMultiLora(Napi::Env env, Napi::Object exports);
 // adamw, mseLoss, crossEntropyLoss.
 void RegisterTrain(Napi::Env env, Napi::Object exports);
 

@@ -355,6 +355,22 @@ async function apiCases(api, binding = cu, options = {}) {
       check(`api ${label} crossEntropyLoss grad M=${M}`, ce.grad.dataSync(), Float64Array.from(cec.grad.dataSync()), Math.max(tol, 1e-4));
       expectCode(`api ${label} cpu x into a cuda layer`, 'ERR_DEVICE', () => layer.forward(tensor(x0, [M, I])));
       expectCode(`api ${label} cuda x into a cpu layer`, 'ERR_DEVICE', () => new LinearLoRA(cpuBase, r).forward(x));
+      // Many adapters on the base: mixed ranks, rows interleaved with frozen-only ones, against the CPU layer.
+      if (api.MultiLoRALinear) {
+        const adapters = { p: { rank: r, alpha: 2 * r, A: A0, B: B0 }, q: { rank: r + 5, rslora: true, seed: 3, B: randArr((r + 5) * O, 0.2) }, s: { rank: 1, seed: 4, B: randArr(O, 0.2) } };
+        const names = Array.from({ length: M }, (_, m) => ['q', 'p', '__base__', 's'][m % 4]);
+        const mdev = new api.MultiLoRALinear(base, { adapters }), mcpu = new api.MultiLoRALinear(cpuBase, { adapters });
+        const name = `api ${label} MultiLoRALinear M=${M} I=${I} O=${O} ranks ${r},${r + 5},1`;
+        const my = mdev.forward(x, { adapterNames: names }), mdx = mdev.backward(dy);
+        check(`${name} forward`, my.dataSync(), Float64Array.from(mcpu.forward(xr, { adapterNames: names }).dataSync()), tol);
+        check(`${name} dx`, mdx.dataSync(), Float64Array.from(mcpu.backward(dyr).dataSync()), tol);
+        for (const n of ['p', 'q', 's']) {
+          check(`${name} ${n} dA`, mdev.adapter(n).A.grad.dataSync(), Float64Array.from(mcpu.adapter(n).A.grad.dataSync()), 2 * tol);
+          check(`${name} ${n} dB`, mdev.adapter(n).B.grad.dataSync(), Float64Array.from(mcpu.adapter(n).B.grad.dataSync()), 2 * tol);
+        }
+        for (const t of [my, mdx]) t.dispose();
+        mdev.dispose();
+      }
       // .to() round trips
       const back = x.to('cpu').to('cuda', { dtype });
       check(`api ${label} .to() round trip`, back.dataSync(), Float64Array.from(xr), 0);

@@ -89,6 +89,21 @@ export interface CudaBinding {
     x: DeviceBuffer; s: DeviceBuffer; dy: DeviceBuffer; W: DeviceBuffer; A: DeviceBuffer; B: DeviceBuffer;
     du: DeviceBuffer; ds: DeviceBuffer; dA: DeviceBuffer; dB: DeviceBuffer; dx?: DeviceBuffer | null; accumulate: boolean;
   }): void;
+  /** Many adapters on one base (native/cuda_addon/multi_lora_entry.cpp): R = Σ rankPad(r_i); index is int32 (M row adapters, then R column adapters). */
+  multiLoraRefresh(args: {
+    dtype: CudaDtype; I: number; O: number; R: number; adapters: Array<{ r: number; scaling: number; A: DeviceBuffer; B: DeviceBuffer }>;
+    aCat: DeviceBuffer; bCat: DeviceBuffer; wExt: DeviceBuffer;
+  }): void;
+  multiLoraForwardFused(args: {
+    dtype: CudaDtype; math?: 'tf32' | 'exact'; M: number; I: number; O: number; R: number;
+    xExt: DeviceBuffer; wExt: DeviceBuffer; bias?: DeviceBuffer | null; aCat: DeviceBuffer; index: DeviceBuffer; y: DeviceBuffer; ldy?: number;
+  }): void;
+  multiLoraBackwardFused(args: {
+    dtype: CudaDtype; math?: 'tf32' | 'exact'; M: number; I: number; O: number; R: number;
+    xExt: DeviceBuffer; dyExt: DeviceBuffer; wExt: DeviceBuffer; bCat: DeviceBuffer; index: DeviceBuffer;
+    dsWork: DeviceBuffer; dACat: DeviceBuffer; dBCat: DeviceBuffer;
+    adapters: Array<{ r: number; scaling: number; dA: DeviceBuffer; dB: DeviceBuffer }>; dx?: DeviceBuffer | null; lddx?: number;
+  }): void;
   adamw(args: { n: number; param: DeviceBuffer; grad: DeviceBuffer; m: DeviceBuffer; v: DeviceBuffer; lr?: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; step: number }): void;
   mseLoss(args: { dtype: CudaDtype; n: number; pred: DeviceBuffer; target: DeviceBuffer; loss: DeviceBuffer; dpred?: DeviceBuffer | null }): void;
   crossEntropyLoss(args: { dtype: CudaDtype; N: number; C: number; logits: DeviceBuffer; ld?: number; labels: DeviceBuffer; loss: DeviceBuffer; dlogits?: DeviceBuffer | null; ldd?: number }): void;

@@ -7,6 +7,7 @@ import { describe, fail, said } from '../../errors';
 import { cudaStatus } from './binding';
 import { cudaLinear } from './linear';
 import { CudaLinearLoRA } from './linear-lora';
+import { CudaMultiLoRA } from './multi-lora';
 import { cudaLosses } from './losses';
 import { cudaOptimizers } from './optim';
 import { DeviceStorage } from './storage';
@@ -41,6 +42,6 @@ export const cudaBackend: Backend = {
   },
   // What it runs: its layer kinds and training kernels; no dropout on the LoRA path, activations or ops yet.
   linear: cudaLinear, linearLoRA: (spec) => new CudaLinearLoRA(spec), loraDropout: false,
-  multiLoRALinear: () => null,
+  multiLoRALinear: (spec) => new CudaMultiLoRA(spec),
   optimizers: cudaOptimizers, losses: cudaLosses, activations: null, ops: null,
 };

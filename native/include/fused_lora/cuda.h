@@ -182,4 +182,25 @@ Status lora_backward_unfused(DType t, const LoraDims& d, const void* x, const vo
                              const void* W, const void* A_t, const void* B_t, void* du, void* ds, float* dA,
                              float* dB, void* dx, bool accumulate, Math math, Stream s);
 
+// ---- many adapters on one base (multi_lora.cu) --------------------------------------------------
+// The adapters' ranks concatenated: adapter i owns columns [off_i, off_i + rank_pad(r_i)) of R =
+// d.r = Σ rank_pad(r_i); A_cat (I, R) and B_cat (R, O, each block scaling_i·B_i) fp32, zero in the
+// padding; W_ext built from them with refresh_w_ext(r = R, scaling = 1). row_adapter (M) and
+// col_adapter (R) are device int32: a row keeps the columns whose adapter is its own (-1: none).
+
+// Zeroes element (m, c) of the (M, R) region ext (ld) unless col_adapter[c] == row_adapter[m], and
+// the same element of f32 (M, R) when not null.
+Status select_rank_blocks(DType t, int64_t M, int64_t R, void* ext, int64_t ld, const int32_t* row_adapter,
+                          const int32_t* col_adapter, float* f32, Stream s);
+// The shrink of every block, each row's own kept, then one GEMM: y = x_ext · W_ext[0:O]ᵀ + b.
+Status multi_lora_forward_fused(DType t, const LoraDims& d, void* x_ext, const void* w_ext, const void* bias,
+                                const float* A_cat, const int32_t* row_adapter, const int32_t* col_adapter, void* y,
+                                int64_t ld_y, Math math, Stream s);
+// The dy-pass over every block, each row's own ds kept; dA_cat (I, R) = xᵀ·ds and dB_cat (R, O) = sᵀ·dy
+// overwritten (the caller adds block i, dB's times scaling_i, into adapter i's gradients); dx = one GEMM.
+Status multi_lora_backward_fused(DType t, const LoraDims& d, const void* x_ext, void* dy_ext, const void* w_ext,
+                                 const float* B_cat, const int32_t* row_adapter, const int32_t* col_adapter,
+                                 float* ds_f32, float* dA_cat, float* dB_cat, void* dx, int64_t ld_dx, Math math,
+                                 Stream s);
+
 }  // namespace fused_lora::cuda
