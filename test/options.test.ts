@@ -192,7 +192,7 @@ const cases: Case[] = [
     }
   }],
   // Refused before BullMQ is loaded or any connection is made.
-  ['createTrainingWorker', unknownKey('createTrainingWorker', 'options', 'connection, queue, concurrency, batchAdapters, checkpointEvery, lockDuration, stalledInterval, log, prefix', 'checkpoint_every', 'checkpointEvery'),
+  ['createTrainingWorker', unknownKey('createTrainingWorker', 'options', 'connection, queue, concurrency, batchAdapters, maxBatchRows, checkpointEvery, lockDuration, stalledInterval, log, prefix', 'checkpoint_every', 'checkpointEvery'),
     () => createTrainingWorker({ connection: { host: '127.0.0.1', port: 1 }, queue: 'q', checkpoint_every: 10 } as never)],
   ['a training job (what enqueueTraining and the workers check)', unknownKey('worker', 'job', 'model, data, out, steps, batchSize, lr, seed', 'batch_size', 'batchSize'),
     () => checkTrainingJob('worker', { model: 'm.json', data: 'd.jsonl', out: 'o', batch_size: 4 })],

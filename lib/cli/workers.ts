@@ -30,6 +30,7 @@ export function registerWorkerCommands(cmd: Command): void {
     .requiredOption('--queue <name>', 'queue name')
     .option('--concurrency <n>', 'most jobs held at once (default: --batch-adapters)', int)
     .option('--batch-adapters <k>', 'most adapters trained in one batch', int, 8)
+    .option('--max-batch-rows <n>', 'most rows in one batch step, all its jobs together (the memory budget of a batch)', int)
     .option('--checkpoint-every <steps>', 'steps between a job\'s checkpoints', int, 100)
     .option('--lock-duration <ms>', 'how long a job\'s lock lasts unless renewed: a killed worker\'s job is taken again after about this long', int)
     .option('--stalled-interval <ms>', 'how often to look for jobs of killed workers', int)
@@ -37,7 +38,7 @@ export function registerWorkerCommands(cmd: Command): void {
       const { createTrainingWorker } = require('../workers') as typeof import('../workers');
       const log = (line: string) => console.log(line);
       const w = createTrainingWorker({
-        connection: connectionOf(o.redis), queue: o.queue, concurrency: o.concurrency, batchAdapters: o.batchAdapters, checkpointEvery: o.checkpointEvery,
+        connection: connectionOf(o.redis), queue: o.queue, concurrency: o.concurrency, batchAdapters: o.batchAdapters, maxBatchRows: o.maxBatchRows, checkpointEvery: o.checkpointEvery,
         lockDuration: o.lockDuration, stalledInterval: o.stalledInterval, log,
       });
       let stopping = false;

@@ -54,18 +54,22 @@ interface Member {
 export class BatchGroup {
   readonly baseKey: string;
   readonly capacity: number;
+  /** Most rows of one step, all members together (Infinity: no limit). */
+  readonly maxRows: number;
   readonly checkpointEvery: number;
   /** Members training, in the order their rows are stacked. */
   readonly #members: Member[] = [];
-  /** Places taken: members training plus those still joining. */
+  /** Places taken: members training plus those still joining; and their rows per step. */
   #taken = 0;
+  #rows = 0;
   #model: Sequential | null = null;
   #layers: Record<string, MultiLoRALinear> | null = null;
   readonly #ready: Promise<void>;
 
-  constructor(first: PreparedJob, capacity: number, checkpointEvery: number) {
+  constructor(first: PreparedJob, capacity: number, maxRows: number, checkpointEvery: number) {
     this.baseKey = first.baseKey;
     this.capacity = capacity;
+    this.maxRows = maxRows;
     this.checkpointEvery = checkpointEvery;
     const { plan } = first;
     this.#ready = (async () => {
@@ -75,8 +79,9 @@ export class BatchGroup {
     this.#ready.catch(() => {});  // each join awaits it and fails its own job
   }
 
-  get full(): boolean {
-    return this.#taken >= this.capacity;
+  /** Whether the job fits: a place left, and its rows within maxRows (an empty group takes any job). */
+  fits(prep: PreparedJob): boolean {
+    return this.#taken === 0 || (this.#taken < this.capacity && this.#rows + rowsOf(prep) <= this.maxRows);
   }
 
   get empty(): boolean {
@@ -93,11 +98,13 @@ export class BatchGroup {
    */
   async join(prep: PreparedJob, name: string, hooks: MemberHooks): Promise<{ done: Promise<TrainingResult> }> {
     this.#taken++;
+    this.#rows += rowsOf(prep);
     try {
       await this.#ready;
       return await this.#admit(prep, name, hooks);
     } catch (e) {
       this.#taken--;
+      this.#rows -= rowsOf(prep);
       throw e;
     }
   }
@@ -243,6 +250,7 @@ export class BatchGroup {
   #leave(m: Member): void {
     this.#members.splice(this.#members.indexOf(m), 1);
     this.#taken--;
+    this.#rows -= rowsOf(m.prep);
     m.optimizer.dispose();
     this.#removeAdapter(m.name);
   }
@@ -264,4 +272,9 @@ export class BatchGroup {
     this.#layers = null;
     this.#model = null;
   }
+}
+
+/** A job's rows per step (its batch size, at most its data's rows), as its sampler draws them. */
+function rowsOf(prep: PreparedJob): number {
+  return Math.min(prep.plan.batchSize, prep.data.N);
 }

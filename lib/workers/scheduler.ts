@@ -1,12 +1,15 @@
 // The training of one worker process: its batch groups (jobs on one base, at most batchAdapters of
-// them per group) stepped in turn, one step each, with a turn of the event loop between steps so
-// the queue's lock renewals, progress updates and new jobs get through. Training is synchronous
-// within a step; everything else (joining, checkpoints, ends) happens between steps.
+// them and maxBatchRows rows per step in a group) stepped in turn, one step each, with a turn of the
+// event loop between steps so the queue's lock renewals, progress updates and new jobs get through.
+// Training is synchronous within a step; everything else (joining, checkpoints, ends) happens
+// between steps.
 import { BatchGroup, HandBack, MemberHooks } from './group';
 import type { PreparedJob, TrainingResult } from './job';
 
 export interface SchedulerOptions {
   batchAdapters: number;
+  /** Most rows of one batch step (Infinity: no limit). */
+  maxBatchRows: number;
   checkpointEvery: number;
 }
 
@@ -23,9 +26,9 @@ export class TrainingScheduler {
   /** Trains the job with the others of its base; settles when it is done, fails, or is handed back (HandBack). */
   async train(prep: PreparedJob, name: string, hooks: MemberHooks): Promise<TrainingResult> {
     if (this.#stopping) throw new HandBack(0);
-    let group = this.#groups.find((g) => g.baseKey === prep.baseKey && !g.full);
+    let group = this.#groups.find((g) => g.baseKey === prep.baseKey && g.fits(prep));
     if (!group) {
-      group = new BatchGroup(prep, this.#options.batchAdapters, this.#options.checkpointEvery);
+      group = new BatchGroup(prep, this.#options.batchAdapters, this.#options.maxBatchRows, this.#options.checkpointEvery);
       this.#groups.push(group);
     }
     let done: Promise<TrainingResult>;

@@ -29,6 +29,11 @@ export interface TrainingWorkerOptions {
   concurrency?: number;
   /** Most adapters trained in one batch (jobs on one base). Default 8; 1 trains each job in its own batch. */
   batchAdapters?: number;
+  /**
+   * Most rows in one batch step, all its jobs' batch sizes together: the memory budget of a batch
+   * (activations grow with it). A job that would pass it starts a batch of its own. Default: no limit.
+   */
+  maxBatchRows?: number;
   /** Steps between a job's checkpoints. Default 100. */
   checkpointEvery?: number;
   /** How long a job's lock lasts unless renewed, ms (BullMQ's lockDuration). Default 30000. */
@@ -41,7 +46,7 @@ export interface TrainingWorkerOptions {
   prefix?: string;
 }
 export const TRAINING_WORKER_KEYS = optionKeys<TrainingWorkerOptions>({
-  connection: true, queue: true, concurrency: true, batchAdapters: true, checkpointEvery: true, lockDuration: true, stalledInterval: true, log: true, prefix: true,
+  connection: true, queue: true, concurrency: true, batchAdapters: true, maxBatchRows: true, checkpointEvery: true, lockDuration: true, stalledInterval: true, log: true, prefix: true,
 });
 
 export interface TrainingWorker {
@@ -62,6 +67,7 @@ export function createTrainingWorker(options: TrainingWorkerOptions): TrainingWo
   }
   if (typeof o.queue !== 'string' || o.queue === '') throw new LoraError('ERR_ARGUMENT', `${where}: expected a queue name (a non-empty string) for options.queue but received ${JSON.stringify(o.queue)}`);
   const batchAdapters = o.batchAdapters === undefined ? 8 : checkDim(where, 'options.batchAdapters', o.batchAdapters);
+  const maxBatchRows = o.maxBatchRows === undefined ? Infinity : checkDim(where, 'options.maxBatchRows', o.maxBatchRows);
   const concurrency = o.concurrency === undefined ? batchAdapters : checkDim(where, 'options.concurrency', o.concurrency);
   const checkpointEvery = o.checkpointEvery === undefined ? 100 : checkDim(where, 'options.checkpointEvery', o.checkpointEvery);
   const lockDuration = o.lockDuration === undefined ? undefined : checkDim(where, 'options.lockDuration', o.lockDuration);
@@ -70,7 +76,7 @@ export function createTrainingWorker(options: TrainingWorkerOptions): TrainingWo
   const log = o.log ?? (() => {});
 
   const { Worker, UnrecoverableError, WaitingError } = require('bullmq') as typeof import('bullmq');
-  const scheduler = new TrainingScheduler({ batchAdapters, checkpointEvery });
+  const scheduler = new TrainingScheduler({ batchAdapters, maxBatchRows, checkpointEvery });
 
   const processor = async (job: Job<TrainingJob, TrainingResult>, token?: string): Promise<TrainingResult> => {
     const name = `job-${job.id}`;
