@@ -291,6 +291,24 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     }
     expect((await finished(q, goodJob.id!)).steps).toBe(30);
     expect(w.proc.exitCode).toBe(null);
+    // `fused-lora submit --wait`: the adapter's path and the final loss, or the job's failure and exit code 1.
+    const submit = (j: TrainingJob) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const p = spawn(process.execPath, [cli, 'submit', '--redis', `redis://127.0.0.1:${port}`, '--queue', 'bad', '--model', j.model, '--data', j.data, '--out', j.out, '--seed', '5', '--wait', '--no-progress']);
+      let stdout = '', stderr = '';
+      p.stdout.on('data', (d) => (stdout += d));
+      p.stderr.on('data', (d) => (stderr += d));
+      p.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+    const viaCli = { ...good, out: path.join(dir, 'good-cli') };
+    const ok = await submit(viaCli);
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    const alone = await runTrain({ ...viaCli, seed: 5, out: path.join(dir, 'good-cli-alone'), progress: false, log: () => {} });
+    expect(ok.stdout).toMatch(new RegExp(`^submitted job \\d+ to queue bad\n`));
+    expect(ok.stdout).toContain(`trained 30 steps: loss ${alone.firstLoss.toExponential(3)} -> ${alone.lastLoss.toExponential(3)}; adapter written to ${viaCli.out}\n`);
+    const no = await submit({ ...good, data: path.join(dir, 'A.jsonl'), out: path.join(dir, 'bad-cli') });
+    expect(no.code).toBe(1);
+    expect(no.stderr).toMatch(/^fused-lora submit: job \d+ failed: ERR_SHAPE: worker: expected 10 features/);
     // The client refuses such jobs before they reach the queue; the worker refuses unknown options.
     for (const [j, text] of [[{ ...good, lr: 0 }, /for job\.lr but received number 0/], [{ ...good, seeed: 1 }, /job\.seeed .*did you mean 'seed'/]] as const) {
       const err = await enqueueTraining(q, j as TrainingJob).catch((e: unknown) => e);
@@ -301,5 +319,5 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     expect(() => createTrainingWorker({ connection: url, queue: 'bad', batchAdaptors: 2 } as never)).toThrow(/options\.batchAdaptors .*did you mean 'batchAdapters'/);
     w.proc.kill('SIGTERM');
     expect(await w.exited).toBe(0);
-  }, 40_000);
+  }, 60_000);
 });
