@@ -1,16 +1,17 @@
 // The batching of fused-lora/workers without Redis: a worker's scheduler given prepared jobs
 // directly. Jobs of one base share a batch within batchAdapters and maxBatchRows, jobs of different
 // bases never do, a stopped scheduler hands its jobs back checkpointed, and every adapter equals
-// the one `fused-lora train` (runTrain) writes for the same job alone.
+// the one `fused-lora train` (runTrain) writes for the same job alone. And the refusals of the API.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readSafetensors, writeSafetensors } from '../lib/index';
+import { LoraError, readSafetensors, writeSafetensors } from '../lib/index';
 import { runTrain } from '../lib/cli/train';
 import { HandBack } from '../lib/workers/group';
 import { prepareJob, TrainingJob, TrainingResult } from '../lib/workers/job';
 import { TrainingScheduler } from '../lib/workers/scheduler';
+import { createTrainingWorker, enqueueTraining } from '../lib/workers/index';
 import { randomArray } from './reference';
 
 let dir: string;
@@ -89,5 +90,30 @@ describe('a worker\'s batches', () => {
     const again = await trainAll(new TrainingScheduler({ batchAdapters: 4, maxBatchRows: Infinity, checkpointEvery: 7 }), jobs);
     expect(again.map((r) => r.resumedFrom)).toEqual(steps);
     for (const j of jobs) await expectSameAsAlone(j);
+  });
+});
+
+describe('fused-lora/workers refuses bad arguments before any connection', () => {
+  const refusal = async (run: () => unknown) => {
+    const e = await (async () => run())().then(() => null, (err: unknown) => err);
+    expect(e).toBeInstanceOf(LoraError);
+    return `${(e as LoraError).code} ${(e as LoraError).message}`;
+  };
+
+  it('names the argument, what was expected and what came', async () => {
+    expect(await refusal(() => createTrainingWorker({ connection: null as never, queue: 'q' })))
+      .toBe('ERR_ARGUMENT createTrainingWorker: expected Redis connection options ({ host, port }, { url } or an ioredis client) for options.connection but received null');
+    expect(await refusal(() => createTrainingWorker({ connection: {}, queue: '' }))).toBe('ERR_ARGUMENT createTrainingWorker: expected a queue name (a non-empty string) for options.queue but received string ""');
+    expect(await refusal(() => createTrainingWorker({ connection: {}, queue: 'q', batchAdapters: 0 }))).toMatch(/^ERR_SHAPE createTrainingWorker: expected an integer in \[1, 2\^31 - 1\] for options\.batchAdapters but received number 0$/);
+    expect(await refusal(() => createTrainingWorker({ connection: {}, queue: 'q', log: 3 as never }))).toBe('ERR_ARGUMENT createTrainingWorker: expected a function for options.log but received number 3');
+    expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: 'd', out: 'o' }))).toBe('ERR_ARGUMENT enqueueTraining: expected a BullMQ Queue for queue but received object');
+    expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: '', out: 'o' }))).toBe('ERR_ARGUMENT enqueueTraining: expected a non-empty path for job.data but received string ""');
+    expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: 'd', out: 'o', seed: 1.5 }))).toBe('ERR_ARGUMENT enqueueTraining: expected a positive integer for job.seed but received number 1.5');
+  });
+
+  it('a job that does not fit its model is refused by prepareJob with the file and shape named', async () => {
+    const bad = { ...job('P', 'unused', 1), data: path.join(dir, 'nowhere.jsonl') };
+    expect(await refusal(() => prepareJob('worker', bad))).toMatch(/^ERR_IO data: .*nowhere\.jsonl: could not be read \(ENOENT/);
+    expect(await refusal(() => prepareJob('worker', { ...bad, model: path.join(dir, 'none.json') }))).toMatch(/^ERR_IO worker: expected a readable JSON model file for --model but received .*none\.json/);
   });
 });

@@ -1,7 +1,7 @@
 // The client side: enqueueTraining checks a job and adds it to a BullMQ queue; waitForTraining
 // follows it (progress events from the workers' job.updateProgress) until it completes or fails.
 import type { Job, Queue, QueueEvents } from 'bullmq';
-import { LoraError } from '../errors';
+import { fail } from '../errors';
 import { checkOptions, optionKeys } from '../validate';
 import { absoluteJob, checkTrainingJob, TrainingJob, TrainingProgress, TrainingResult } from './job';
 
@@ -25,10 +25,8 @@ export async function enqueueTraining(queue: Queue, job: TrainingJob, options?: 
   // The job and the options first: a refused job never needs a connection to be refused.
   const checked = checkTrainingJob(where, job);
   const o = checkOptions(where, options, ENQUEUE_KEYS);
-  if (queue === null || typeof queue !== 'object' || typeof (queue as Queue).add !== 'function') {
-    throw new LoraError('ERR_ARGUMENT', `${where}: expected a BullMQ Queue for queue but received ${queue === null ? 'null' : typeof queue}`);
-  }
-  if (o.jobId !== undefined && (typeof o.jobId !== 'string' || o.jobId === '')) throw new LoraError('ERR_ARGUMENT', `${where}: expected a non-empty string for options.jobId but received ${JSON.stringify(o.jobId)}`);
+  if (queue === null || typeof queue !== 'object' || typeof (queue as Queue).add !== 'function') fail('ERR_ARGUMENT', where, 'queue', 'a BullMQ Queue', queue);
+  if (o.jobId !== undefined && (typeof o.jobId !== 'string' || o.jobId === '')) fail('ERR_ARGUMENT', where, 'options.jobId', 'a non-empty string', o.jobId);
   const data = absoluteJob(checked, o.cwd);
   return (await queue.add(TRAINING_JOB_NAME, data, o.jobId === undefined ? {} : { jobId: o.jobId })) as Job<TrainingJob, TrainingResult>;
 }

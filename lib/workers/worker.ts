@@ -12,7 +12,7 @@
 //   connection); training goes on meanwhile, progress updates wait, and the job's lock is renewed
 //   once the connection is back.
 import type { Job } from 'bullmq';
-import { LoraError } from '../errors';
+import { fail, LoraError } from '../errors';
 import { checkDim, checkOptions, optionKeys } from '../validate';
 import { HandBack } from './group';
 import { checkTrainingJob, prepareJob, TrainingJob, TrainingProgress, TrainingResult } from './job';
@@ -62,17 +62,15 @@ const PROGRESS_MS = 200;
 export function createTrainingWorker(options: TrainingWorkerOptions): TrainingWorker {
   const where = 'createTrainingWorker';
   const o = checkOptions(where, options, TRAINING_WORKER_KEYS);
-  if (o.connection === null || typeof o.connection !== 'object') {
-    throw new LoraError('ERR_ARGUMENT', `${where}: expected Redis connection options ({ host, port }, { url } or an ioredis client) for options.connection but received ${o.connection === null ? 'null' : typeof o.connection}`);
-  }
-  if (typeof o.queue !== 'string' || o.queue === '') throw new LoraError('ERR_ARGUMENT', `${where}: expected a queue name (a non-empty string) for options.queue but received ${JSON.stringify(o.queue)}`);
+  if (o.connection === null || typeof o.connection !== 'object') fail('ERR_ARGUMENT', where, 'options.connection', 'Redis connection options ({ host, port }, { url } or an ioredis client)', o.connection);
+  if (typeof o.queue !== 'string' || o.queue === '') fail('ERR_ARGUMENT', where, 'options.queue', 'a queue name (a non-empty string)', o.queue);
   const batchAdapters = o.batchAdapters === undefined ? 8 : checkDim(where, 'options.batchAdapters', o.batchAdapters);
   const maxBatchRows = o.maxBatchRows === undefined ? Infinity : checkDim(where, 'options.maxBatchRows', o.maxBatchRows);
   const concurrency = o.concurrency === undefined ? batchAdapters : checkDim(where, 'options.concurrency', o.concurrency);
   const checkpointEvery = o.checkpointEvery === undefined ? 100 : checkDim(where, 'options.checkpointEvery', o.checkpointEvery);
   const lockDuration = o.lockDuration === undefined ? undefined : checkDim(where, 'options.lockDuration', o.lockDuration);
   const stalledInterval = o.stalledInterval === undefined ? undefined : checkDim(where, 'options.stalledInterval', o.stalledInterval);
-  if (o.log !== undefined && typeof o.log !== 'function') throw new LoraError('ERR_ARGUMENT', `${where}: expected a function for options.log but received ${typeof o.log}`);
+  if (o.log !== undefined && typeof o.log !== 'function') fail('ERR_ARGUMENT', where, 'options.log', 'a function', o.log);
   const log = o.log ?? (() => {});
 
   const { Worker, UnrecoverableError, WaitingError } = require('bullmq') as typeof import('bullmq');
