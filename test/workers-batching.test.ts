@@ -93,6 +93,24 @@ describe('a worker\'s batches', () => {
   });
 });
 
+describe('a checkpoint whose files do not agree', () => {
+  it('is not used: the job starts over and still ends at the adapter of the job alone', async () => {
+    const j = job('P', 'torn', 41);
+    const s = new TrainingScheduler({ batchAdapters: 4, maxBatchRows: Infinity, checkpointEvery: 5 });
+    const prep = await prepareJob('worker', j);
+    const first = await s.train(prep, 'job-0', { progress: (step) => { if (step === 12) void s.stop(); }, log: () => {} }).catch((e: unknown) => e);
+    expect((first as HandBack).step).toBe(12);
+    // As if killed between the adapter's files and checkpoint.json: the state names an older step.
+    const state = path.join(j.out, 'checkpoint', 'checkpoint.json');
+    fs.writeFileSync(state, JSON.stringify({ ...JSON.parse(fs.readFileSync(state, 'utf8')), step: 10 }));
+    const lines: string[] = [];
+    const r = await new TrainingScheduler({ batchAdapters: 4, maxBatchRows: Infinity, checkpointEvery: 5 }).train(await prepareJob('worker', j), 'job-0', { progress: () => {}, log: (l) => lines.push(l) });
+    expect(r.resumedFrom).toBe(0);
+    expect(lines).toContain('job-0: its checkpoint did not agree with itself; starting over');
+    await expectSameAsAlone(j);
+  });
+});
+
 describe('fused-lora/workers refuses bad arguments before any connection', () => {
   const refusal = async (run: () => unknown) => {
     const e = await (async () => run())().then(() => null, (err: unknown) => err);
