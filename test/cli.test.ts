@@ -207,7 +207,7 @@ describe('fused-lora: every failure is one line, and train checks what it can be
     [['train', '--model', 'm.json'], /^fused-lora: ERR_ARGUMENT: required option '--data <file>' not specified; see fused-lora train --help$/],
     [['train', '--model', 'm.json', '--data', 'd', '--out', 'o', '--steps', '0'], /^fused-lora: ERR_ARGUMENT: option '--steps <n>' argument '0' is invalid\. expected a positive integer; see fused-lora train --help$/],
     [['frobnicate'], /^fused-lora: ERR_ARGUMENT: unknown command 'frobnicate'; see fused-lora --help$/],
-    [[], /^fused-lora: ERR_ARGUMENT: expected a command \(demo, train or bench\); see fused-lora --help$/],
+    [[], /^fused-lora: ERR_ARGUMENT: expected a command \(demo, train, bench, worker or submit\); see fused-lora --help$/],
   ])('usage mistakes are one line too: %j', (args, expected) => {
     expect(oneLine(run(...args))).toMatch(expected);
   });

@@ -12,6 +12,7 @@ import {
   mseLoss, MultiLoRALinear, ops, readSafetensors, ReLU, saveAdapter, Sequential, SGD, Tensor, tensor, writeSafetensors, zeros,
 } from '../lib/index';
 import { parseModelSpec } from '../lib/cli/model-spec';
+import { checkTrainingJob, createTrainingWorker, enqueueTraining } from '../lib/workers/index';
 import * as tfc from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -193,6 +194,11 @@ const cases: Case[] = [
       expect(fs.readdirSync(dir)).toEqual([]);
     }
   }],
+  // Refused before BullMQ is loaded or any connection is made.
+  ['createTrainingWorker', unknownKey('createTrainingWorker', 'options', 'connection, queue, concurrency, batchAdapters, maxBatchRows, checkpointEvery, lockDuration, stalledInterval, log, prefix', 'checkpoint_every', 'checkpointEvery'),
+    () => createTrainingWorker({ connection: { host: '127.0.0.1', port: 1 }, queue: 'q', checkpoint_every: 10 } as never)],
+  ['a training job (what enqueueTraining and the workers check)', unknownKey('worker', 'job', 'model, data, out, steps, batchSize, lr, seed', 'batch_size', 'batchSize'),
+    () => checkTrainingJob('worker', { model: 'm.json', data: 'd.jsonl', out: 'o', batch_size: 4 })],
   ['loadAdapter', unknownKey('loadAdapter', 'options', 'optimizer, adapter', 'optimiser', 'optimizer'), (w) => loadAdapter(savedDir, { fc: w.fc }, { optimiser: w.opt } as never)],
   ['readSafetensors', unknownKey('readSafetensors', 'options', 'select', 'filter', null), () => readSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { filter: () => true } as never)],
   ['loadSafetensors', unknownKey('loadSafetensors', 'options', 'select, dtype', 'selct', 'select'), () => loadSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { selct: () => true } as never)],
@@ -376,11 +382,17 @@ function documentedOptions(readme: string): Array<[string, string[]]> {
   return found;
 }
 
-/** The README, and its From TensorFlow.js section apart: there tfjs's own calls stand beside ours. */
-function readmeParts(): { main: string; tfjs: string } {
-  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
-  const start = readme.indexOf('## From TensorFlow.js'), end = readme.indexOf('\n## ', start + 5);
-  return { main: readme.slice(0, start) + readme.slice(end), tfjs: readme.slice(start, end) };
+/** The README, with its From TensorFlow.js and Training workers sections apart: there other packages' calls stand beside ours. */
+function readmeParts(): { main: string; tfjs: string; workers: string } {
+  let main = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+  const cut = (heading: string) => {
+    const start = main.indexOf(heading), end = main.indexOf('\n## ', start + 5);
+    const part = main.slice(start, end);
+    main = main.slice(0, start) + main.slice(end);
+    return part;
+  };
+  const tfjs = cut('## From TensorFlow.js'), workers = cut('## Training workers');
+  return { main, tfjs, workers };
 }
 
 describe('every option the README shows is taken', () => {
@@ -459,5 +471,24 @@ describe('every option the README shows for fused-lora/tfjs is taken', () => {
   it.each(documented)('%s: every key the README shows (%j) is taken; a key it does not show is refused', async (callee, keys) => {
     for (const key of keys) expect(await outcome(() => calls[callee]({ [key]: undefined })), `${callee} { ${key} }`).not.toMatch(/unknown key/);
     expect(await outcome(() => calls[callee]({ notAnOption: undefined }))).toMatch(/for (options|args)\.notAnOption but received an unknown key$/);
+  });
+});
+
+describe('every option the README shows for fused-lora/workers is taken', () => {
+  // BullMQ's own calls (new Queue) take BullMQ's options. No call here reaches Redis: each is refused
+  // (after its option keys are checked) for its connection or its queue.
+  const documented = documentedOptions(readmeParts().workers).filter(([callee]) => callee !== 'new Queue');
+  const calls: Record<string, (o: object) => unknown> = {
+    createTrainingWorker: (o) => createTrainingWorker({ connection: null as never, queue: 'q', ...o }),
+    enqueueTraining: (o) => enqueueTraining(null as never, { model: 'm.json', data: 'd.jsonl', out: 'o', ...o }),
+  };
+
+  it('the section shows options for these calls', () => {
+    expect([...new Set(documented.map(([c]) => c))].sort()).toEqual(Object.keys(calls).sort());
+  });
+
+  it.each(documented)('%s: every key the README shows (%j) is taken; a key it does not show is refused', async (callee, keys) => {
+    for (const key of keys) expect(await outcome(() => calls[callee]({ [key]: undefined })), `${callee} { ${key} }`).not.toMatch(/unknown key/);
+    expect(await outcome(() => calls[callee]({ notAnOption: undefined }))).toMatch(/for (options|job)\.notAnOption but received an unknown key$/);
   });
 });

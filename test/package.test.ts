@@ -30,6 +30,21 @@ describe('the built package', () => {
     }
   });
 
+  it('fused-lora/workers loads with require and with import; fused-lora alone never loads BullMQ', () => {
+    const names = ['createTrainingWorker', 'enqueueTraining', 'waitForTraining', 'checkTrainingJob', 'LoraError'];
+    const cjs = JSON.parse(node(`const m = require('fused-lora/workers'); console.log(JSON.stringify(Object.keys(m)))`));
+    const esm = JSON.parse(node(`import * as m from 'fused-lora/workers'; console.log(JSON.stringify(Object.keys(m)))`, {}, true));
+    for (const n of names) {
+      expect(cjs).toContain(n);
+      expect(esm).toContain(n);
+    }
+    const loaded = (entry: string) => node(`require('${entry}'); console.log(Object.keys(require.cache).filter((f) => /node_modules[\\/](bullmq|ioredis)[\\/]/.test(f)).length)`).trim();
+    expect(loaded('fused-lora')).toBe('0');
+    // Even the workers' entry loads BullMQ only once a worker is created; then it does.
+    expect(loaded('fused-lora/workers')).toBe('0');
+    expect(Number(loaded('bullmq'))).toBeGreaterThan(0);
+  });
+
   it('uses the built-in GEMM when FUSED_LORA_BLAS=builtin, and says so', () => {
     const info = JSON.parse(node(`console.log(JSON.stringify(require('fused-lora').backendInfo()))`, { FUSED_LORA_BLAS: 'builtin' }));
     expect(info.cpu.blas).toBe('builtin');

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `fused-lora` command: `demo` (the seed's example, trained), `train` (adapters for a small
-// Sequential model described in JSON) and `bench` (the CPU benchmark harness, bench/cpu/ built to
-// bench/dist/, which the package ships). Argument parsing is commander's. Every failure ends as one
+// Sequential model described in JSON), `bench` (the CPU benchmark harness, bench/cpu/ built to
+// bench/dist/, which the package ships), and `worker` and `submit` (training over a Redis queue). Argument parsing is commander's. Every failure ends as one
 // line on stderr, "fused-lora: <code>: <what, where, what to do>", and exit code 1; --debug adds the stack.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -55,6 +55,7 @@ export function program(): Command {
     });
 
   registerBench(cmd);
+  (require('./workers') as typeof import('./workers')).registerWorkerCommands(cmd);  // `worker`, `submit` (lib/cli/workers.ts)
   // Commander's own messages (unknown option, missing argument) come back as errors, to be printed in
   // the one-line form below; its help and version output stay as they are.
   const quiet = (c: Command) => {
@@ -69,12 +70,12 @@ export function program(): Command {
 export function failureLine(err: unknown, argv: readonly string[]): string {
   if (err instanceof LoraError) return `fused-lora: ${err.code}: ${err.message}`;
   if (err instanceof CommanderError && err.code === 'commander.help') {
-    return 'fused-lora: ERR_ARGUMENT: expected a command (demo, train or bench); see fused-lora --help';
+    return 'fused-lora: ERR_ARGUMENT: expected a command (demo, train, bench, worker or submit); see fused-lora --help';
   }
   if (err instanceof CommanderError) {
     const what = err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
     const sub = argv.slice(2).find((a) => !a.startsWith('-'));
-    return `fused-lora: ERR_ARGUMENT: ${what}; see fused-lora ${sub && ['demo', 'train', 'bench'].includes(sub) ? `${sub} ` : ''}--help`;
+    return `fused-lora: ERR_ARGUMENT: ${what}; see fused-lora ${sub && ['demo', 'train', 'bench', 'worker', 'submit'].includes(sub) ? `${sub} ` : ''}--help`;
   }
   const e = err as NodeJS.ErrnoException;
   const code = typeof e?.code === 'string' ? e.code : 'ERR_INTERNAL';
