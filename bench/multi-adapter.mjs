@@ -11,14 +11,14 @@
 // m (<same name>.svg). The grid is K in {4, 8, 32} x m in {1, 16, 128} at I = O = 4096, plus the same
 // at I = O = 1024 (where W fits in the last-level cache, for contrast) without K = 32 x 128.
 //
-// Usage: npm run build:ts && node bench/multi-adapter.mjs [--rounds 5] [--budget 300] [--quick] [--out bench/results]
+// Usage: npm run build:ts (dist/ and bench/dist/) && node bench/multi-adapter.mjs [--rounds 5] [--budget 300] [--quick] [--out bench/results]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AdamW, backendInfo, Linear, LinearLoRA, MultiLoRALinear, setNumThreads, tensor } from '../dist/index.js';
-import { commit, machine } from '../dist/cli/bench.js';
+import { commit, machine } from './dist/bench.js';
 import { median, quantile } from '../dist/stats.js';
 import { speedupChartSvg } from './multi-chart.mjs';
 
