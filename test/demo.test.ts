@@ -27,7 +27,7 @@ it('trains a rank-4 adapter on a 64 x 256 layer to a 100x lower loss, saves it i
 describe('the many-adapter demo (fused-lora demo --adapters K)', () => {
   it('trains 8 hidden teachers at once in one batch: each adapter recovers its own update, one batch agrees with one by one, each reloads exactly', async () => {
     const lines: string[] = [];
-    const r = await runMultiDemo({
+    const r = await runMultiDemo({  // 8 rows of each adapter per step, M = 64
       inFeatures: 64, outFeatures: 256, rank: 4, adapters: 8, rowsPerAdapter: 8, samples: 512, maxSteps: 1500, targetDrop: 100,
       progress: false, log: (l) => lines.push(l),
     });
@@ -53,12 +53,12 @@ describe('the many-adapter demo (fused-lora demo --adapters K)', () => {
   });
 
   it.each([
-    [{ adapters: 0 }, /options\.adapters.*an integer from 1 to 64.*0/],
-    [{ adapters: 65 }, /options\.adapters.*an integer from 1 to 64.*65/],
-    [{ adapters: 1.5 }, /options\.adapters/],
-    [{ rowsPerAdapter: 0 }, /options\.rowsPerAdapter.*a positive integer/],
-    [{ adapters: 8, rowsPerAdapter: 16, samples: 100 }, /options\.samples.*at least adapters · rowsPerAdapter = 128/],
-    [{ adaptors: 8 }, /adaptors/],
+    [{ adapters: 0 }, /expected an integer from 1 to 64 for options\.adapters but received number 0$/],
+    [{ adapters: 65 }, /expected an integer from 1 to 64 for options\.adapters but received number 65$/],
+    [{ adapters: 1.5 }, /for options\.adapters but received number 1\.5$/],
+    [{ rowsPerAdapter: 0 }, /expected a positive integer for options\.rowsPerAdapter but received number 0$/],
+    [{ adapters: 8, rowsPerAdapter: 16, samples: 100 }, /at least adapters · rowsPerAdapter = 128 \(one step's rows\) for options\.samples but received number 100$/],
+    [{ adaptors: 8 }, /adaptors/],  // a typo of a key is an unknown key
   ])('refuses %j with ERR_ARGUMENT before building anything', async (options, message) => {
     const err = await runMultiDemo({ ...options, progress: false, log: () => {} } as Parameters<typeof runMultiDemo>[0]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LoraError);
