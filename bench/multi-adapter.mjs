@@ -7,17 +7,20 @@
 // Each side runs at each thread setting (setNumThreads 1 and the machine's cores: a user of either
 // would try both); the best of each is reported and every time recorded. Alternating rounds with the
 // order rotated, medians; writes bench/results/<date>-<host>-multi.json with the machine, commit,
-// command and the load before each configuration.
+// command and the load before each configuration, and beside it the chart of the speed-up over K and
+// m (<same name>.svg). The grid is K in {4, 8, 32} x m in {1, 16, 128} at I = O = 4096, plus the same
+// at I = O = 1024 (where W fits in the last-level cache, for contrast) without K = 32 x 128.
 //
-// Usage: npm run build:ts && node bench/multi-adapter.mjs [--rounds 5] [--budget 300] [--quick] [--out bench/results]
+// Usage: npm run build:ts (dist/ and bench/dist/) && node bench/multi-adapter.mjs [--rounds 5] [--budget 300] [--quick] [--out bench/results]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AdamW, backendInfo, Linear, LinearLoRA, MultiLoRALinear, setNumThreads, tensor } from '../dist/index.js';
-import { commit, machine } from '../dist/cli/bench.js';
+import { commit, machine } from './dist/bench.js';
 import { median, quantile } from '../dist/stats.js';
+import { speedupChartSvg } from './multi-chart.mjs';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
@@ -34,7 +37,7 @@ const THREADS = [...new Set([1, cores])];
 const CONFIGS = values.quick
   ? [[4, 16, 1024], [8, 16, 1024]]
   : [[4, 1, 1024], [4, 16, 1024], [4, 128, 1024], [8, 1, 1024], [8, 16, 1024], [8, 128, 1024], [32, 1, 1024], [32, 16, 1024],
-    [4, 16, 4096], [8, 1, 4096], [8, 16, 4096], [8, 128, 4096]];
+    ...[4, 8, 32].flatMap((K) => [1, 16, 128].map((m) => [K, m, 4096]))];
 
 const rand = (n, scale, seed) => {
   let a = seed >>> 0;
@@ -147,4 +150,7 @@ const result = {
 fs.mkdirSync(values.out, { recursive: true });
 const file = path.join(values.out, `${result.date.slice(0, 10)}-${os.hostname()}-multi${values.quick ? '-quick' : ''}.json`);
 fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
-console.log(`wrote ${path.relative(process.cwd(), file)}; load ${loadStart.map((v) => v.toFixed(2)).join(' ')} -> ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+const svg = file.replace(/\.json$/, '.svg');
+fs.writeFileSync(svg, speedupChartSvg(rows, 'K adapters in one MultiLoRALinear batch vs. one LinearLoRA at a time',
+  `rank ${r}, fp32, forward + backward with dx + AdamW; ${result.machine.cores} cores, ${info.cpu.blas}, commit ${result.commit}; best of ${THREADS.join(' / ')} threads per side`));
+console.log(`wrote ${path.relative(process.cwd(), file)} and ${path.basename(svg)}; load ${loadStart.map((v) => v.toFixed(2)).join(' ')} -> ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);

@@ -57,7 +57,7 @@ export interface DemoResult {
 }
 
 /** ‖got − want‖ / ‖want‖ over two arrays. */
-function relErr(got: Float32Array, want: Float32Array): number {
+export function relErr(got: Float32Array, want: Float32Array): number {
   let num = 0, den = 0;
   for (let i = 0; i < got.length; i++) {
     num += (got[i] - want[i]) ** 2;
@@ -71,7 +71,7 @@ function relErr(got: Float32Array, want: Float32Array): number {
  * Q = [s·B ; −Bₜ], ‖P·Q‖² = tr(PᵀP · QQᵀ), built from (2r × 2r) Gram matrices. ‖Aₜ·Bₜ‖² is the
  * same trace over the two Grams' lower-right (Aₜ, Bₜ) blocks alone.
  */
-function updateRelErr(A: Float32Array, B: Float32Array, s: number, At: Float32Array, Bt: Float32Array, I: number, O: number, r: number): number {
+export function updateRelErr(A: Float32Array, B: Float32Array, s: number, At: Float32Array, Bt: Float32Array, I: number, O: number, r: number): number {
   const k = 2 * r;
   const gram = (n: number, get: (row: number, col: number) => number) => {
     const g = new Float64Array(k * k);

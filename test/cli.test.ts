@@ -206,6 +206,9 @@ describe('fused-lora: every failure is one line, and train checks what it can be
     [['train', '--model', 'm.json', '--data', 'd.jsonl', '--out', 'o', '--stpes', '3'], /^fused-lora: ERR_ARGUMENT: unknown option '--stpes' \(Did you mean --steps\?\); see fused-lora train --help$/],
     [['train', '--model', 'm.json'], /^fused-lora: ERR_ARGUMENT: required option '--data <file>' not specified; see fused-lora train --help$/],
     [['train', '--model', 'm.json', '--data', 'd', '--out', 'o', '--steps', '0'], /^fused-lora: ERR_ARGUMENT: option '--steps <n>' argument '0' is invalid\. expected a positive integer; see fused-lora train --help$/],
+    [['demo', '--adapters', '0'], /^fused-lora: ERR_ARGUMENT: option '--adapters \[k\]' argument '0' is invalid\. expected an integer from 1 to 64; see fused-lora demo --help$/],
+    [['demo', '--adapters', '65'], /^fused-lora: ERR_ARGUMENT: option '--adapters \[k\]' argument '65' is invalid\. expected an integer from 1 to 64; see fused-lora demo --help$/],
+    [['demo', '--adapters', '2.5'], /^fused-lora: ERR_ARGUMENT: option '--adapters \[k\]' argument '2\.5' is invalid\. expected an integer from 1 to 64; see fused-lora demo --help$/],
     [['frobnicate'], /^fused-lora: ERR_ARGUMENT: unknown command 'frobnicate'; see fused-lora --help$/],
     [[], /^fused-lora: ERR_ARGUMENT: expected a command \(demo, train, bench, worker or submit\); see fused-lora --help$/],
   ])('usage mistakes are one line too: %j', (args, expected) => {

@@ -5,14 +5,21 @@
 // line on stderr, "fused-lora: <code>: <what, where, what to do>", and exit code 1; --debug adds the stack.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runDemo } from '../demo';
+import { MAX_DEMO_ADAPTERS, runMultiDemo } from '../demo-multi';
 import { errorAt, LoraError } from '../errors';
 import { runTrain } from './train';
 
 function int(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function adapterCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_DEMO_ADAPTERS) throw new InvalidArgumentError(`expected an integer from 1 to ${MAX_DEMO_ADAPTERS}`);
   return n;
 }
 
@@ -31,9 +38,20 @@ export function program(): Command {
     .option('--steps <n>', 'step limit', int, 600)
     .option('--lr <x>', 'AdamW learning rate', positive, 1e-2)
     .option('--out <dir>', 'where to write the adapter (default: a temporary directory)')
+    .addOption(new Option('--adapters [k]', `train k different hidden teachers at once in one MultiLoRALinear batch (1 to ${MAX_DEMO_ADAPTERS}; 8 when no k is given) and time it against training them one by one`)
+      .preset('8').argParser(adapterCount))
     .option('--no-progress', 'no progress bar')
     .action(async (o) => {
-      const r = await runDemo({ maxSteps: o.steps, lr: o.lr, out: o.out, progress: o.progress && process.stderr.isTTY !== false });
+      const progress = o.progress && process.stderr.isTTY !== false;
+      if (o.adapters !== undefined) {
+        const r = await runMultiDemo({ adapters: o.adapters, maxSteps: o.steps, lr: o.lr, out: o.out, progress });
+        if (!(Math.max(r.oneByOneRelErr.y, r.oneByOneRelErr.dx, r.oneByOneRelErr.dA, r.oneByOneRelErr.dB) <= 1e-5) || r.reloadMaxAbsDiff !== 0) {
+          console.error('fused-lora: ERR_BACKEND: demo: the one-batch and one-by-one steps disagree, or a reloaded adapter differs');
+          process.exitCode = 1;
+        }
+        return;
+      }
+      const r = await runDemo({ maxSteps: o.steps, lr: o.lr, out: o.out, progress });
       if (!(r.fusedUnfusedRelErr <= 1e-5) || r.reloadMaxAbsDiff !== 0) {
         console.error('fused-lora: ERR_BACKEND: demo: fused and unfused disagree, or the reloaded adapter differs');
         process.exitCode = 1;
