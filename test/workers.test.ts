@@ -72,7 +72,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | false
 }
 
 /** The job once it has completed (or failed, which fails the test with its reason). */
-async function finished(queue: Queue, id: string, timeoutMs = 30_000): Promise<TrainingResult> {
+async function finished(queue: Queue, id: string, timeoutMs = 90_000): Promise<TrainingResult> {
   return until(`job ${id} to finish`, async () => {
     const job = await queue.getJob(id);
     const state = await job?.getState();
@@ -86,7 +86,7 @@ async function progressAt(queue: Queue, id: string, step: number): Promise<void>
   await until(`job ${id} to reach step ${step}`, async () => {
     const p = (await queue.getJob(id))?.progress as { step?: number } | undefined;
     return (p?.step ?? 0) >= step;
-  }, 30_000);
+  }, 90_000);
 }
 
 /** Max |a − b| over every tensor of the two adapters, against the largest |b|. */
@@ -162,7 +162,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     }));
     const xC = randomArray(128 * IC, 7);
     await writeSafetensors(path.join(dir, 'C.safetensors'), { x: { data: xC, shape: [128, IC] }, y: { data: randomArray(128 * 8, 8), shape: [128, 8] } });
-  }, 30_000);
+  }, 90_000);
 
   afterAll(async () => {
     for (const q of queues) await q.close().catch(() => {});
@@ -183,7 +183,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
       };
     });
     const added = await Promise.all(jobs.map((j) => enqueueTraining(q, j)));
-    const results = await Promise.all(added.map((j) => finished(q, j.id!, 60_000)));
+    const results = await Promise.all(added.map((j) => finished(q, j.id!, 180_000)));
 
     // Each job completed once: one "done" line for it over all the workers' logs.
     const logs = workers.map((w) => w.out()).join('\n');
@@ -197,7 +197,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     }
     for (const w of workers) w.proc.kill('SIGTERM');
     expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0, 0]);
-  }, 80_000);
+  }, 240_000);
 
   it('a worker killed with SIGKILL mid-job: another takes the job over from its checkpoint, and the adapter is the same', async () => {
     const q = queue('kill');
@@ -218,7 +218,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     await expectSameAsAlone(job, path.join(dir, 'killed-ref'));
     second.proc.kill('SIGTERM');
     expect(await second.exited).toBe(0);
-  }, 60_000);
+  }, 180_000);
 
   it('SIGTERM finishes the step, checkpoints, hands the job back to wait and exits; the next worker resumes at that step', async () => {
     const q = queue('term');
@@ -238,7 +238,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     await expectSameAsAlone(job, path.join(dir, 'termed-ref'));
     second.proc.kill('SIGTERM');
     expect(await second.exited).toBe(0);
-  }, 60_000);
+  }, 180_000);
 
   it('a Redis restart mid-job: the worker reconnects, the job completes with the same adapter, and new jobs are taken', async () => {
     const p2 = await freePort();
@@ -266,7 +266,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     await q.close();
     redis.proc.kill('SIGTERM');
     await redis.exited;
-  }, 60_000);
+  }, 180_000);
 
   it('a malformed job fails alone with a message naming what is wrong; the worker goes on', async () => {
     const q = queue('bad');
@@ -286,7 +286,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
       const reason = await until(`job ${j.id} to fail`, async () => {
         const job = await q.getJob(j.id!);
         return (await job?.getState()) === 'failed' ? (await q.getJob(j.id!))!.failedReason : undefined;
-      }, 20_000);
+      }, 60_000);
       expect(reason).toMatch(bad[i][1]);
     }
     expect((await finished(q, goodJob.id!)).steps).toBe(30);
@@ -319,5 +319,5 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     expect(() => createTrainingWorker({ connection: url, queue: 'bad', batchAdaptors: 2 } as never)).toThrow(/options\.batchAdaptors .*did you mean 'batchAdapters'/);
     w.proc.kill('SIGTERM');
     expect(await w.exited).toBe(0);
-  }, 60_000);
+  }, 180_000);
 });
