@@ -66,7 +66,7 @@ export function program(): Command {
     .option('--steps <n>', 'optimizer steps', int)
     .option('--batch-size <n>', 'rows per step', int)
     .option('--lr <x>', 'learning rate', positive)
-    .option('--seed <n>', 'seed for initialisation and shuffling', int)
+    .option('--seed <n>', 'seed for the adapters and the order of rows (a base without weights is drawn from the model file\'s seed)', int)
     .option('--no-progress', 'no progress bar')
     .action(async (o) => {
       await runTrain({ model: o.model, data: o.data, out: o.out, steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed, progress: o.progress });

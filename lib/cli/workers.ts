@@ -67,7 +67,7 @@ export function registerWorkerCommands(cmd: Command): void {
     .option('--steps <n>', 'optimizer steps', int)
     .option('--batch-size <n>', 'rows per step', int)
     .option('--lr <x>', 'learning rate', positive)
-    .option('--seed <n>', 'seed for initialisation and shuffling', int)
+    .option('--seed <n>', 'seed for the adapters and the order of rows (a base without weights is drawn from the model file\'s seed)', int)
     .option('--wait', 'follow the job to its end: progress, then the adapter\'s path and final loss')
     .option('--no-progress', 'no progress bar while waiting')
     .action(async (o) => {
