@@ -7,9 +7,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { SingleBar } from 'cli-progress';
 import { backendInfo } from './backend-info';
-import { DEMO_DEFAULTS, DemoOptions, relErr, updateRelErr } from './demo';
+import { DEMO_DEFAULTS, DemoOptions, relErr, trainUntil, updateRelErr } from './demo';
 import { fail } from './errors';
 import { saveAdapter, loadAdapter } from './io/adapter';
 import { Linear } from './linear';
@@ -108,30 +107,17 @@ export async function runMultiDemo(options: Partial<MultiDemoOptions> = {}): Pro
   const schedule = Array.from({ length: K }, (_, pass) => namesOf(pass));
 
   const opts = names.map((n) => new AdamW(layer.adapter(n).parameters(), { lr: o.lr, weightDecay: 0 }));
-  const bar = o.progress ? new SingleBar({ format: 'training [{bar}] {value}/{total} steps | loss {loss} | {rate} steps/s', hideCursor: true }) : null;
-  bar?.start(o.maxSteps, 0, { loss: '-', rate: '-' });
-  const started = performance.now();
-  let initialLoss = NaN, loss = NaN, steps = 0;
-  const window: number[] = [];
-  for (steps = 1; steps <= o.maxSteps; steps++) {
-    for (const opt of opts) opt.lr = o.lr * 0.01 ** ((steps - 1) / o.maxSteps);  // as the single demo decays it
-    const b = (steps - 1) % batches, adapterNames = schedule[Math.floor((steps - 1) / batches) % K];
+  const { steps, initialLoss, loss, seconds } = trainUntil(o, batches, (step) => {
+    for (const opt of opts) opt.lr = o.lr * 0.01 ** ((step - 1) / o.maxSteps);  // as the single demo decays it
+    const b = (step - 1) % batches, adapterNames = schedule[Math.floor((step - 1) / batches) % K];
     const xb = rowsOf(b);
     const { loss: l, grad } = mseLoss(layer.forward(xb, { adapterNames }), teacher.forward(xb, { adapterNames }));
     layer.backward(grad, { inputGrad: false });
     for (const opt of opts) { opt.step(); opt.zeroGrad(); }
-    if (steps === 1) initialLoss = l;
-    window.push(l);
-    if (window.length > batches) window.shift();
-    loss = window.reduce((a, v) => a + v, 0) / window.length;
-    if (steps % 10 === 0) bar?.update(steps, { loss: loss.toExponential(2), rate: (steps / ((performance.now() - started) / 1000)).toFixed(1) });
-    if (window.length === batches && loss <= initialLoss / o.targetDrop) break;
-  }
-  steps = Math.min(steps, o.maxSteps);
-  bar?.update(steps, { loss: loss.toExponential(2), rate: (steps / ((performance.now() - started) / 1000)).toFixed(1) });
-  bar?.stop();
+    return l;
+  });
   const drop = initialLoss / loss;
-  log(`trained ${K} adapters together, ${steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s: loss ${initialLoss.toExponential(3)} -> ${loss.toExponential(3)} (${drop.toFixed(0)}x lower)`);
+  log(`trained ${K} adapters together, ${steps} steps in ${seconds.toFixed(1)} s: loss ${initialLoss.toExponential(3)} -> ${loss.toExponential(3)} (${drop.toFixed(0)}x lower)`);
 
   const trained = names.map((n) => ({ A: layer.adapter(n).A.dataSync(), B: layer.adapter(n).B.dataSync(), s: layer.adapter(n).scaling }));
   const adapters = names.map((name, k) => {

@@ -95,6 +95,34 @@ export function updateRelErr(A: Float32Array, B: Float32Array, s: number, At: Fl
   return Math.sqrt(Math.max(all, 0) / teacher);
 }
 
+/**
+ * The demos' training loop: `step(t)` runs step t (from 1) and returns its loss. The full-set loss is
+ * what must drop; a running mean over one pass of `batches` batches estimates it, and the loop stops
+ * once it is `targetDrop` below the first step's loss, or at `maxSteps`. A progress bar when asked.
+ */
+export function trainUntil(o: { maxSteps: number; targetDrop: number; progress: boolean }, batches: number, step: (t: number) => number):
+    { steps: number; initialLoss: number; loss: number; seconds: number } {
+  const bar = o.progress ? new SingleBar({ format: 'training [{bar}] {value}/{total} steps | loss {loss} | {rate} steps/s', hideCursor: true }) : null;
+  bar?.start(o.maxSteps, 0, { loss: '-', rate: '-' });
+  const started = performance.now();
+  const rate = (t: number) => (t / ((performance.now() - started) / 1000)).toFixed(1);
+  let initialLoss = NaN, loss = NaN, steps = 0;
+  const window: number[] = [];
+  for (steps = 1; steps <= o.maxSteps; steps++) {
+    const l = step(steps);
+    if (steps === 1) initialLoss = l;
+    window.push(l);
+    if (window.length > batches) window.shift();
+    loss = window.reduce((a, v) => a + v, 0) / window.length;
+    if (steps % 10 === 0) bar?.update(steps, { loss: loss.toExponential(2), rate: rate(steps) });
+    if (window.length === batches && loss <= initialLoss / o.targetDrop) break;
+  }
+  steps = Math.min(steps, o.maxSteps);
+  bar?.update(steps, { loss: loss.toExponential(2), rate: rate(steps) });
+  bar?.stop();
+  return { steps, initialLoss, loss, seconds: (performance.now() - started) / 1000 };
+}
+
 export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoResult> {
   const o = { ...DEMO_DEFAULTS, ...options };
   const { inFeatures: I, outFeatures: O, rank: r, log } = o;
@@ -122,34 +150,20 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
     new Tensor(t.buffer().subarray(b * o.batch * features, (b + 1) * o.batch * features), [o.batch, features]);
 
   const opt = new AdamW(layer.parameters(), { lr: o.lr, weightDecay: 0 });
-  const bar = o.progress ? new SingleBar({ format: 'training [{bar}] {value}/{total} steps | loss {loss} | {rate} steps/s', hideCursor: true }) : null;
-  bar?.start(o.maxSteps, 0, { loss: '-', rate: '-' });
-  const started = performance.now();
-  let initialLoss = NaN, loss = NaN, steps = 0;
-  // The full-set loss is what must drop; a running mean over one pass of batches estimates it.
-  const window: number[] = [];
-  for (steps = 1; steps <= o.maxSteps; steps++) {
+  const { steps, initialLoss, loss, seconds } = trainUntil(o, batches, (step) => {
     // Exponential decay: a constant rate leaves Adam hovering above the exact solution, which
     // exists here (the teacher is realisable), so the loss can keep falling as the rate does.
-    opt.lr = o.lr * 0.01 ** ((steps - 1) / o.maxSteps);
-    const b = (steps - 1) % batches;
+    opt.lr = o.lr * 0.01 ** ((step - 1) / o.maxSteps);
+    const b = (step - 1) % batches;
     const y = layer.forward(rows(x, I, b));
     const { loss: l, grad } = mseLoss(y, rows(target, O, b));
     layer.backward(grad, { inputGrad: false });
     opt.step();
     opt.zeroGrad();
-    if (steps === 1) initialLoss = l;
-    window.push(l);
-    if (window.length > batches) window.shift();
-    loss = window.reduce((a, v) => a + v, 0) / window.length;
-    if (steps % 10 === 0) bar?.update(steps, { loss: loss.toExponential(2), rate: (steps / ((performance.now() - started) / 1000)).toFixed(1) });
-    if (window.length === batches && loss <= initialLoss / o.targetDrop) break;
-  }
-  steps = Math.min(steps, o.maxSteps);
-  bar?.update(steps, { loss: loss.toExponential(2), rate: (steps / ((performance.now() - started) / 1000)).toFixed(1) });
-  bar?.stop();
+    return l;
+  });
   const drop = initialLoss / loss;
-  log(`trained ${steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s: loss ${initialLoss.toExponential(3)} -> ${loss.toExponential(3)} (${drop.toFixed(0)}x lower)`);
+  log(`trained ${steps} steps in ${seconds.toFixed(1)} s: loss ${initialLoss.toExponential(3)} -> ${loss.toExponential(3)} (${drop.toFixed(0)}x lower)`);
 
   const updErr = updateRelErr(layer.lora.A.dataSync(), layer.lora.B.dataSync(), layer.scaling, At, Bt, I, O, r);
   log(`recovered update: ||scaling*A*B - dW|| / ||dW|| = ${updErr.toExponential(2)}`);
