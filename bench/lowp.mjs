@@ -12,7 +12,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { backendInfo, Linear, LinearLoRA, tensor, zeros } from '../dist/index.js';
-import { commit, machine } from '../dist/cli/bench.js';
+import { commit, machine } from './dist/bench.js';
+import { Random } from '../dist/random.js';
 import { median } from '../dist/stats.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,17 +33,7 @@ const SHAPES = values.quick
   : [['gemm', 2048, 2048, 2048], ['step', 2048, 2048, 2048], ['step', 512, 4096, 4096], ['step', 512, 4096, 11008],
      ['decode', 1, 4096, 4096], ['decode', 8, 4096, 4096], ['decode', 1, 4096, 11008], ['decode', 8, 4096, 11008]];
 
-const rand = (n, scale, seed) => {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
-};
+const rand = (n, scale, seed) => new Random(seed).fillUniform(new Float32Array(n), scale);  // U(-scale, scale)
 
 /** One task of one config: a function that runs it once, and its flop count. */
 function task(kind, M, I, O, cfg, W, X, DY) {

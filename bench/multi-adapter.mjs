@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AdamW, backendInfo, Linear, LinearLoRA, MultiLoRALinear, setNumThreads, tensor } from '../dist/index.js';
 import { commit, machine } from './dist/bench.js';
+import { Random } from '../dist/random.js';
 import { median, quantile } from '../dist/stats.js';
 import { speedupChartSvg } from './multi-chart.mjs';
 
@@ -39,15 +40,7 @@ const CONFIGS = values.quick
   : [[4, 1, 1024], [4, 16, 1024], [4, 128, 1024], [8, 1, 1024], [8, 16, 1024], [8, 128, 1024], [32, 1, 1024], [32, 16, 1024],
     ...[4, 8, 32].flatMap((K) => [1, 16, 128].map((m) => [K, m, 4096]))];
 
-const rand = (n, scale, seed) => {
-  let a = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  });
-};
+const rand = (n, scale, seed) => new Random(seed).fillUniform(new Float32Array(n), scale);  // U(-scale, scale)
 
 function build(K, m, I) {
   const O = I;

@@ -19,6 +19,7 @@ import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { backendInfo } from '../dist/index.js';
 import { commit, machine } from './dist/bench.js';
+import { Random } from '../dist/random.js';
 import { median, quantile } from '../dist/stats.js';
 import { LoRADense } from '../dist/tfjs/index.js';
 
@@ -32,15 +33,7 @@ const { values } = parseArgs({
 const M = Number(values.M), I = Number(values.size), r = Number(values.rank), rounds = Number(values.rounds);
 const LAYERS = 2;
 const round3 = (v) => +v.toFixed(3);
-const rand = (n, scale, seed) => {
-  let a = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  });
-};
+const rand = (n, scale, seed) => new Random(seed).fillUniform(new Float32Array(n), scale);  // U(-scale, scale)
 
 /**
  * Whether tfjs-backend-wasm runs threaded in Node when asked to: it turns threads off under Node

@@ -17,7 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { writeSafetensors } from '../dist/index.js';
-import { commit, machine } from '../dist/cli/bench.js';
+import { commit, machine } from './dist/bench.js';
+import { Random } from '../dist/random.js';
 import { median } from '../dist/stats.js';
 import { enqueueTraining } from '../dist/workers/index.js';
 
@@ -34,13 +35,7 @@ const cli = path.join(root, 'dist', 'cli', 'index.js');
 const cores = os.cpus().length;
 const loadStart = os.loadavg();
 
-const rand = (n, seed, scale = 1) => {
-  let s = seed >>> 0 || 1;
-  return Float32Array.from({ length: n }, () => {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-    return ((s >>> 0) / 2 ** 32 * 2 - 1) * scale;
-  });
-};
+const rand = (n, seed, scale = 1) => new Random(seed).fillUniform(new Float32Array(n), scale);  // U(-scale, scale)
 
 function freePort() {
   return new Promise((resolve) => {
