@@ -1,7 +1,8 @@
 // K adapters trained together in one MultiLoRALinear batch against the same K adapters each in its
 // own LinearLoRA, stepped one after another on the same rows, side by side in one process. A step is
 // forward, backward with dx (the layer sits inside a model) and an AdamW step of every adapter; both
-// sides share one frozen base Linear, rank 16, fp32. The multi-adapter batch is grouped by adapter
+// sides share one frozen base Linear, rank 16, fp32 (or, with --dtype bfloat16 / --quantize int8|nf4,
+// a reduced-precision base for both sides). The multi-adapter batch is grouped by adapter
 // (as a service would build it); one interleaved column shows what mixing rows costs.
 //
 // Each side runs at each thread setting (setNumThreads 1 and the machine's cores: a user of either
@@ -11,7 +12,7 @@
 // m (<same name>.svg). The grid is K in {4, 8, 32} x m in {1, 16, 128} at I = O = 4096, plus the same
 // at I = O = 1024 (where W fits in the last-level cache, for contrast) without K = 32 x 128.
 //
-// Usage: npm run build:ts (dist/ and bench/dist/) && node bench/multi-adapter.mjs [--rounds 5] [--budget 300] [--quick] [--out bench/results]
+// Usage: npm run build:ts (dist/ and bench/dist/) && node bench/multi-adapter.mjs [--rounds 5] [--budget 300] [--quick] [--dtype float32|bfloat16] [--quantize int8|nf4] [--out bench/results]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,8 +29,16 @@ const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' }, budget: { type: 'string', default: '300' }, quick: { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(root, 'bench', 'results') },
+    dtype: { type: 'string', default: 'float32' }, quantize: { type: 'string' },
   },
 });
+if (!['float32', 'bfloat16'].includes(values.dtype)) throw new Error(`--dtype: expected float32 or bfloat16, got ${values.dtype}`);
+if (values.quantize !== undefined && !['int8', 'nf4'].includes(values.quantize)) throw new Error(`--quantize: expected int8 or nf4, got ${values.quantize}`);
+// The base of both sides: float32, bfloat16 (W and the activations) or a quantized W.
+const baseOpts = { ...(values.dtype === 'bfloat16' ? { dtype: 'bfloat16' } : {}), ...(values.quantize ? { quantize: values.quantize } : {}) };
+const act = values.dtype;
+const baseLabel = [values.quantize, values.dtype === 'bfloat16' ? 'bf16' : values.quantize ? 'fp32 activations' : 'fp32'].filter(Boolean).join(', ');
+const fileTag = [values.dtype === 'bfloat16' ? 'bf16' : '', values.quantize ?? ''].filter(Boolean).map((t) => `-${t}`).join('');
 const rounds = Number(values.rounds), budgetMs = Number(values.budget);
 const r = 16;
 const cores = os.cpus().length;
@@ -44,7 +53,7 @@ const rand = (n, scale, seed) => new Random(seed).fillUniform(new Float32Array(n
 
 function build(K, m, I) {
   const O = I;
-  const base = new Linear(I, O, { weight: rand(O * I, 1 / Math.sqrt(I), 1) });
+  const base = new Linear(I, O, { weight: rand(O * I, 1 / Math.sqrt(I), 1), ...baseOpts });
   const names = Array.from({ length: K }, (_, k) => `a${k}`);
   const specs = Object.fromEntries(names.map((n, k) => [n, { rank: r, alpha: 2 * r, seed: 100 + k }]));
   const multi = new MultiLoRALinear(base, { adapters: specs });
@@ -57,17 +66,17 @@ function build(K, m, I) {
     parts.forEach((p, k) => out.set(p, k * m * width));
     return out;
   };
-  const x = tensor(cat(xs, I), [K * m, I]), dy = tensor(cat(dys, O), [K * m, O]);
+  const x = tensor(cat(xs, I), [K * m, I], { dtype: act }), dy = tensor(cat(dys, O), [K * m, O], { dtype: act });
   const grouped = names.flatMap((n) => Array(m).fill(n));
   // The same rows interleaved: row j of every adapter, then row j + 1.
   const perm = Array.from({ length: K * m }, (_, i) => (i % K) * m + Math.floor(i / K));
   const shuffle = (t, width) => {
     const src = t.dataSync(), out = new Float32Array(src.length);
     perm.forEach((from, to) => out.set(src.subarray(from * width, (from + 1) * width), to * width));
-    return tensor(out, [K * m, width]);
+    return tensor(out, [K * m, width], { dtype: act });
   };
   const xi = shuffle(x, I), dyi = shuffle(dy, O), interleaved = perm.map((from) => grouped[from]);
-  const xsT = xs.map((v) => tensor(v, [m, I])), dysT = dys.map((v) => tensor(v, [m, O]));
+  const xsT = xs.map((v) => tensor(v, [m, I], { dtype: act })), dysT = dys.map((v) => tensor(v, [m, O], { dtype: act }));
   const stepAll = (opts) => { for (const o of opts) { o.step(); o.zeroGrad(); } };
   return {
     multi: () => { multi.forward(x, { adapterNames: grouped }); multi.backward(dy); stepAll(multiOpts); },
@@ -137,13 +146,14 @@ const result = {
     what: 'the same K adapters, each a LinearLoRA over the same base, stepped one after another on its own rows',
     config: `each thread setting of setNumThreads (${THREADS.join(', ')}); best reported, all recorded in times`,
   },
-  method: `per configuration and thread setting: one warm-up step of each task, then ${rounds} alternating rounds (order rotated) of about ${budgetMs / rounds} ms per task; medians. A step: forward, backward with dx, AdamW step and zeroGrad of every adapter. rank ${r}, fp32.`,
+  method: `per configuration and thread setting: one warm-up step of each task, then ${rounds} alternating rounds (order rotated) of about ${budgetMs / rounds} ms per task; medians. A step: forward, backward with dx, AdamW step and zeroGrad of every adapter. rank ${r}; base ${baseLabel} (the adapters fp32).`,
+  base: { dtype: values.dtype, quantize: values.quantize ?? null, lowpKernel: info.cpu.lowpKernel },
   rows,
 };
 fs.mkdirSync(values.out, { recursive: true });
-const file = path.join(values.out, `${result.date.slice(0, 10)}-${os.hostname()}-multi${values.quick ? '-quick' : ''}.json`);
+const file = path.join(values.out, `${result.date.slice(0, 10)}-${os.hostname()}-multi${fileTag}${values.quick ? '-quick' : ''}.json`);
 fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
 const svg = file.replace(/\.json$/, '.svg');
 fs.writeFileSync(svg, speedupChartSvg(rows, 'K adapters in one MultiLoRALinear batch vs. one LinearLoRA at a time',
-  `rank ${r}, fp32, forward + backward with dx + AdamW; ${result.machine.cores} cores, ${info.cpu.blas}, commit ${result.commit}; best of ${THREADS.join(' / ')} threads per side`));
+  `rank ${r}, base ${baseLabel}, forward + backward with dx + AdamW; ${result.machine.cores} cores, ${info.cpu.blas}, commit ${result.commit}; best of ${THREADS.join(' / ')} threads per side`));
 console.log(`wrote ${path.relative(process.cwd(), file)} and ${path.basename(svg)}; load ${loadStart.map((v) => v.toFixed(2)).join(' ')} -> ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);

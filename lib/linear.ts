@@ -44,8 +44,8 @@ export interface LinearOptions {
 export type Quantize = 'int8' | 'nf4';
 const LINEAR_KEYS = optionKeys<LinearOptions>({ weight: true, bias: true, seed: true, device: true, dtype: true, math: true, quantize: true });
 
-/** What builds a Linear's kernels, and a LinearLoRA's over it: its placement's backend, or the quantized kernels. */
-type LayerBackend = Pick<Backend, 'linear' | 'linearLoRA' | 'loraDropout' | 'label'>;
+/** What builds a Linear's kernels, and a LinearLoRA's or MultiLoRALinear's over it: its placement's backend, or the quantized kernels. */
+type LayerBackend = Pick<Backend, 'linear' | 'linearLoRA' | 'multiLoRALinear' | 'loraDropout' | 'label'>;
 const backendOfLayer = new WeakMap<Linear, LayerBackend>();
 
 export interface OutOptions {

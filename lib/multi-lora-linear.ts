@@ -15,7 +15,7 @@ import { Call, run, runAsync } from './call';
 import type { Device, DType } from './dtype';
 import { fail, said } from './errors';
 import type { AdapterLayer, AdapterSettings, AdapterValues, MultiAdapterLayer } from './io/adapter-layer';
-import { checkLinear, frozenParams, Linear, OUT_KEYS, OutOptions } from './linear';
+import { checkLinear, frozenParams, layerBackend, Linear, OUT_KEYS, OutOptions } from './linear';
 import { LoRA } from './lora';
 import { checkNoOverlap, exact, output, Reads, rows, TensorLike, withLast } from './operands';
 import { placementOf } from './placement';
@@ -103,11 +103,7 @@ export class MultiLoRALinear implements MultiAdapterLayer {
     if (list === null || typeof list !== 'object' || Array.isArray(list)) fail('ERR_ARGUMENT', where, 'options.adapters', 'an object of adapter options by name', list);
     const names = Object.keys(list);
     if (names.length === 0) fail('ERR_ARGUMENT', where, 'options.adapters', 'at least one adapter', said('an empty object'));
-    if (base.quantize !== null) {
-      fail('ERR_ARGUMENT', where, 'base', 'a Linear whose weight is not quantized', said(`one with an ${base.quantize} weight`),
-        'MultiLoRALinear reads the frozen weight in its dtype; a quantized base takes a LinearLoRA for now');
-    }
-    const backend = backendFor(placementOf(base));
+    const backend = layerBackend(base);  // its placement's backend, or the quantized kernels
     this.#dropoutHere = backend.loraDropout;
     const kernels = backend.multiLoRALinear({ I: base.inFeatures, O: base.outFeatures, dtype: base.dtype, math: base.math });
     if (kernels === null) {

@@ -1,6 +1,7 @@
 // The multi-adapter layer's exports: grouping rows by adapter, and the forward and backward over the
 // segments, sync and async (fused_lora/multi_lora.h). Per-adapter values come as an array of objects,
-// each read with the same checks as a top-level field.
+// each read with the same checks as a top-level field. The frozen weight and the activations come in
+// any format the single-adapter layer takes (operands.h).
 #include <napi.h>
 
 #include <string>
@@ -9,6 +10,7 @@
 #include "entries.h"
 #include "fused_lora/multi_lora.h"
 #include "napi/call.h"
+#include "operands.h"
 #include "workers.h"
 
 namespace fused_lora::addon {
@@ -104,8 +106,11 @@ Job parse_forward(const Fields& f) {
   const Dims d = read_dims(f);
   MultiForwardArgs a;
   a.M = d.M, a.I = d.I, a.O = d.O;
-  a.x = f.floats("x", product(d.M, d.I, f.what));
-  a.W = f.floats("W", product(d.O, d.I, f.what));
+  Bf16Io io;
+  const bool bf16 = bf16_acts(f);
+  a.x = activation<const float>(f, bf16, "x", product(d.M, d.I, f.what), &io.x, nullptr);
+  a.Wq = read_frozen(f, d.O, d.I);
+  a.W = a.Wq.f32;
   a.bias = f.floats("bias", d.O, true);
   a.seg = read_segments(f, d.M, d.K);
   std::vector<MultiAdapter> adapters = read_adapters(f, d.K, d.I, d.O, true);
@@ -113,11 +118,11 @@ Job parse_forward(const Fields& f) {
   a.s = f.floats("s", multi_lora_s_size(a.seg, adapters.data()));
   if (multi_lora_needs_xt(a.seg, adapters.data())) a.xt = f.floats("xt", product(lora_rows, d.I, f.what));
   if (any_dropout(a.seg, adapters)) a.mask = f.bytes("mask", product(lora_rows, d.I, f.what));
-  a.y = f.floats("y", product(d.M, d.O, f.what));
+  a.y = activation<float>(f, bf16, "y", product(d.M, d.O, f.what), nullptr, &io.y);
   const double n = macs(d, a.seg, adapters);
-  return Job{[a, adapters]() mutable {
+  return Job{[a, adapters, io]() mutable {
                a.adapters = adapters.data();
-               multi_lora_forward(a);
+               multi_lora_forward(a, io);
              },
              n};
 }
@@ -126,9 +131,12 @@ Job parse_backward(const Fields& f) {
   const Dims d = read_dims(f);
   MultiBackwardArgs a;
   a.M = d.M, a.I = d.I, a.O = d.O;
-  a.x = f.floats("x", product(d.M, d.I, f.what));
-  a.dy = f.floats("dy", product(d.M, d.O, f.what));
-  a.W = f.floats("W", product(d.O, d.I, f.what));
+  Bf16Io io;
+  const bool bf16 = bf16_acts(f);
+  a.x = activation<const float>(f, bf16, "x", product(d.M, d.I, f.what), &io.x, nullptr);
+  a.dy = activation<const float>(f, bf16, "dy", product(d.M, d.O, f.what), &io.dy, nullptr);
+  a.Wq = read_frozen(f, d.O, d.I);
+  a.W = a.Wq.f32;
   a.seg = read_segments(f, d.M, d.K);
   std::vector<MultiAdapter> adapters = read_adapters(f, d.K, d.I, d.O, false);
   const int64_t lora_rows = a.seg.start[d.K], ns = multi_lora_s_size(a.seg, adapters.data());
@@ -137,11 +145,11 @@ Job parse_backward(const Fields& f) {
   if (multi_lora_needs_xt(a.seg, adapters.data())) a.xt = f.floats("xt", product(lora_rows, d.I, f.what));
   if (any_dropout(a.seg, adapters)) a.mask = f.bytes("mask", product(lora_rows, d.I, f.what));
   if (!a.seg.grouped) a.dyg = f.floats("dyg", product(lora_rows, d.O, f.what));
-  a.dx = f.floats("dx", product(d.M, d.I, f.what), true);
+  a.dx = activation<float>(f, bf16, "dx", product(d.M, d.I, f.what), nullptr, &io.dx, true);
   const double n = 2 * macs(d, a.seg, adapters);
-  return Job{[a, adapters]() mutable {
+  return Job{[a, adapters, io]() mutable {
                a.adapters = adapters.data();
-               multi_lora_backward(a);
+               multi_lora_backward(a, io);
              },
              n};
 }

@@ -85,6 +85,16 @@ void frozen_backward(const float* dy, const float* W, bool io, float beta, float
   gemm(frozen_route(M), N, io ? T : N, M, I, O, 1.0f, dy, O, W, io ? O : I, beta, dx, I);
 }
 
+void frozen_forward(const float* x, const FrozenW& W, float beta, float* y, int64_t M) {
+  if (W.format == WFormat::F32) return frozen_forward(x, W.f32, false, beta, y, M, W.I, W.O);
+  wgemm_nt(M, 1.0f, x, W.I, W, beta, y, W.O);
+}
+
+void frozen_backward(const float* dy, const FrozenW& W, float beta, float* dx, int64_t M) {
+  if (W.format == WFormat::F32) return frozen_backward(dy, W.f32, false, beta, dx, M, W.I, W.O);
+  wgemm_nn(M, 1.0f, dy, W.O, W, beta, dx, W.I);
+}
+
 namespace {
 
 // The frozen weight of a call: fp32 in either layout (above), or reduced precision (lowp.h: its own
@@ -101,12 +111,12 @@ Frozen frozen_of(const Args& a) {
 }
 
 void frozen_forward_any(const float* x, const Frozen& w, float beta, float* y, int64_t M, int64_t I, int64_t O) {
-  if (w.q != nullptr) return wgemm_nt(M, 1.0f, x, I, *w.q, beta, y, O);
+  if (w.q != nullptr) return frozen_forward(x, *w.q, beta, y, M);
   frozen_forward(x, w.W, w.io, beta, y, M, I, O);
 }
 
 void frozen_backward_any(const float* dy, const Frozen& w, float beta, float* dx, int64_t M, int64_t I, int64_t O) {
-  if (w.q != nullptr) return wgemm_nn(M, 1.0f, dy, O, *w.q, beta, dx, I);
+  if (w.q != nullptr) return frozen_backward(dy, *w.q, beta, dx, M);
   frozen_backward(dy, w.W, w.io, beta, dx, M, I, O);
 }
 
@@ -274,8 +284,6 @@ void lora_backward_unfused(const BackwardArgs& a) {
   add(a.dx, dx_base.data(), dxd.data(), M * I);
 }
 
-namespace {
-
 // Per-thread fp32 buffers for bf16 activations, one per operand.
 float* act_buffer(int slot, int64_t n) {
   thread_local std::vector<float> bufs[4];
@@ -290,8 +298,6 @@ const float* widened(const uint16_t* h, const float* f, int slot, int64_t n) {
   bf16_to_f32(h, w, n);
   return w;
 }
-
-}  // namespace
 
 void lora_forward(ForwardArgs a, bool fused, const Bf16Io& io) {
   a.x = widened(io.x, a.x, 0, a.M * a.I);

@@ -7,6 +7,9 @@
 // Writes into y and dx go by runs: maximal stretches of a segment whose rows are consecutive in x.
 // A grouped batch has one run per adapter; an interleaved one more, each still written in place, so
 // only the inputs of the rank-r products (x̃, dy) are ever gathered, and only when not grouped.
+//
+// A frozen weight in reduced precision takes its own GEMMs (routes.h); bf16 activations are widened
+// into fp32 buffers around the whole call, as for the single-adapter layer.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -198,7 +201,10 @@ void multi_lora_forward(const MultiForwardArgs& a) {
     const float* s = a.s + s_at[size_t(i)] + (run.g - sg.start[i]) * ad.r;
     rank_r_product(run.n, O, ad.r, ad.scaling, s, ad.r, ad.B, O, a.bias, y, O);
   });
-  frozen_forward(a.x, a.W, false, 1.0f, a.y, a.M, I, O);
+  if (a.Wq.format != WFormat::F32)
+    frozen_forward(a.x, a.Wq, 1.0f, a.y, a.M);
+  else
+    frozen_forward(a.x, a.W, false, 1.0f, a.y, a.M, I, O);
 }
 
 void multi_lora_backward(const MultiBackwardArgs& a) {
@@ -240,7 +246,25 @@ void multi_lora_backward(const MultiBackwardArgs& a) {
       });
     }
   });
-  frozen_backward(a.dy, a.W, false, 1.0f, a.dx, a.M, I, O);
+  if (a.Wq.format != WFormat::F32)
+    frozen_backward(a.dy, a.Wq, 1.0f, a.dx, a.M);
+  else
+    frozen_backward(a.dy, a.W, false, 1.0f, a.dx, a.M, I, O);
+}
+
+void multi_lora_forward(MultiForwardArgs a, const Bf16Io& io) {
+  a.x = widened(io.x, a.x, 0, a.M * a.I);
+  if (io.y != nullptr) a.y = act_buffer(2, a.M * a.O);
+  multi_lora_forward(a);
+  if (io.y != nullptr) f32_to_bf16(a.y, io.y, a.M * a.O);
+}
+
+void multi_lora_backward(MultiBackwardArgs a, const Bf16Io& io) {
+  a.x = widened(io.x, a.x, 0, a.M * a.I);
+  a.dy = widened(io.dy, a.dy, 1, a.M * a.O);
+  if (io.dx != nullptr) a.dx = act_buffer(3, a.M * a.I);
+  multi_lora_backward(a);
+  if (io.dx != nullptr) f32_to_bf16(a.dx, io.dx, a.M * a.I);
 }
 
 }  // namespace fused_lora

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "fused_lora/gemm.h"
+#include "fused_lora/lowp.h"
 
 namespace fused_lora {
 
@@ -24,5 +25,16 @@ Route frozen_route(int64_t M);
 void frozen_forward(const float* x, const float* W, bool io, float beta, float* y, int64_t M, int64_t I, int64_t O);
 // dx (M, I) = dy·W + beta·dx for W (O, I), or dy·Wᵀ for W stored (I, O) (io).
 void frozen_backward(const float* dy, const float* W, bool io, float beta, float* dx, int64_t M, int64_t I, int64_t O);
+
+// The same for a frozen weight in any format of lowp.h (O, I): F32 as above (W.f32, not io), the others
+// through their own GEMMs (wgemm_nt, wgemm_nn).
+void frozen_forward(const float* x, const FrozenW& W, float beta, float* y, int64_t M);
+void frozen_backward(const float* dy, const FrozenW& W, float beta, float* dx, int64_t M);
+
+// bf16 activations (Bf16Io, lora.h): an fp32 buffer of n floats per operand slot (0 x, 1 dy, 2 y,
+// 3 dx), per thread, grown to the largest call seen; and h widened into slot's buffer (f itself
+// when h is null).
+float* act_buffer(int slot, int64_t n);
+const float* widened(const uint16_t* h, const float* f, int slot, int64_t n);
 
 }  // namespace fused_lora

@@ -8,6 +8,7 @@ import { fail } from '../../errors';
 import { cpuOptimizers } from '../cpu/optim';
 import { LowpLinearLoRA } from './linear-lora';
 import { lowpLinear } from './linear';
+import { lowpMultiLoRA } from './multi-lora';
 import { Bf16Storage } from './storage';
 import { widenedActivations, widenedLosses } from './widened';
 
@@ -25,15 +26,15 @@ export const cpuBf16Backend: Backend = {
     return fail('ERR_ARGUMENT', where, arg, 'a bfloat16 Tensor', value);
   },
   linear: lowpLinear, linearLoRA: (spec) => new LowpLinearLoRA(spec), loraDropout: true,
-  multiLoRALinear: () => null,  // MultiLoRALinear runs on a float32 base (the CPU) for now
+  multiLoRALinear: lowpMultiLoRA,
   optimizers: cpuOptimizers, losses: widenedLosses, activations: widenedActivations, ops: null,
 };
 
 /**
  * The layer kinds of a quantized frozen Linear (int8, nf4) on the CPU, for either activation dtype:
- * the Linear and the LinearLoRA over it take their kernels from here, not from their placement's
+ * the Linear and the LinearLoRA or MultiLoRALinear over it take their kernels from here, not from their placement's
  * backend, since the weight's format (not the dtype) decides which kernels can read it.
  */
-export const cpuQuantizedKernels: Pick<Backend, 'linear' | 'linearLoRA' | 'loraDropout' | 'label'> = {
-  linear: lowpLinear, linearLoRA: (spec) => new LowpLinearLoRA(spec), loraDropout: true, label: 'the CPU',
+export const cpuQuantizedKernels: Pick<Backend, 'linear' | 'linearLoRA' | 'multiLoRALinear' | 'loraDropout' | 'label'> = {
+  linear: lowpLinear, linearLoRA: (spec) => new LowpLinearLoRA(spec), multiLoRALinear: lowpMultiLoRA, loraDropout: true, label: 'the CPU',
 };

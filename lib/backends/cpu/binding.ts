@@ -82,17 +82,29 @@ export interface MultiLoraAdapterArgs {
   dropoutP?: number; seed?: number; step?: number;
   dA?: Float32Array; dB?: Float32Array;
 }
-export interface MultiLoraForwardArgs {
-  M: number; I: number; O: number; K: number;
-  x: Float32Array; W: Float32Array; bias?: Float32Array | null;
-  order: Int32Array; start: Int32Array; adapters: MultiLoraAdapterArgs[];
-  s: Float32Array; xt?: Float32Array; mask?: Uint8Array; y: Float32Array;
+/**
+ * The frozen weight and the activations of a multi-adapter call: float32 (no wFormat, no act), or in
+ * the formats of the reduced-precision backend (lib/backends/cpu-lowp/binding.ts: WeightArgs, Act),
+ * which the same exports take.
+ */
+export interface MultiLoraOperands {
+  wFormat?: 'f32' | 'bf16' | 'int8' | 'nf4';
+  W: Float32Array | Uint16Array | Int8Array | Uint8Array;
+  wScale?: Float32Array;
+  wAbsmax?: Float32Array;
+  act?: 'f32' | 'bf16';
 }
-export interface MultiLoraBackwardArgs {
+export interface MultiLoraForwardArgs extends MultiLoraOperands {
   M: number; I: number; O: number; K: number;
-  x: Float32Array; dy: Float32Array; W: Float32Array;
+  x: Float32Array | Uint16Array; bias?: Float32Array | null;
   order: Int32Array; start: Int32Array; adapters: MultiLoraAdapterArgs[];
-  s: Float32Array; ds: Float32Array; xt?: Float32Array; mask?: Uint8Array; dyg?: Float32Array; dx?: Float32Array | null;
+  s: Float32Array; xt?: Float32Array; mask?: Uint8Array; y: Float32Array | Uint16Array;
+}
+export interface MultiLoraBackwardArgs extends MultiLoraOperands {
+  M: number; I: number; O: number; K: number;
+  x: Float32Array | Uint16Array; dy: Float32Array | Uint16Array;
+  order: Int32Array; start: Int32Array; adapters: MultiLoraAdapterArgs[];
+  s: Float32Array; ds: Float32Array; xt?: Float32Array; mask?: Uint8Array; dyg?: Float32Array; dx?: Float32Array | Uint16Array | null;
 }
 
 export interface GemmArgs {

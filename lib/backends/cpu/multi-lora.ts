@@ -2,9 +2,21 @@
 // permutation and the segments, kept for backward), then one native call runs the frozen GEMM over
 // every row and the rank-r products per segment (native/cpu/multi_lora.cpp). The workspaces grow with
 // the largest batch seen and are reused from step to step.
-import type { MultiLoRAAdapter, MultiLoRABackward, MultiLoRAForward, MultiLoRAKernels, MultiLoRASpec } from '../backend';
-import { MultiLoraAdapterArgs, MultiLoraBackwardArgs, MultiLoraForwardArgs, native } from './binding';
+import type { MultiLoRAAdapter, MultiLoRABackward, MultiLoRAForward, MultiLoRAKernels, MultiLoRASpec, Operand } from '../backend';
+import { MultiLoraAdapterArgs, MultiLoraBackwardArgs, MultiLoraForwardArgs, MultiLoraOperands, native } from './binding';
 import { data } from './storage';
+
+/**
+ * How a call passes the frozen weight and the activations: float32 arrays here; the reduced-precision
+ * backend passes W in its format and bf16 activations (lib/backends/cpu-lowp/multi-lora.ts).
+ */
+export interface MultiOperandFormat {
+  weight(W: Operand): MultiLoraOperands;
+  act(o: Operand): Float32Array | Uint16Array;
+  bias(o: Operand | null): Float32Array | null;
+}
+
+const FLOAT32: MultiOperandFormat = { weight: (W) => ({ W: data(W) }), act: data, bias: (o) => (o ? data(o) : null) };
 
 /** What a forward's grouping decided, for the buffers it and its backward need. */
 interface Grouping {
@@ -20,6 +32,7 @@ interface Grouping {
 
 export class CpuMultiLoRA implements MultiLoRAKernels {
   readonly #spec: MultiLoRASpec;
+  readonly #format: MultiOperandFormat;
   #grouped = true;  // the last forward's rows
   order = new Int32Array(0);   // (M) grouped position → row
   start = new Int32Array(1);   // (K + 1) segment starts
@@ -29,8 +42,9 @@ export class CpuMultiLoRA implements MultiLoRAKernels {
   mask = new Uint8Array(0);    // (adapter rows, I)
   dyg = new Float32Array(0);   // (adapter rows, O) dy gathered, when the rows are not grouped
 
-  constructor(spec: MultiLoRASpec) {
+  constructor(spec: MultiLoRASpec, format: MultiOperandFormat = FLOAT32) {
     this.#spec = spec;
+    this.#format = format;
   }
 
   forward(c: MultiLoRAForward): void {
@@ -79,10 +93,11 @@ export class CpuMultiLoRA implements MultiLoRAKernels {
     if (this.s.length < g.sSize) this.s = new Float32Array(g.sSize);
     if (g.needsXt && this.xt.length < g.loraRows * I) this.xt = new Float32Array(g.loraRows * I);
     if (g.dropout && this.mask.length < g.loraRows * I) this.mask = new Uint8Array(g.loraRows * I);
+    const f = this.#format;
     return {
-      M, I, O, K, x: data(c.x), W: data(c.W), bias: c.bias ? data(c.bias) : null,
+      M, I, O, K, ...f.weight(c.W), x: f.act(c.x), bias: f.bias(c.bias),
       order: this.order, start: this.start, adapters: c.adapters.map(adapterArgs),
-      s: this.s, xt: this.xt, mask: this.mask, y: data(c.y),
+      s: this.s, xt: this.xt, mask: this.mask, y: f.act(c.y),
     };
   }
 
@@ -94,11 +109,12 @@ export class CpuMultiLoRA implements MultiLoRAKernels {
     const loraRows = this.start[K];
     if (this.ds.length < sSize) this.ds = new Float32Array(sSize);
     if (!this.#grouped && this.dyg.length < loraRows * O) this.dyg = new Float32Array(loraRows * O);
+    const f = this.#format;
     return {
-      M, I, O, K, x: data(c.x), dy: data(c.dy), W: data(c.W),
+      M, I, O, K, ...f.weight(c.W), x: f.act(c.x), dy: f.act(c.dy),
       order: this.order, start: this.start,
       adapters: c.adapters.map((a) => ({ ...adapterArgs(a), dA: data(a.dA), dB: data(a.dB) })),
-      s: this.s, ds: this.ds, xt: this.xt, mask: this.mask, dyg: this.dyg, dx: c.dx ? data(c.dx) : null,
+      s: this.s, ds: this.ds, xt: this.xt, mask: this.mask, dyg: this.dyg, dx: c.dx ? f.act(c.dx) : null,
     };
   }
 }

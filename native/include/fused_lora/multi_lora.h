@@ -8,6 +8,10 @@
 // gathered once. Each direction runs one frozen GEMM over all M rows, and per segment the rank-r
 // products (shrink s_i = x̃_i·A_i, expand y += scaling_i·s_i·B_i; ds_i, dB_i, dA_i) at r_i, no rank
 // padded to the largest. Callers validate shapes and own every buffer, as for lora.h.
+//
+// The frozen weight may be in reduced precision (Wq, lowp.h: bf16, int8, nf4), read by its own GEMMs
+// as a LinearLoRA over it reads it, and the activations may be bf16 (Bf16Io, lora.h: widened around
+// the same kernels); the adapters, s, ds and the gradients stay fp32.
 #pragma once
 #include <cstdint>
 
@@ -51,6 +55,7 @@ struct MultiForwardArgs {
   int64_t M = 0, I = 0, O = 0;
   const float* x = nullptr;     // (M, I)
   const float* W = nullptr;     // (O, I) frozen
+  FrozenW Wq;                   // format != F32: W in reduced precision (lowp.h); W is unused
   const float* bias = nullptr;  // (O) or null
   const MultiAdapter* adapters = nullptr;  // K of them, K = seg.K
   Segments seg;
@@ -65,6 +70,7 @@ struct MultiBackwardArgs {
   const float* x = nullptr;   // (M, I) the forward's input
   const float* dy = nullptr;  // (M, O)
   const float* W = nullptr;   // (O, I) frozen: no gradient
+  FrozenW Wq;                 // format != F32: W in reduced precision (lowp.h); W is unused
   const MultiAdapter* adapters = nullptr;  // the forward's, with dA and dB
   Segments seg;               // the forward's
   const float* s = nullptr;   // from forward
@@ -80,5 +86,8 @@ void multi_lora_forward(const MultiForwardArgs& a);
 // dA_i += x̃_iᵀ·ds_i, dB_i += scaling_i·s_iᵀ·dy_i with ds_i = scaling_i·dy_i·B_iᵀ, and
 // dx = dy·W + (ds_i·A_iᵀ) ⊙ mask_i / (1 − p_i) on adapter i's rows.
 void multi_lora_backward(const MultiBackwardArgs& a);
+// The same with bf16 activations where io names them (x, dy in; y, dx out), as lora_forward's.
+void multi_lora_forward(MultiForwardArgs a, const Bf16Io& io);
+void multi_lora_backward(MultiBackwardArgs a, const Bf16Io& io);
 
 }  // namespace fused_lora
