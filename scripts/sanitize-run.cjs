@@ -112,12 +112,15 @@ async function wide() {
 }
 
 // MultiLoRALinear at wide and awkward shapes: adapters of mixed ranks and dropout, rows grouped,
-// interleaved and with frozen-only rows, sync and async, an adapter added and removed between steps.
-const MULTI_LAYERS = [[24, 4096, 4096], [12, 768, 3072], [7, 4096, 11008], [5, 33, 17], [0, 9, 7]];
+// interleaved and with frozen-only rows, sync and async, an adapter added and removed between steps;
+// float32 bases and reduced-precision ones (bf16 activations, quantized weights).
+const MULTI_LAYERS = [[24, 4096, 4096, {}], [12, 768, 3072, {}], [7, 4096, 11008, {}], [5, 33, 17, {}], [0, 9, 7, {}],
+  [24, 4096, 4097, { quantize: 'nf4' }], [7, 4096, 11008, { dtype: 'bfloat16' }], [12, 768, 3071, { quantize: 'int8', dtype: 'bfloat16' }], [5, 33, 17, { quantize: 'int8' }]];
 
 async function multi() {
-  for (const [k, [M, I, O]] of MULTI_LAYERS.entries()) {
-    const layer = new lib.MultiLoRALinear(new lib.Linear(I, O, { seed: k, bias: k % 2 === 0 }), {
+  for (const [k, [M, I, O, opts]] of MULTI_LAYERS.entries()) {
+    const dtype = opts.dtype || 'float32';
+    const layer = new lib.MultiLoRALinear(new lib.Linear(I, O, { seed: k, bias: k % 2 === 0, ...opts }), {
       adapters: { a: { rank: 16, seed: 1 }, b: { rank: 3, dropout: 0.25, seed: 2, B: data(3 * O, 3) }, c: { rank: 1, alpha: 4, rslora: true, seed: 3 } },
     });
     const names = ['a', 'b', 'c', '__base__'];
@@ -127,9 +130,9 @@ async function multi() {
       Array.from({ length: M }, (_, m) => names[(m * 7 + 3) % 3]),
     ];
     for (const [s, adapterNames] of layouts.entries()) {
-      const x = lib.tensor(data(M * I, s + 1), [M, I]);
+      const x = lib.tensor(data(M * I, s + 1), [M, I], { dtype });
       const y = s % 2 ? await layer.forwardAsync(x, { adapterNames }) : layer.forward(x, { adapterNames });
-      const dy = data(y.size, s + 2);
+      const dy = lib.tensor(data(y.size, s + 2), y.shape, { dtype });
       if (s % 2) await layer.backwardAsync(dy); else layer.backward(dy, { inputGrad: s !== 2 });
       if (s === 0) {
         layer.removeAdapter('c');
