@@ -19,6 +19,9 @@ if (!HAVE_REDIS) console.warn('test/workers.test.ts: redis-server is not install
 
 const cli = path.join(__dirname, '..', 'dist', 'cli', 'index.js');
 const procs: ChildProcess[] = [];
+// Every process's output so far, for the message of a wait that times out (what the workers and
+// Redis said is the first thing needed to tell a hang from a slow machine).
+const outputs: Array<{ what: string; out: () => string }> = [];
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -46,6 +49,7 @@ function launch(cmd: string, args: string[], ready: RegExp) {
     proc.stderr!.on('data', onData);
     exited.then((code) => reject(new Error(`${cmd} exited (${code}) before it was ready:\n${out}`)));
   });
+  outputs.push({ what: `${path.basename(cmd)} ${args.slice(0, 2).join(' ')} (pid ${proc.pid})`, out: () => out });
   return { proc, up, exited, out: () => out };
 }
 
@@ -66,7 +70,10 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | false
   for (;;) {
     const v = await probe();
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) {
+      const said = outputs.map((o) => `--- ${o.what}, last lines:\n${o.out().split('\n').slice(-15).join('\n')}`).join('\n');
+      throw new Error(`timed out waiting for ${what}\n${said}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -308,7 +315,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     expect(ok.stdout).toContain(`trained 30 steps: loss ${alone.firstLoss.toExponential(3)} -> ${alone.lastLoss.toExponential(3)}; adapter written to ${viaCli.out}\n`);
     const no = await submit({ ...good, data: path.join(dir, 'A.jsonl'), out: path.join(dir, 'bad-cli') });
     expect(no.code).toBe(1);
-    expect(no.stderr).toMatch(/^fused-lora submit: job \d+ failed: ERR_SHAPE: worker: expected 10 features/);
+    expect(no.stderr).toMatch(/^fused-lora: ERR_SHAPE: submit: job \d+ failed: worker: expected 10 features/);
     // The client refuses such jobs before they reach the queue; the worker refuses unknown options.
     for (const [j, text] of [[{ ...good, lr: 0 }, /for job\.lr but received number 0/], [{ ...good, seeed: 1 }, /job\.seeed .*did you mean 'seed'/]] as const) {
       const err = await enqueueTraining(q, j as TrainingJob).catch((e: unknown) => e);

@@ -96,7 +96,9 @@ export function registerWorkerCommands(cmd: Command): void {
           console.log(`trained ${r.steps} steps${r.resumedFrom ? ` (resumed from step ${r.resumedFrom})` : ''}: loss ${r.firstLoss.toExponential(3)} -> ${r.lastLoss.toExponential(3)}; adapter written to ${r.adapter}`);
         } catch (e) {
           bar?.stop();
-          console.error(`fused-lora submit: job ${job.id} failed: ${(e as Error).message}`);
+          // The job's reason carries the worker's error code ("ERR_SHAPE: worker: ..."): the CLI's one-line form.
+          const m = /^(ERR_[A-Z_]+): ([\s\S]*)$/.exec((e as Error).message);
+          console.error(`fused-lora: ${m ? m[1] : 'ERR_BACKEND'}: submit: job ${job.id} failed: ${m ? m[2] : (e as Error).message}`);
           process.exitCode = 1;
         }
       } finally {
