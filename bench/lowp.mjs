@@ -45,10 +45,22 @@ const SHAPES = values.quick
 // The peer's task for each of ours: F.linear alone, the no-grad forward, forward + backward (dx, dA, dB).
 const PEER_TASK = { gemm: 'base', decode: 'forward', step: 'step' };
 const DECODE_MIN_MS = 50;  // a decode sample is the mean over calls filling this long, ours and the peer's
-// The accuracy check: rows through the decode path (M <= 8) and through the blocked GEMM.
-const ACCURACY = { sizes: [2048, 4096], rows: [8, 64] };
+// The accuracy check: rows through the decode path (M <= 8) and through the blocked GEMM, for a W
+// drawn uniform (as the timed tasks') and one drawn normal with the same spread (trained weights are
+// closer to normal, and each format's rounding error depends on the distribution it meets).
+const ACCURACY = { sizes: [2048, 4096], rows: [8, 64], weights: ['uniform', 'normal'] };
 
 const rand = (n, scale, seed) => new Random(seed).fillUniform(new Float32Array(n), scale);  // U(-scale, scale)
+/** N(0, std²) by Box-Muller, from the package's generator. */
+function normal(n, std, seed) {
+  const g = new Random(seed), out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u = 1 - g.next(), v = g.next(), rad = std * Math.sqrt(-2 * Math.log(u));
+    out[i] = rad * Math.cos(2 * Math.PI * v);
+    if (i + 1 < n) out[i + 1] = rad * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
 
 /** One task of one config: a function that runs it once, and its flop count. */
 function task(kind, M, I, O, cfg, W, X, DY) {
@@ -115,9 +127,11 @@ function errors(got, want) {
  */
 function accuracy() {
   const out = [];
-  for (const n of ACCURACY.sizes) {
+  for (const n of ACCURACY.sizes) for (const weights of ACCURACY.weights) {
     const I = n, O = n;
-    const W = rand(O * I, 1 / Math.sqrt(I), 1), B = rand(r * O, 0.01, 5);
+    // The same standard deviation either way, 1/sqrt(3I).
+    const W = weights === 'uniform' ? rand(O * I, 1 / Math.sqrt(I), 1) : normal(O * I, 1 / Math.sqrt(3 * I), 1);
+    const B = rand(r * O, 0.01, 5);
     for (const M of ACCURACY.rows) {
       const X = rand(M * I, 1, 2);
       let original = null;
@@ -135,8 +149,8 @@ function accuracy() {
         configs[cfg.name] = { vsOriginal: errors(y, original), vsDequantized: errors(y, held) };
         layer.dispose();
       }
-      out.push({ M, I, O, r, configs });
-      console.log(`accuracy M=${String(M).padEnd(3)} ${I}x${O}  ` +
+      out.push({ weights, M, I, O, r, configs });
+      console.log(`accuracy ${weights.padEnd(7)} M=${String(M).padEnd(3)} ${I}x${O}  ` +
         CONFIGS.map((c) => `${c.name} ${configs[c.name].vsOriginal.rel.toExponential(1)} / ${configs[c.name].vsDequantized.rel.toExponential(1)}`).join('  ') +
         '   (rel. error vs original W / vs held W)');
     }
@@ -280,7 +294,7 @@ const result = {
   rows,
   targets,
   accuracy: {
-    method: `LinearLoRA (r = ${r}, alpha = ${alpha}, B ~ U(+-0.01)) eval forward of x ~ U(+-1) rows, W ~ U(+-1/sqrt(I)); rel = ||y - ref|| / ||ref||, maxOverRms = max |y - ref| / rms(ref). ` +
+    method: `LinearLoRA (r = ${r}, alpha = ${alpha}, B ~ U(+-0.01)) eval forward of x ~ U(+-1) rows, W ~ U(+-1/sqrt(I)) (weights: uniform) or N(0, 1/(3I)) (normal, the same spread); rel = ||y - ref|| / ||ref||, maxOverRms = max |y - ref| / rms(ref). ` +
       'vsOriginal: ref in float64 from the original fp32 W and x (the format\'s error and the kernel\'s); vsDequantized: ref in float64 from the W the layer holds (weight.dataSync(): bf16 W, or the dequantized codes) and x as its tensor holds it (the kernel\'s own error).',
     rows: accuracyRows,
   },
