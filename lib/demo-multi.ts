@@ -24,7 +24,8 @@ import { checkOptions, optionKeys } from './validate';
 /** The most adapters the demo trains at once (each needs its own teacher, optimizer and directory). */
 export const MAX_DEMO_ADAPTERS = 64;
 
-export interface MultiDemoOptions extends Omit<DemoOptions, 'batch'> {
+/** The single demo's options but its batch and its reduced-precision base (MultiLoRALinear takes a float32 base only). */
+export interface MultiDemoOptions extends Omit<DemoOptions, 'batch' | 'dtype' | 'quantize'> {
   /** K, the adapters trained together. */
   adapters: number;
   /** Rows of each adapter in each step: a step's batch is adapters · rowsPerAdapter rows. */
@@ -36,7 +37,7 @@ const MULTI_DEMO_KEYS = optionKeys<MultiDemoOptions>({
   out: true, progress: true, log: true, adapters: true, rowsPerAdapter: true,
 });
 
-export const MULTI_DEMO_DEFAULTS: MultiDemoOptions = (({ batch: _, ...rest }) => ({ ...rest, adapters: 8, rowsPerAdapter: 16 }))(DEMO_DEFAULTS);
+export const MULTI_DEMO_DEFAULTS: MultiDemoOptions = (({ batch: _, dtype: _d, quantize: _q, ...rest }) => ({ ...rest, adapters: 8, rowsPerAdapter: 16 }))(DEMO_DEFAULTS);
 
 export interface MultiDemoAdapterResult {
   name: string;

@@ -6,18 +6,25 @@
 // teacher's outputs with AdamW until the loss falls 1000× (or a step limit), then we check that the
 // adapter recovered ΔW, time fused against unfused steps, save the adapter in PEFT's format, reload
 // it into a fresh layer and check that it gives the same outputs.
+//
+// With `dtype: 'bfloat16'` the frozen layer and the activations (x, the teacher's outputs, y, dy) are
+// bfloat16; with `quantize` the frozen W is held in int8 or nf4 (activations float32 unless dtype
+// says bfloat16). The teacher shares that base, so the hidden update is still exactly what the
+// adapter can learn, and the checks keep their meaning: fused and unfused agree to a tolerance set by
+// the activations' dtype (agreementTolerance), and the reloaded adapter gives identical outputs.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { backendInfo } from './backend-info';
+import { fail } from './errors';
 import { saveAdapter, loadAdapter } from './io/adapter';
-import { Linear } from './linear';
+import { Linear, Quantize } from './linear';
 import { LinearLoRA } from './linear-lora';
 import { mseLoss } from './losses';
 import { AdamW } from './optim';
 import { Random } from './random';
-import { Tensor, tensor } from './tensor';
+import { tensor } from './tensor';
 import { median } from './stats';
 
 export interface DemoOptions {
@@ -35,16 +42,40 @@ export interface DemoOptions {
   seed: number;
   /** Where the adapter goes (a temporary directory by default). */
   out?: string;
+  /** The frozen layer's and the activations' dtype. */
+  dtype: DemoDType;
+  /** The frozen W's format when quantized (nf4 needs I a multiple of 64: I is rounded up to one). */
+  quantize?: Quantize;
   progress: boolean;
   log: (line: string) => void;
 }
 
+export type DemoDType = 'float32' | 'bfloat16';
+export const DEMO_DTYPES: readonly DemoDType[] = ['float32', 'bfloat16'];
+export const DEMO_QUANTIZE: readonly Quantize[] = ['int8', 'nf4'];
+
 export const DEMO_DEFAULTS: DemoOptions = {
   inFeatures: 1000, outFeatures: 10000, rank: 10, samples: 2048, batch: 128, maxSteps: 600, targetDrop: 1000,
-  lr: 1e-2, seed: 7, progress: true, log: (l) => console.log(l),
+  lr: 1e-2, seed: 7, dtype: 'float32', progress: true, log: (l) => console.log(l),
 };
 
+/**
+ * How far the fused and unfused forwards may differ (‖y_unfused − y_fused‖ / ‖y_fused‖). Both compute
+ * the same sums in fp32 in another order: 1e-5 where y is float32 (int8 and nf4 bases too: both GEMMs
+ * multiply the same bf16-rounded x and Ŵ). A bfloat16 y is rounded to 8 significant bits by each path,
+ * and two roundings of nearly equal sums land at most one bf16 ulp apart, 2^-7 of the value: 2^-7.
+ */
+export function agreementTolerance(dtype: DemoDType): number {
+  return dtype === 'bfloat16' ? 2 ** -7 : 1e-5;
+}
+
 export interface DemoResult {
+  dtype: DemoDType;
+  quantize: Quantize | null;
+  /** The frozen W's resident bytes (Linear.frozenBytes().weight), and what it takes in float32. */
+  weightBytes: { held: number; float32: number };
+  /** The bound fusedUnfusedRelErr is held to (agreementTolerance of the dtype). */
+  agreementTolerance: number;
   steps: number;
   initialLoss: number;
   finalLoss: number;
@@ -125,13 +156,18 @@ export function trainUntil(o: { maxSteps: number; targetDrop: number; progress: 
 
 export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoResult> {
   const o = { ...DEMO_DEFAULTS, ...options };
-  const { inFeatures: I, outFeatures: O, rank: r, log } = o;
+  if (!DEMO_DTYPES.includes(o.dtype)) fail('ERR_ARGUMENT', 'demo', 'options.dtype', DEMO_DTYPES.map((d) => `'${d}'`).join(' or '), o.dtype);
+  if (o.quantize !== undefined && !DEMO_QUANTIZE.includes(o.quantize)) fail('ERR_ARGUMENT', 'demo', 'options.quantize', "'int8' or 'nf4'", o.quantize);
+  const { outFeatures: O, rank: r, dtype, log } = o;
+  const quantize = o.quantize ?? null;
+  const I = quantize === 'nf4' ? Math.ceil(o.inFeatures / 64) * 64 : o.inFeatures;
   const info = backendInfo().cpu;
   log(`fused-lora demo on ${info.blas}${info.blasPath ? ` (${info.blasPath})` : ''}, ${info.threads} threads: ${info.reason}`);
+  if (I !== o.inFeatures) log(`nf4 quantizes W in blocks of 64 along I: I = ${I} instead of ${o.inFeatures}`);
 
   // The pre-trained layer, and the teacher: the same layer plus a hidden rank-r update.
   const rng = new Random(o.seed);
-  const base = new Linear(I, O, { seed: o.seed, bias: true });
+  const base = new Linear(I, O, { seed: o.seed, bias: true, dtype, ...(quantize ? { quantize } : {}) });
   const At = rng.fillUniform(new Float32Array(I * r), 1 / Math.sqrt(I));
   const Bt = rng.fillUniform(new Float32Array(r * O), 0.5);
   const teacher = new LinearLoRA(base, r, { A: At, B: Bt, alpha: r });  // scaling 1: ΔW = Aₜ·Bₜ
@@ -141,13 +177,18 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
   const frozen = layer.numFrozen(), trainable = layer.numTrainable();
   log(`layer: W ${O} x ${I} + bias = ${frozen.toLocaleString('en-US')} frozen parameters, rank ${r}: ` +
       `${trainable.toLocaleString('en-US')} trainable (${((100 * trainable) / (O * I)).toFixed(2)} % of W)`);
+  const weightBytes = { held: base.frozenBytes().weight, float32: 4 * O * I };
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  log(`base: W in ${quantize ?? dtype}${quantize ? ` (quantized from float32), activations ${dtype}` : ''}: ` +
+      `${mib(weightBytes.held)} resident, ${(weightBytes.held / weightBytes.float32).toFixed(3)}x of float32's ${mib(weightBytes.float32)}; A, B and AdamW float32`);
 
-  // A fixed training set: inputs and the teacher's outputs.
-  const x = tensor(rng.fillUniform(new Float32Array(o.samples * I), 1), [o.samples, I]);
-  const target = teacher.forward(x);
+  // A fixed training set: inputs and the teacher's outputs, in the activations' dtype, cut into batches.
+  const xAll = tensor(rng.fillUniform(new Float32Array(o.samples * I), 1), [o.samples, I], { dtype });
+  const xHost = xAll.dataSync(), targetHost = teacher.forward(xAll).dataSync();  // values exact in dtype
   const batches = Math.floor(o.samples / o.batch);
-  const rows = (t: Tensor, features: number, b: number) =>
-    new Tensor(t.buffer().subarray(b * o.batch * features, (b + 1) * o.batch * features), [o.batch, features]);
+  const cut = (host: Float32Array, features: number) => Array.from({ length: batches }, (_, b) =>
+    tensor(host.subarray(b * o.batch * features, (b + 1) * o.batch * features), [o.batch, features], { dtype }));
+  const xs = cut(xHost, I), targets = cut(targetHost, O);
 
   const opt = new AdamW(layer.parameters(), { lr: o.lr, weightDecay: 0 });
   const { steps, initialLoss, loss, seconds } = trainUntil(o, batches, (step) => {
@@ -155,8 +196,8 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
     // exists here (the teacher is realisable), so the loss can keep falling as the rate does.
     opt.lr = o.lr * 0.01 ** ((step - 1) / o.maxSteps);
     const b = (step - 1) % batches;
-    const y = layer.forward(rows(x, I, b));
-    const { loss: l, grad } = mseLoss(y, rows(target, O, b));
+    const y = layer.forward(xs[b]);
+    const { loss: l, grad } = mseLoss(y, targets[b]);
     layer.backward(grad, { inputGrad: false });
     opt.step();
     opt.zeroGrad();
@@ -170,7 +211,7 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
 
   // Fused against unfused: the same step, side by side.
   const unfused = new LinearLoRA(base, r, { alpha: r, A: layer.lora.A.dataSync(), B: layer.lora.B.dataSync(), fused: false });
-  const xb = rows(x, I, 0), dy = mseLoss(layer.forward(xb), rows(target, O, 0)).grad;
+  const xb = xs[0], dy = mseLoss(layer.forward(xb), targets[0]).grad;
   const agree = relErr(unfused.forward(xb).dataSync(), layer.forward(xb).dataSync());
   const time = (l: LinearLoRA) => {
     const t: number[] = [];
@@ -188,12 +229,14 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
     stepMs.unfused = time(unfused);
   }
   layer.zeroGrad();
+  const tolerance = agreementTolerance(dtype);
   log(`step (forward + backward, M = ${o.batch}): fused ${stepMs.fused.toFixed(1)} ms, unfused ${stepMs.unfused.toFixed(1)} ms ` +
-      `(unfused/fused ${(stepMs.unfused / stepMs.fused).toFixed(2)}); outputs agree to ${agree.toExponential(1)}`);
+      `(unfused/fused ${(stepMs.unfused / stepMs.fused).toFixed(2)}); outputs agree to ${agree.toExponential(1)} ` +
+      `(bound ${tolerance.toExponential(1)}: ${dtype === 'bfloat16' ? 'one bf16 ulp, 2^-7, as each path rounds y to bf16' : 'fp32 sums in another order'})`);
 
   // Save in PEFT's format, reload into a fresh layer, compare outputs.
   const dir = o.out ?? fs.mkdtempSync(path.join(os.tmpdir(), 'fused-lora-demo-'));
-  await saveAdapter(dir, { 'demo.proj': layer }, { baseModel: 'fused-lora/demo-1000x10000' });
+  await saveAdapter(dir, { 'demo.proj': layer }, { baseModel: `fused-lora/demo-${I}x${O}${quantize ? `-${quantize}` : dtype === 'float32' ? '' : `-${dtype}`}` });
   const fresh = new LinearLoRA(base, r, { seed: 12345 });
   await loadAdapter(dir, { 'demo.proj': fresh });
   fresh.eval();
@@ -202,5 +245,8 @@ export async function runDemo(options: Partial<DemoOptions> = {}): Promise<DemoR
   let maxDiff = 0;
   for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i] - bOut[i]));
   log(`adapter saved to ${dir} (${fs.readdirSync(dir).sort().join(', ')}); reloaded layer's outputs differ by at most ${maxDiff}`);
-  return { steps, initialLoss, finalLoss: loss, drop, updateRelErr: updErr, fusedUnfusedRelErr: agree, reloadMaxAbsDiff: maxDiff, stepMs, adapterDir: dir };
+  return {
+    dtype, quantize, weightBytes, agreementTolerance: tolerance,
+    steps, initialLoss, finalLoss: loss, drop, updateRelErr: updErr, fusedUnfusedRelErr: agree, reloadMaxAbsDiff: maxDiff, stepMs, adapterDir: dir,
+  };
 }

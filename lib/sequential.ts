@@ -256,6 +256,10 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions | ApplyMu
   const bases = new Map<string, Linear>();
   for (const [path, layer] of model.namedModules()) {
     if (!(layer instanceof Linear) || !matches(path)) continue;
+    if (quantize === 'nf4' && layer.inFeatures % 64 !== 0) {
+      fail('ERR_SHAPE', where, 'options.quantize', 'targets whose inputs are a multiple of 64 for nf4 (its blocks of 64 run along I)',
+        said(`'nf4' for ${path}, a Linear of ${layer.inFeatures} inputs`), 'int8 has no such limit');
+    }
     bases.set(path, quantize === undefined ? layer : new Linear(layer.inFeatures, layer.outFeatures, {
       weight: layer.weight, bias: layer.bias ?? undefined, dtype: layer.dtype, quantize,
     }));

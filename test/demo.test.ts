@@ -24,6 +24,51 @@ it('trains a rank-4 adapter on a 64 x 256 layer to a 100x lower loss, saves it i
   fs.rmSync(r.adapterDir, { recursive: true });
 });
 
+describe('the demo on a reduced-precision base', () => {
+  it.each([
+    ['bfloat16', undefined, 0.5],
+    ['float32', 'int8', (64 * 256 + 4 * 256) / (4 * 64 * 256)],
+    ['float32', 'nf4', (32 * 256 + 4 * 256) / (4 * 64 * 256)],
+    ['bfloat16', 'nf4', (32 * 256 + 4 * 256) / (4 * 64 * 256)],
+  ] as const)('%s activations, %s W: the loss falls 100x, the update is recovered, fused and unfused agree within the bound of the dtype, the reload is exact', async (dtype, quantize, bytesRatio) => {
+    const lines: string[] = [];
+    const r = await runDemo({
+      inFeatures: 64, outFeatures: 256, rank: 4, samples: 512, batch: 64, maxSteps: 400, targetDrop: 100,
+      dtype, quantize, progress: false, log: (l) => lines.push(l),
+    });
+    expect(r.dtype).toBe(dtype);
+    expect(r.quantize).toBe(quantize ?? null);
+    expect(r.weightBytes.held / r.weightBytes.float32).toBeCloseTo(bytesRatio, 6);
+    expect(r.drop).toBeGreaterThanOrEqual(100);
+    expect(r.updateRelErr).toBeLessThan(0.2);
+    expect(r.agreementTolerance).toBe(dtype === 'bfloat16' ? 2 ** -7 : 1e-5);
+    expect(r.fusedUnfusedRelErr).toBeLessThanOrEqual(r.agreementTolerance);
+    expect(r.reloadMaxAbsDiff).toBe(0);
+    expect(lines.join('\n')).toMatch(new RegExp(`base: W in ${quantize ?? dtype}`));
+    fs.rmSync(r.adapterDir, { recursive: true });
+  });
+
+  it('nf4 rounds I up to a multiple of 64, and says so', async () => {
+    const lines: string[] = [];
+    const r = await runDemo({
+      inFeatures: 100, outFeatures: 64, rank: 2, samples: 128, batch: 64, maxSteps: 2, quantize: 'nf4', progress: false, log: (l) => lines.push(l),
+    });
+    expect(lines).toContain('nf4 quantizes W in blocks of 64 along I: I = 128 instead of 100');
+    expect(r.weightBytes.float32).toBe(4 * 128 * 64);
+    fs.rmSync(r.adapterDir, { recursive: true });
+  });
+
+  it.each([
+    [{ dtype: 'float16' }, /^demo: expected 'float32' or 'bfloat16' for options\.dtype but received string "?float16"?$/],
+    [{ quantize: 'int4' }, /^demo: expected 'int8' or 'nf4' for options\.quantize but received string "?int4"?$/],
+  ])('refuses %j with ERR_ARGUMENT before building anything', async (options, message) => {
+    const err = await runDemo({ ...options, progress: false, log: () => {} } as Parameters<typeof runDemo>[0]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LoraError);
+    expect((err as LoraError).code).toBe('ERR_ARGUMENT');
+    expect((err as LoraError).message).toMatch(message);
+  });
+});
+
 describe('the many-adapter demo (fused-lora demo --adapters K)', () => {
   it('trains 8 hidden teachers at once in one batch: each adapter recovers its own update, one batch agrees with one by one, each reloads exactly', async () => {
     const lines: string[] = [];

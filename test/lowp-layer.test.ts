@@ -211,6 +211,7 @@ describe('loading and applying', () => {
     const { Sequential, applyLoRA } = await import('../lib/index');
     const model = new Sequential({ a: new Linear(128, 64, { seed: 1 }), b: new Linear(64, 30, { seed: 2 }), c: new Linear(30, 8, { seed: 3 }) });
     expectCode(() => applyLoRA(model, { rank: 2, quantize: 'nf4' }), 'ERR_SHAPE');  // c has I = 30
+    expect(() => applyLoRA(model, { rank: 2, quantize: 'nf4' })).toThrow(/for options\.quantize but received 'nf4' for c, a Linear of 30 inputs/);
     expect(model.namedModules().map(([, l]) => l.constructor.name)).toEqual(['Linear', 'Linear', 'Linear']);
     expectCode(() => applyLoRA(model, { rank: 2, quantize: 'fp8' as never }), 'ERR_ARGUMENT');
     const layers = applyLoRA(model, { rank: 2, targets: ['a', 'b'], quantize: 'nf4' });

@@ -12,10 +12,14 @@ export type PeerTask = 'base' | 'forward' | 'step';
 /** A thread configuration: 'defaults' sets nothing; N sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and torch.set_num_threads to N. */
 export type PeerConfig = 'defaults' | number;
 
+/** The peer's arithmetic: float32 tensors, bfloat16 tensors, or float32 tensors under torch.autocast to bfloat16. */
+export type PeerPrecision = 'fp32' | 'bf16' | 'autocast';
+
 export interface PeerInfo {
   /** 'defaults' or 'threads=N': how the harness names this configuration in its output. */
   label: string;
   config: PeerConfig;
+  precision: PeerPrecision;
   torch: string;
   /** What this process set, before torch was imported (the environment) and after (set_num_threads). */
   set: Record<string, string | number>;
@@ -69,7 +73,7 @@ export class TorchPeer {
   }
 
   /** Starts one peer process in configuration `config`; resolves to the peer, or to a one-line reason it is skipped. */
-  static async start(python: string, config: PeerConfig): Promise<TorchPeer | string> {
+  static async start(python: string, config: PeerConfig, precision: PeerPrecision = 'fp32'): Promise<TorchPeer | string> {
     const script = peerScript();
     if (!fs.existsSync(script)) return `no peer script at ${script}`;
     // The addon sets OPENBLAS_THREAD_TIMEOUT=4 in this process (native/cpu/blas.cpp, before the first dlopen); the peer
@@ -77,7 +81,7 @@ export class TorchPeer {
     // script sets them itself (or, for 'defaults', leaves them unset), so none are passed down from here.
     const env = { ...process.env };
     for (const v of ['OPENBLAS_THREAD_TIMEOUT', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS']) delete env[v];
-    const child = spawn(python, [script, '--config', String(config)], { stdio: ['pipe', 'pipe', 'pipe'], env });
+    const child = spawn(python, [script, '--config', String(config), '--precision', precision], { stdio: ['pipe', 'pipe', 'pipe'], env });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const spawnError = new Promise<string>((resolve) => child.on('error', (e) => resolve(`${python} could not be started: ${e.message}`)));
@@ -90,7 +94,7 @@ export class TorchPeer {
       return `PyTorch not importable by ${python} (${first.reason})`;
     }
     return new TorchPeer(child, lines, {
-      label: configLabel(config), config, torch: first.torch ?? '?', set: first.set ?? {}, inherited: first.inherited ?? {},
+      label: configLabel(config), config, precision, torch: first.torch ?? '?', set: first.set ?? {}, inherited: first.inherited ?? {},
       threads: first.threads ?? 0, interopThreads: first.interopThreads ?? 0, blasThreads: first.blasThreads ?? null,
       blas: first.blas ?? '?', python, script,
     });
@@ -105,13 +109,17 @@ export class TorchPeer {
     return reply;
   }
 
-  async setup(shape: { M: number; I: number; O: number; r: number; scaling: number }): Promise<void> {
+  /** The shape's tensors in the peer; `bias: false` leaves b out (true by default). */
+  async setup(shape: { M: number; I: number; O: number; r: number; scaling: number; bias?: boolean }): Promise<void> {
     await this.#ask({ cmd: 'setup', ...shape });
   }
 
-  /** Runs `task` `iterations` times in the peer; its per-iteration times in ms. */
-  async time(task: PeerTask, iterations: number): Promise<number[]> {
-    return (await this.#ask({ cmd: 'time', task, iterations })).samples ?? [];
+  /**
+   * Runs `task` `iterations` times in the peer; its per-iteration times in ms. With `minMs`, each
+   * sample is the mean over as many calls as take at least that long (for calls of microseconds).
+   */
+  async time(task: PeerTask, iterations: number, minMs = 0): Promise<number[]> {
+    return (await this.#ask({ cmd: 'time', task, iterations, minMs })).samples ?? [];
   }
 
   close(): void {

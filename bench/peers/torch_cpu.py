@@ -8,19 +8,24 @@ per process and some are read only when the library loads:
   --config N          OMP_NUM_THREADS=N and OPENBLAS_NUM_THREADS=N before torch is imported, then
                       torch.set_num_threads(N)
 The harness starts one of each (defaults, 1 .. nproc) and reports the fastest (bench/NOTES.md).
+  --precision fp32       float32 tensors (the default)
+  --precision bf16       every tensor bfloat16 (x, W, b, A, B, dy), as `model.to(torch.bfloat16)` gives
+  --precision autocast   float32 tensors, the forward under torch.autocast('cpu', dtype=torch.bfloat16)
+bench/lowp.mjs starts each precision in each thread configuration and counts the fastest.
 
 A long-lived child of the harness, driven over stdin/stdout one JSON line at a time, so the
 harness can alternate rounds of ours and theirs in one run (neither runs while the other does):
-  -> {"cmd": "setup", "M": .., "I": .., "O": .., "r": .., "scaling": ..}
+  -> {"cmd": "setup", "M": .., "I": .., "O": .., "r": .., "scaling": .., "bias": true | false (default true)}
   <- {"ok": true}
-  -> {"cmd": "time", "task": "base" | "forward" | "step", "iterations": n}
-  <- {"ok": true, "samples": [ms, ...]}
+  -> {"cmd": "time", "task": "base" | "forward" | "step", "iterations": n, "minMs": t (default 0)}
+  <- {"ok": true, "samples": [ms, ...]}     one sample: the mean over calls that together take >= minMs
 On start it answers {"ready": true, "torch": version, "config": .., "set": {what this process set},
-"threads": torch.get_num_threads(), "interopThreads": .., "blasThreads": .., "blas": ...} or, where
+"threads": torch.get_num_threads(), "interopThreads": .., "blasThreads": .., "blas": ..., "precision": ...} or, where
 torch cannot be imported, {"ready": false, "reason": ...} and exits.
-Usage (by the harness): /usr/bin/python3 bench/peers/torch_cpu.py --config defaults|N
+Usage (by the harness): /usr/bin/python3 bench/peers/torch_cpu.py --config defaults|N [--precision fp32|bf16|autocast]
 """
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -62,7 +67,9 @@ def blas_threads():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", type=config, required=True)
+    ap.add_argument("--precision", choices=("fp32", "bf16", "autocast"), default="fp32")
     args = ap.parse_args()
+    precision = args.precision
     cfg = args.config
     set_ = {}
     if cfg != "defaults":
@@ -89,24 +96,32 @@ def main():
                  and k not in set_}
 
     st = {}
+    # The tensors' dtype, and what the forward runs under (autocast casts float32 tensors to bf16 per op).
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    region = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "autocast" else contextlib.nullcontext
 
-    def setup(M, I, O, r, scaling):
+    def setup(M, I, O, r, scaling, bias=True):
         st.clear()
-        st["x"] = torch.empty(M, I).uniform_(-1, 1).requires_grad_(True)
-        st["W"] = torch.empty(O, I).uniform_(-(I ** -0.5), I ** -0.5)  # frozen: no grad
-        st["b"] = torch.empty(O).uniform_(-(I ** -0.5), I ** -0.5)
+        def make(*shape, bound, grad=False):
+            t = torch.empty(*shape).uniform_(-bound, bound).to(dtype)
+            return t.requires_grad_(True) if grad else t
+        st["x"] = make(M, I, bound=1, grad=True)
+        st["W"] = make(O, I, bound=I ** -0.5)  # frozen: no grad
+        st["b"] = make(O, bound=I ** -0.5) if bias else None
         # PEFT's layouts: lora_A.weight (r, I), lora_B.weight (O, r).
-        st["A"] = torch.empty(r, I).uniform_(-(I ** -0.5), I ** -0.5).requires_grad_(True)
-        st["B"] = (torch.empty(O, r).uniform_(-1, 1) * 0.01).requires_grad_(True)
-        st["dy"] = torch.empty(M, O).uniform_(-1, 1)
+        st["A"] = make(r, I, bound=I ** -0.5, grad=True)
+        st["B"] = make(O, r, bound=0.01, grad=True)
+        # The output's dtype: bf16 under autocast too, and backward takes a gradient of that dtype.
+        st["dy"] = make(M, O, bound=1).to(torch.bfloat16 if precision != "fp32" else torch.float32)
         st["scaling"] = scaling
 
     def forward():
         x, W, b, A, B = st["x"], st["W"], st["b"], st["A"], st["B"]
-        return F.linear(x, W, b) + F.linear(F.linear(x, A), B) * st["scaling"]
+        with region():
+            return F.linear(x, W, b) + F.linear(F.linear(x, A), B) * st["scaling"]
 
     def base():
-        with torch.no_grad():
+        with torch.no_grad(), region():
             return F.linear(st["x"], st["W"], st["b"])
 
     def fwd():
@@ -123,7 +138,7 @@ def main():
     step()
     reply({"ready": True, "torch": torch.__version__, "config": cfg, "set": set_, "inherited": inherited,
            "threads": torch.get_num_threads(), "interopThreads": torch.get_num_interop_threads(),
-           "blasThreads": blas_threads(), "blas": blas})
+           "blasThreads": blas_threads(), "blas": blas, "precision": precision})
 
     tasks = {"base": base, "forward": fwd, "step": step}
     for line in sys.stdin:
@@ -132,15 +147,21 @@ def main():
         if cmd == "quit":
             return
         if cmd == "setup":
-            setup(msg["M"], msg["I"], msg["O"], msg["r"], msg["scaling"])
+            setup(msg["M"], msg["I"], msg["O"], msg["r"], msg["scaling"], msg.get("bias", True))
             reply({"ok": True})
         elif cmd == "time":
             fn = tasks[msg["task"]]
+            min_ms = float(msg.get("minMs", 0))
             samples = []
             for _ in range(int(msg["iterations"])):
-                t0 = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - t0) * 1e3)
+                n, t0 = 0, time.perf_counter()
+                while True:
+                    fn()
+                    n += 1
+                    ms = (time.perf_counter() - t0) * 1e3
+                    if ms >= min_ms:
+                        break
+                samples.append(ms / n)
             reply({"ok": True, "samples": samples})
         else:
             reply({"ok": False, "reason": f"unknown command {cmd!r}"})

@@ -111,8 +111,11 @@ export function parseModelSpec(raw: unknown): ModelSpec {
   };
 }
 
-/** The Sequential of the spec: Linear layers from `weights` where given, else seeded initialisation. */
-export function buildModel(spec: ModelSpec, weights: Record<string, Tensor> | null): Sequential {
+/**
+ * The Sequential of the spec: Linear layers from `weights` where given, else seeded initialisation,
+ * in `dtype` (a weights file's float32 values rounded to bfloat16 for a bfloat16 model).
+ */
+export function buildModel(spec: ModelSpec, weights: Record<string, Tensor> | null, dtype: 'float32' | 'bfloat16' = 'float32'): Sequential {
   const layers: Record<string, Linear | ReLU | GELU> = {};
   for (const [i, l] of spec.layers.entries()) {
     if (l.type !== 'linear') {
@@ -122,7 +125,9 @@ export function buildModel(spec: ModelSpec, weights: Record<string, Tensor> | nu
     const w = weights?.[`${l.name}.weight`];
     const b = weights?.[`${l.name}.bias`];
     if (weights && !w) fail('ERR_IO', 'model', `${l.name}.weight`, 'a tensor in the weights file', said('none'));
-    layers[l.name] = new Linear(l.in, l.out, { weight: w, bias: b ?? (weights ? false : l.bias), seed: spec.seed * 1000 + i });
+    // A Float32Array is placed in the layer's dtype; a float32 Tensor would have to be float32 already.
+    const host = (t: Tensor | undefined) => (t === undefined || dtype === 'float32' ? t : t.dataSync());
+    layers[l.name] = new Linear(l.in, l.out, { weight: host(w), bias: host(b) ?? (weights ? false : l.bias), seed: spec.seed * 1000 + i, dtype });
   }
   return new Sequential(layers);
 }

@@ -8,7 +8,7 @@ import { errorAt, fail, said } from '../errors';
 import { crossEntropyLoss, mseLoss } from '../losses';
 import { AdamW, SGD } from '../optim';
 import { Random } from '../random';
-import { Tensor } from '../tensor';
+import { Tensor, tensor } from '../tensor';
 import type { Dataset } from './data';
 import { ModelSpec, parseModelSpec } from './model-spec';
 
@@ -142,9 +142,13 @@ export class StepRows {
     this.labels = data.labels ? new Int32Array(B) : null;
   }
 
-  /** The loss of the prediction (B, O) against these rows' targets; its gradient into `grad` when given. */
+  /**
+   * The loss of the prediction (B, O) against these rows' targets; its gradient into `grad` when given.
+   * A bfloat16 prediction is compared with the targets rounded to bfloat16.
+   */
   loss(pred: Tensor, grad?: Tensor): { loss: number; grad: Tensor } {
     const out = grad === undefined ? undefined : { out: grad };
-    return this.y ? mseLoss(pred, new Tensor(this.y, pred.shape), out) : crossEntropyLoss(pred, this.labels!, out);
+    if (!this.y) return crossEntropyLoss(pred, this.labels!, out);
+    return mseLoss(pred, pred.dtype === 'float32' ? new Tensor(this.y, pred.shape) : tensor(this.y, pred.shape, { dtype: pred.dtype }), out);
   }
 }

@@ -1,21 +1,29 @@
 // `fused-lora train`: builds the model of a JSON description, wraps its target layers in LoRA,
 // fits the adapters on the data with the described optimizer and loss, and writes a PEFT adapter.
+// --dtype bfloat16 builds the frozen layers and runs the activations in bf16; --quantize holds the
+// LoRA targets' frozen W in int8 or nf4 (applyLoRA's quantize). The adapters, their gradients and the
+// optimizer stay float32 either way.
 import { SingleBar } from 'cli-progress';
 import { saveAdapter } from '../io/adapter';
 import fs from 'node:fs';
 import path from 'node:path';
-import { errorAt } from '../errors';
+import { errorAt, fail } from '../errors';
 import { loadSafetensors, writeSafetensors } from '../io/safetensors';
-import { Linear } from '../linear';
+import { Linear, Quantize } from '../linear';
+import { LinearLoRA } from '../linear-lora';
 import { clipGradNorm } from '../optim';
 import { applyLoRA } from '../sequential';
-import { Tensor } from '../tensor';
+import { Tensor, tensor } from '../tensor';
 import { loadDataset } from './data';
 import { buildModel } from './model-spec';
 import { BatchSampler, checkDataset, makeOptimizer, planTraining, StepRows, TrainSettings } from './train-plan';
 
 export interface TrainOptions extends TrainSettings {
   out: string;
+  /** The frozen layers' and activations' dtype (default float32). */
+  dtype?: 'float32' | 'bfloat16';
+  /** The LoRA targets' frozen W quantized (nf4: each target's inputs a multiple of 64). */
+  quantize?: Quantize;
   progress?: boolean;
   log?: (line: string) => void;
 }
@@ -47,28 +55,51 @@ function checkOutDir(dir: string): void {
   }
 }
 
-/** The frozen Linear layers' weights by PyTorch's names ("fc1.weight", "fc1.bias"), as `weights` files hold them. */
-function baseTensors(model: ReturnType<typeof buildModel>): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
+/**
+ * The frozen Linear layers' weights by PyTorch's names ("fc1.weight", "fc1.bias"), as `weights` files
+ * hold them, in float32 (a bfloat16 layer's values widen exactly, and are written back as BF16).
+ */
+function baseTensors(model: ReturnType<typeof buildModel>): Record<string, { data: Float32Array; shape: readonly number[] }> {
+  const out: Record<string, { data: Float32Array; shape: readonly number[] }> = {};
   for (const [name, layer] of model.namedModules()) {
     if (!(layer instanceof Linear)) continue;
-    out[`${name}.weight`] = layer.weight;
-    if (layer.bias) out[`${name}.bias`] = layer.bias;
+    out[`${name}.weight`] = { data: layer.weight.dataSync(), shape: layer.weight.shape };
+    if (layer.bias) out[`${name}.bias`] = { data: layer.bias.dataSync(), shape: layer.bias.shape };
   }
   return out;
+}
+
+/** What the frozen layers hold: each Linear's dtype or format, and their resident bytes against float32's. */
+function frozenSummary(model: ReturnType<typeof buildModel>, dtype: string, quantize: Quantize | undefined): string {
+  let held = 0, float32 = 0;
+  for (const [, layer] of model.namedModules()) {
+    const linear = layer instanceof LinearLoRA ? layer.base : layer;
+    if (!(linear instanceof Linear)) continue;
+    held += linear.frozenBytes().total;
+    float32 += 4 * (linear.weight.size + (linear.bias?.size ?? 0));
+  }
+  return `${quantize ? `LoRA targets' W in ${quantize}, ` : ''}activations ${dtype}: the frozen layers hold ${held} bytes (${(held / float32).toFixed(3)}x of float32's ${float32})`;
 }
 
 export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   const log = o.log ?? ((l: string) => console.log(l));
   const plan = planTraining('train', o);
   const { spec, steps, lr, seed } = plan;
+  const dtype = o.dtype ?? 'float32';
+  if (dtype !== 'float32' && dtype !== 'bfloat16') fail('ERR_ARGUMENT', 'train', '--dtype', 'float32 or bfloat16', dtype);
+  if (o.quantize !== undefined && o.quantize !== 'int8' && o.quantize !== 'nf4') fail('ERR_ARGUMENT', 'train', '--quantize', 'int8 or nf4', o.quantize);
   const weights = plan.weightsFile ? await loadSafetensors(plan.weightsFile) : null;
-  const model = buildModel(spec, weights);
+  const model = buildModel(spec, weights, dtype);
+  // The base as drawn, before any quantization: quantizing it again gives the same codes.
   const drawn = weights ? null : baseTensors(model);
-  const layers = applyLoRA(model, { rank: spec.lora.rank, alpha: spec.lora.alpha, targets: spec.lora.targets, dropout: spec.lora.dropout, rslora: spec.lora.rslora, seed });
+  const layers = applyLoRA(model, {
+    rank: spec.lora.rank, alpha: spec.lora.alpha, targets: spec.lora.targets, dropout: spec.lora.dropout, rslora: spec.lora.rslora, seed,
+    ...(o.quantize ? { quantize: o.quantize } : {}),
+  });
   const params = model.parameters();
   const trainable = params.reduce((a, p) => a + p.size, 0);
   log(`model: ${spec.layers.map((l) => l.name).join(' -> ')}; LoRA rank ${spec.lora.rank} on ${Object.keys(layers).join(', ')}: ${trainable} trainable parameters`);
+  log(`base: ${frozenSummary(model, dtype, o.quantize)}`);
 
   const data = await loadDataset(o.data);
   checkDataset('train', spec, data, o.data);
@@ -84,7 +115,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   let firstLoss = NaN, lastLoss = NaN;
   for (let step = 1; step <= steps; step++) {
     sampler.next(rows.x, rows.y, rows.labels);
-    const out = model.forward(new Tensor(rows.x, [B, data.I]));
+    const out = model.forward(dtype === 'float32' ? new Tensor(rows.x, [B, data.I]) : tensor(rows.x, [B, data.I], { dtype }));
     const { loss, grad } = rows.loss(out);
     model.backward(grad, { inputGrad: false });
     if (spec.clipGradNorm !== undefined) clipGradNorm(params, spec.clipGradNorm);
@@ -105,7 +136,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   const base = plan.weightsFile ?? path.join(o.out, DRAWN_BASE);
   if (drawn) {
     fs.mkdirSync(o.out, { recursive: true });
-    await writeSafetensors(base, drawn, { metadata: { drawn_from_seed: String(spec.seed) } });
+    await writeSafetensors(base, drawn, { dtype: dtype === 'bfloat16' ? 'BF16' : 'F32', metadata: { drawn_from_seed: String(spec.seed) } });
   }
   await saveAdapter(o.out, layers, { baseModel: plan.baseModel });
   log(`trained ${steps} steps: loss ${firstLoss.toExponential(3)} -> ${lastLoss.toExponential(3)}; adapter written to ${o.out}` +

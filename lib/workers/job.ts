@@ -28,6 +28,12 @@ export const TRAINING_JOB_KEYS = optionKeys<TrainingJob>({ model: true, data: tr
 /** A job's fields, checked: unknown keys, types, ranges (ERR_ARGUMENT naming `arg`.field). */
 export function checkTrainingJob(where: string, raw: unknown, arg = 'job'): TrainingJob {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail('ERR_ARGUMENT', where, arg, 'a training job object { model, data, out, … }', raw);
+  for (const key of ['dtype', 'quantize']) {
+    if (Object.hasOwn(raw, key)) {
+      fail('ERR_ARGUMENT', where, `${arg}.${key}`, 'no such field (jobs train on a float32 base)', (raw as Record<string, unknown>)[key],
+        'a worker batches jobs as adapters of one MultiLoRALinear, which takes a float32 base only for now; `fused-lora train --dtype/--quantize` trains one alone');
+    }
+  }
   const j = checkOptions(where, raw, TRAINING_JOB_KEYS, arg);
   for (const key of ['model', 'data', 'out'] as const) {
     if (typeof j[key] !== 'string' || j[key] === '') fail('ERR_ARGUMENT', where, `${arg}.${key}`, 'a non-empty path', j[key]);
