@@ -5,7 +5,8 @@
 // pack). Interleaved rounds, medians; prints ratios to fp32 and writes
 // bench/results/<date>-<host>-lowp.json with the machine, commit, command, load and kernels.
 //
-// Usage: npm run build:ts && node bench/lowp.mjs [--quick] [--rounds 5] [--out bench/results]
+// Usage: npm run build:ts && node bench/lowp.mjs [--quick | --decode] [--rounds 5] [--out bench/results]
+// (--decode: the four decode rows of the full run, alone)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +19,7 @@ import { median } from '../dist/stats.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, rounds: { type: 'string', default: '5' }, out: { type: 'string', default: path.join(root, 'bench', 'results') } },
+  options: { quick: { type: 'boolean', default: false }, decode: { type: 'boolean', default: false }, rounds: { type: 'string', default: '5' }, out: { type: 'string', default: path.join(root, 'bench', 'results') } },
 });
 const rounds = Number(values.rounds), r = 16;
 const CONFIGS = [
@@ -28,10 +29,11 @@ const CONFIGS = [
   { name: 'nf4', opts: { quantize: 'nf4' } },
 ];
 // [task, M, I, O]
+const DECODE = [['decode', 1, 4096, 4096], ['decode', 8, 4096, 4096], ['decode', 1, 4096, 11008], ['decode', 8, 4096, 11008]];
 const SHAPES = values.quick
   ? [['gemm', 2048, 2048, 2048], ['step', 2048, 2048, 2048], ['decode', 1, 4096, 4096]]
-  : [['gemm', 2048, 2048, 2048], ['step', 2048, 2048, 2048], ['step', 512, 4096, 4096], ['step', 512, 4096, 11008],
-     ['decode', 1, 4096, 4096], ['decode', 8, 4096, 4096], ['decode', 1, 4096, 11008], ['decode', 8, 4096, 11008]];
+  : values.decode ? DECODE
+  : [['gemm', 2048, 2048, 2048], ['step', 2048, 2048, 2048], ['step', 512, 4096, 4096], ['step', 512, 4096, 11008], ...DECODE];
 
 const rand = (n, scale, seed) => new Random(seed).fillUniform(new Float32Array(n), scale);  // U(-scale, scale)
 
@@ -96,6 +98,6 @@ const result = {
   rows,
 };
 fs.mkdirSync(values.out, { recursive: true });
-const file = path.join(values.out, `${result.date.slice(0, 10)}-${os.hostname()}-lowp${values.quick ? '-quick' : ''}.json`);
+const file = path.join(values.out, `${result.date.slice(0, 10)}-${os.hostname()}-lowp${values.quick ? '-quick' : values.decode ? '-decode' : ''}.json`);
 fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
 console.log(`wrote ${path.relative(root, file)}; kernels ${info.lowpKernel} / ${info.builtinKernel}, blas ${info.blas}`);
