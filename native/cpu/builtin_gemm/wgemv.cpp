@@ -41,21 +41,35 @@ constexpr int64_t kSeg = 1024;  // the portable kernels' decoded run per row: 4 
 // at M = 8.
 constexpr int rows_per_pass(int MM) { return MM <= 2 ? 4 : MM <= 4 ? 2 : 1; }
 
-// x as the kernels read it, each row padded with zeros to Kx = round_up(K, 32) k:
+// x as the kernels read it, each row padded with zeros to Kx = round_up(K, 64) k:
 //   Floats: fp32 values (the FMA kernels);
 //   Pairs: k-pair words (bf16 x[2p], bf16 x[2p+1]) (vdpbf16ps on bf16 and int8 W);
 //   Nf4Pairs: per 64-value block, the 16 words (x[4d], x[4d+2]) and then (x[4d+1], x[4d+3]): the
-//   pairs vpermw makes of the block's even and odd elements.
-enum class XLayout { Floats, Pairs, Nf4Pairs };
+//   pairs vpermw makes of the block's even and odd elements;
+//   Int8Pairs: per 64 values, the 16 words (x[16L + 2i], x[16L + 2i + 1]) for lanes L < 4, i < 4,
+//   and then the same 8 further on in each lane: the order vpunpck{l,h}bw interleaves bytes in.
+enum class XLayout { Floats, Pairs, Nf4Pairs, Int8Pairs };
+
+// The int8 lookup (bf16_int8_rows) needs vpermi2b; a CPU with avx512_bf16 but not AVX512_VBMI
+// (Cooper Lake) runs int8 on the AVX-512F kernel instead.
+bool cpu_vbmi() {
+#if FL_X86
+  static const bool v = __builtin_cpu_supports("avx512vbmi");
+  return v;
+#else
+  return false;
+#endif
+}
 
 XLayout layout_of(DecodeKernel kernel, WFormat f) {
   if (kernel != DecodeKernel::Avx512Bf16 || f == WFormat::F32) return XLayout::Floats;
+  if (f == WFormat::Int8) return cpu_vbmi() ? XLayout::Int8Pairs : XLayout::Floats;
   return f == WFormat::NF4 ? XLayout::Nf4Pairs : XLayout::Pairs;
 }
 
 void prepare_x(XLayout layout, int64_t M, const float* A, int64_t lda, int64_t K, uint16_t* h, uint32_t* xp,
                int64_t stride) {
-  const int64_t Kx = round_up(K, 32);
+  const int64_t Kx = round_up(K, 64);
   for (int64_t m = 0; m < M; ++m) {
     const float* a = A + m * lda;
     for (int64_t k = 0; k < K; ++k) h[k] = bf16_round(a[k]);
@@ -74,6 +88,16 @@ void prepare_x(XLayout layout, int64_t M, const float* A, int64_t lda, int64_t K
           for (int j = 0; j < 16; ++j) {
             d[32 * b + j] = uint32_t(s[4 * j]) | uint32_t(s[4 * j + 2]) << 16;
             d[32 * b + 16 + j] = uint32_t(s[4 * j + 1]) | uint32_t(s[4 * j + 3]) << 16;
+          }
+        }
+        break;
+      case XLayout::Int8Pairs:
+        for (int64_t b = 0; b < Kx / 64; ++b) {
+          const uint16_t* s = h + 64 * b;
+          for (int i = 0; i < 16; ++i) {
+            const int e = 16 * (i / 4) + 2 * (i % 4);
+            d[32 * b + i] = uint32_t(s[e]) | uint32_t(s[e + 1]) << 16;
+            d[32 * b + 16 + i] = uint32_t(s[e + 8]) | uint32_t(s[e + 9]) << 16;
           }
         }
         break;
@@ -219,37 +243,19 @@ FL_BF16_TARGET __m512bh x_words(const Job& j, int m, int64_t p) {
   return (__m512bh)_mm512_load_si512(j.x + m * j.xs + p);
 }
 
-// 32 values of W from flat element e (n < 32: the first n, the rest zero) as bf16 words; sc is the
-// row's int8 scale.
-template <WFormat F>
-FL_BF16_TARGET __m512bh w_words(const FrozenW& W, int64_t e, int64_t n, __m512 sc) {
-  if constexpr (F == WFormat::BF16) {
-    return (__m512bh)(n == 32 ? _mm512_loadu_si512(W.bf16 + e) : _mm512_maskz_loadu_epi16(__mmask32((1u << n) - 1), W.bf16 + e));
-  } else {
-    __m128i q0, q1;
-    if (n == 32) {
-      q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(W.q8 + e));
-      q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(W.q8 + e + 16));
-    } else {
-      const __m512i q = _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << n) - 1), W.q8 + e);
-      q0 = _mm512_castsi512_si128(q), q1 = _mm512_extracti32x4_epi32(q, 1);
-    }
-    const __m512 lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), sc);
-    const __m512 hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), sc);
-    return _mm512_cvtne2ps_pbh(hi, lo);
-  }
-}
-
-template <WFormat F, int MM, int R>
-FL_BF16_TARGET void bf16_step(const Job& j, int64_t o, int64_t k, int64_t n, const __m512* sc, __m512 (&acc)[R][MM]) {
+// bf16 W: 32 values from flat element e as they are stored (n < 32: the first n, the rest zero).
+template <int MM, int R>
+FL_BF16_TARGET void bf16_step(const Job& j, int64_t o, int64_t k, int64_t n, __m512 (&acc)[R][MM]) {
   __m512bh x[MM];
   for (int m = 0; m < MM; ++m) x[m] = x_words(j, m, k / 2);
   for (int r = 0; r < R; ++r) {
-    const __m512bh v = w_words<F>(*j.W, (o + r) * j.W->I + k, n, sc[r]);
+    const uint16_t* w = j.W->bf16 + (o + r) * j.W->I + k;
+    const __m512bh v = (__m512bh)(n == 32 ? _mm512_loadu_si512(w) : _mm512_maskz_loadu_epi16(__mmask32((1u << n) - 1), w));
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], v, x[m]);
   }
 }
 
+// bf16 and nf4 W.
 template <WFormat F, int MM, int R>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows(const Job& j, int64_t o, float* s) {
   const FrozenW& W = *j.W;
@@ -276,11 +282,76 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows(const Job&
       }
     }
   } else {
-    __m512 sc[R];
-    for (int r = 0; r < R; ++r) sc[r] = F == WFormat::Int8 ? _mm512_set1_ps(W.scale[o + r]) : _mm512_setzero_ps();
     const int64_t K32 = K / 32 * 32;
-    for (int64_t k = 0; k < K32; k += 32) bf16_step<F, MM, R>(j, o, k, 32, sc, acc);
-    if (K32 < K) bf16_step<F, MM, R>(j, o, K32, K - K32, sc, acc);
+    for (int64_t k = 0; k < K32; k += 32) bf16_step<MM, R>(j, o, k, 32, acc);
+    if (K32 < K) bf16_step<MM, R>(j, o, K32, K - K32, acc);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]);
+}
+
+// int8: Ŵ = bf16(q·scale) takes at most 256 values per row, so it is looked up rather than
+// computed: the high and the low bytes of bf16(u·scale) for u = |q| < 128 make two 128-byte tables
+// each (vpermi2b's reach with a 7-bit index), and the sign goes back on the high byte (rounding to
+// nearest even is symmetric); q = −128, whose |q| does not fit, is patched in from its own word.
+// Building the tables is about 40 instructions per row; looking 64 values up about 10, where
+// widening, scaling and rounding them with vcvtne2ps2bf16 takes about 18.
+struct Int8Table {
+  __m512i hi0, hi1, lo0, lo1, hi128, lo128;
+};
+
+// Byte 2i of a pair of registers: the low bytes of their 64 words (+1: the high bytes).
+alignas(64) constexpr uint8_t kEvenBytes[64] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62, 64, 66, 68, 70, 72, 74, 76, 78, 80, 82, 84, 86, 88, 90, 92, 94, 96, 98, 100, 102, 104, 106, 108, 110, 112, 114, 116, 118, 120, 122, 124, 126};
+
+__attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi"), always_inline)) inline Int8Table int8_table(float scale) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  __m512i w[4];  // words u = 32i .. 32i + 31: bf16(u·scale)
+  for (int i = 0; i < 4; ++i) {
+    const __m512 a = _mm512_mul_ps(_mm512_add_ps(iota, _mm512_set1_ps(float(32 * i))), sc);
+    const __m512 b = _mm512_mul_ps(_mm512_add_ps(iota, _mm512_set1_ps(float(32 * i + 16))), sc);
+    w[i] = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+  }
+  const __m512i even = _mm512_load_si512(kEvenBytes), odd = _mm512_add_epi8(even, _mm512_set1_epi8(1));
+  Int8Table t;
+  t.lo0 = _mm512_permutex2var_epi8(w[0], even, w[1]), t.lo1 = _mm512_permutex2var_epi8(w[2], even, w[3]);
+  t.hi0 = _mm512_permutex2var_epi8(w[0], odd, w[1]), t.hi1 = _mm512_permutex2var_epi8(w[2], odd, w[3]);
+  alignas(64) uint16_t w128[32];  // bf16(−128·scale), rounded as the table is
+  _mm512_store_si512(w128, (__m512i)_mm512_cvtne2ps_pbh(sc, _mm512_mul_ps(_mm512_set1_ps(-128.f), sc)));
+  t.hi128 = _mm512_set1_epi8(char(w128[0] >> 8)), t.lo128 = _mm512_set1_epi8(char(w128[0] & 0xff));
+  return t;
+}
+
+template <int MM, int R>
+__attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi"))) void bf16_int8_rows(const Job& j, int64_t o, float* s) {
+  const FrozenW& W = *j.W;
+  const int64_t K = j.K;
+  __m512 acc[R][MM];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
+  Int8Table t[R];
+  for (int r = 0; r < R; ++r) t[r] = int8_table(W.scale[o + r]);
+  const __m512i sign = _mm512_set1_epi8(char(0x80));
+  for (int64_t k = 0; k < K; k += 64) {
+    const int64_t n = std::min<int64_t>(64, K - k);
+    __m512bh x0[MM], x1[MM];
+    for (int m = 0; m < MM; ++m) x0[m] = x_words(j, m, k / 2), x1[m] = x_words(j, m, k / 2 + 16);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* p = W.q8 + (o + r) * W.I + k;
+      const __m512i q = n == 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(__mmask64(~uint64_t(0) >> (64 - n)), p);
+      const __m512i a = _mm512_abs_epi8(q);  // −128 stays 0x80 and indexes entry 0: patched below
+      const __mmask64 m128 = _mm512_cmpeq_epi8_mask(q, sign);
+      __m512i hi = _mm512_permutex2var_epi8(t[r].hi0, a, t[r].hi1);
+      __m512i lo = _mm512_permutex2var_epi8(t[r].lo0, a, t[r].lo1);
+      hi = _mm512_ternarylogic_epi32(hi, q, sign, 0xf8);  // hi | (q & 0x80)
+      hi = _mm512_mask_mov_epi8(hi, m128, t[r].hi128);
+      lo = _mm512_mask_mov_epi8(lo, m128, t[r].lo128);
+      const __m512bh w0 = (__m512bh)_mm512_unpacklo_epi8(lo, hi), w1 = (__m512bh)_mm512_unpackhi_epi8(lo, hi);
+      for (int m = 0; m < MM; ++m) {
+        acc[r][m] = _mm512_dpbf16_ps(acc[r][m], w0, x0[m]);
+        acc[r][m] = _mm512_dpbf16_ps(acc[r][m], w1, x1[m]);
+      }
+    }
   }
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]);
@@ -289,21 +360,31 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows(const Job&
 
 using RowsFn = void (*)(const Job&, int64_t, float*);
 
+// The kernel of R rows: int8 on a bf16 CPU without VBMI takes the AVX-512F kernel (layout_of agrees).
 template <bool Bf16, WFormat F, int MM, int R>
-constexpr RowsFn rows_fn() {
-  if constexpr (Bf16)
+RowsFn rows_fn() {
+  if constexpr (Bf16 && F == WFormat::Int8)
+    return cpu_vbmi() ? &bf16_int8_rows<MM, R> : &avx512_rows<F, MM, R>;
+  else if constexpr (Bf16)
     return &bf16_rows<F, MM, R>;
   else
     return &avx512_rows<F, MM, R>;
 }
 
+// Rows per pass: the int8 lookup holds 6 table registers per row, so it takes 2 where others take 4.
+template <bool Bf16, WFormat F>
+constexpr int rows_per_pass_of(int MM) {
+  return Bf16 && F == WFormat::Int8 ? (MM <= 4 ? 2 : 1) : rows_per_pass(MM);
+}
+
 template <bool Bf16, WFormat F, int MM>
 void range_regs(const Job& j, int64_t o0, int64_t o1) {
-  constexpr int R = rows_per_pass(MM);
+  constexpr int R = rows_per_pass_of<Bf16, F>(MM);
+  const RowsFn full = rows_fn<Bf16, F, MM, R>(), one = rows_fn<Bf16, F, MM, 1>();
   float s[R * MM];
   int64_t o = o0;
-  for (; o + R <= o1; o += R) rows_fn<Bf16, F, MM, R>()(j, o, s), store(j, o, R, MM, s);
-  for (; o < o1; ++o) rows_fn<Bf16, F, MM, 1>()(j, o, s), store(j, o, 1, MM, s);
+  for (; o + R <= o1; o += R) full(j, o, s), store(j, o, R, MM, s);
+  for (; o < o1; ++o) one(j, o, s), store(j, o, 1, MM, s);
 }
 
 template <bool Bf16, WFormat F, int MM = int(kLowpDecodeMaxRows)>
@@ -343,7 +424,7 @@ void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, con
               const FrozenW& W, float beta, float* C, int64_t ldc) {
   const int64_t K = W.I, N = W.O;
   const XLayout layout = layout_of(kernel, W.format);
-  const int64_t Kx = round_up(K, 32), stride = layout == XLayout::Floats ? Kx : Kx / 2;
+  const int64_t Kx = round_up(K, 64), stride = layout == XLayout::Floats ? Kx : Kx / 2;
   uint32_t* xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
   uint16_t* h = reinterpret_cast<uint16_t*>(scratch(Slot::PackB, size_t(Kx / 2)));
   prepare_x(layout, M, A, lda, K, h, xp, stride);
