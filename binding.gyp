@@ -28,6 +28,7 @@
         "native/cpu/builtin_gemm/scratch.cpp",
         "native/cpu/builtin_gemm/wgemm.cpp",
         "native/cpu/builtin_gemm/wdecode.cpp",
+        "native/cpu/builtin_gemm/wgemv.cpp",
         "native/cpu/quant.cpp",
         "native/cpu/lora.cpp",
         "native/cpu/multi_lora.cpp",

@@ -9,7 +9,8 @@
 // of the original W and of the dequantized one. Interleaved rounds, medians; writes
 // bench/results/<date>-<host>-lowp.json with the machine, commit, command, load, kernels and peers.
 //
-// Usage: npm run build:ts && node bench/lowp.mjs [--quick] [--rounds 5] [--out bench/results] [--no-peer] [--python PATH]
+// Usage: npm run build:ts && node bench/lowp.mjs [--quick | --decode] [--rounds 5] [--out bench/results] [--no-peer] [--python PATH]
+// (--decode: the four decode rows of the full run, alone)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,7 +25,7 @@ import { median } from '../dist/stats.js';
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({
   options: {
-    quick: { type: 'boolean', default: false }, rounds: { type: 'string', default: '5' },
+    quick: { type: 'boolean', default: false }, decode: { type: 'boolean', default: false }, rounds: { type: 'string', default: '5' },
     out: { type: 'string', default: path.join(root, 'bench', 'results') },
     'no-peer': { type: 'boolean', default: false },
     python: { type: 'string', default: fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3' },
@@ -38,10 +39,11 @@ const CONFIGS = [
   { name: 'nf4', opts: { quantize: 'nf4' } },
 ];
 // [task, M, I, O]
+const DECODE = [['decode', 1, 4096, 4096], ['decode', 8, 4096, 4096], ['decode', 1, 4096, 11008], ['decode', 8, 4096, 11008]];
 const SHAPES = values.quick
   ? [['gemm', 2048, 2048, 2048], ['step', 2048, 2048, 2048], ['decode', 1, 4096, 4096]]
-  : [['gemm', 2048, 2048, 2048], ['step', 2048, 2048, 2048], ['step', 512, 4096, 4096], ['step', 512, 4096, 11008],
-     ['decode', 1, 4096, 4096], ['decode', 8, 4096, 4096], ['decode', 1, 4096, 11008], ['decode', 8, 4096, 11008]];
+  : values.decode ? DECODE
+  : [['gemm', 2048, 2048, 2048], ['step', 2048, 2048, 2048], ['step', 512, 4096, 4096], ['step', 512, 4096, 11008], ...DECODE];
 // The peer's task for each of ours: F.linear alone, the no-grad forward, forward + backward (dx, dA, dB).
 const PEER_TASK = { gemm: 'base', decode: 'forward', step: 'step' };
 const DECODE_MIN_MS = 50;  // a decode sample is the mean over calls filling this long, ours and the peer's
@@ -300,6 +302,6 @@ const result = {
   },
 };
 fs.mkdirSync(values.out, { recursive: true });
-const file = path.join(values.out, `${result.date.slice(0, 10)}-${os.hostname()}-lowp${values.quick ? '-quick' : ''}.json`);
+const file = path.join(values.out, `${result.date.slice(0, 10)}-${os.hostname()}-lowp${values.quick ? '-quick' : values.decode ? '-decode' : ''}.json`);
 fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
 console.log(`wrote ${path.relative(root, file)}; kernels ${info.lowpKernel} / ${info.builtinKernel}, blas ${info.blas}`);

@@ -24,7 +24,7 @@ import { checkOptions, optionKeys } from './validate';
 /** The most adapters the demo trains at once (each needs its own teacher, optimizer and directory). */
 export const MAX_DEMO_ADAPTERS = 64;
 
-/** The single demo's options but its batch and its reduced-precision base (MultiLoRALinear takes a float32 base only). */
+/** The single demo's options but its batch and its reduced-precision base (a float32 base only, for now). */
 export interface MultiDemoOptions extends Omit<DemoOptions, 'batch' | 'dtype' | 'quantize'> {
   /** K, the adapters trained together. */
   adapters: number;

@@ -61,7 +61,7 @@ describe('fused-lora demo --dtype / --quantize', () => {
   it.each([
     [['--dtype', 'float16'], /^fused-lora: ERR_ARGUMENT: option '--dtype <dtype>' argument 'float16' is invalid\. Allowed choices are float32, bfloat16; see fused-lora demo --help$/],
     [['--quantize', 'int4'], /^fused-lora: ERR_ARGUMENT: option '--quantize <format>' argument 'int4' is invalid\. Allowed choices are int8, nf4; see fused-lora demo --help$/],
-    [['--adapters', '4', '--quantize', 'nf4'], /^fused-lora: ERR_ARGUMENT: demo: expected a float32 base \(no --dtype bfloat16, no --quantize\) for --adapters but received --quantize nf4; MultiLoRALinear takes a float32 base only/],
+    [['--adapters', '4', '--quantize', 'nf4'], /^fused-lora: ERR_ARGUMENT: demo: expected a float32 base \(no --dtype bfloat16, no --quantize\) for --adapters but received --quantize nf4; the multi-adapter demo runs on a float32 base only/],
     [['--adapters', '--dtype', 'bfloat16'], /^fused-lora: ERR_ARGUMENT: demo: expected a float32 base .* for --adapters but received --dtype bfloat16; /],
   ])('%j fails in one line before training', (flags, message) => {
     const res = run('demo', '--no-progress', ...flags);

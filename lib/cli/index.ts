@@ -56,7 +56,7 @@ export function program(): Command {
       if (o.adapters !== undefined && (o.dtype !== 'float32' || o.quantize !== undefined)) {
         fail('ERR_ARGUMENT', 'demo', '--adapters', 'a float32 base (no --dtype bfloat16, no --quantize)',
           said(o.quantize !== undefined ? `--quantize ${o.quantize}` : `--dtype ${o.dtype}`),
-          'MultiLoRALinear takes a float32 base only for now; without --adapters the demo trains one adapter on a reduced-precision base');
+          'the multi-adapter demo runs on a float32 base only for now; without --adapters the demo trains one adapter on a reduced-precision base');
       }
       if (o.adapters !== undefined) {
         const r = await runMultiDemo({ adapters: o.adapters, maxSteps: o.steps, lr: o.lr, out: o.out, progress });

@@ -31,7 +31,7 @@ export function checkTrainingJob(where: string, raw: unknown, arg = 'job'): Trai
   for (const key of ['dtype', 'quantize']) {
     if (Object.hasOwn(raw, key)) {
       fail('ERR_ARGUMENT', where, `${arg}.${key}`, 'no such field (jobs train on a float32 base)', (raw as Record<string, unknown>)[key],
-        'a worker batches jobs as adapters of one MultiLoRALinear, which takes a float32 base only for now; `fused-lora train --dtype/--quantize` trains one alone');
+        'a worker batches jobs as adapters of one MultiLoRALinear over a base it builds in float32 only for now; `fused-lora train --dtype/--quantize` trains one alone');
     }
   }
   const j = checkOptions(where, raw, TRAINING_JOB_KEYS, arg);

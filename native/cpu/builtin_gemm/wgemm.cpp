@@ -30,6 +30,7 @@
 #include "ukr_avx512.h"
 #include "ukr_bf16.h"
 #include "wdecode.h"
+#include "wgemv.h"
 
 namespace fused_lora {
 
@@ -371,142 +372,12 @@ void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, i
   }
 }
 
-// The decode path: y[m, o] for o in [o0, o1), each row of Ŵ decoded once into `row` and dotted with
-// the M rounded rows of A (xr, M × K).
-template <int L>
-__attribute__((always_inline)) inline void decode_body(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K,
-                                                       float alpha, const float* __restrict xr, const FrozenW& W,
-                                                       float beta, float* C, int64_t ldc, float* __restrict row) {
-  for (int64_t o = o0; o < o1; ++o) {
-    w.decode(W, o, 0, K, row);
-    for (int64_t m = 0; m < M; ++m) {
-      const float* x = xr + m * K;
-      float acc[L] = {};
-      int64_t k = 0;
-      for (; k + L <= K; k += L)
-        for (int l = 0; l < L; ++l) acc[l] += x[k + l] * row[k + l];
-      float s = 0.f;
-      for (int l = 0; l < L; ++l) s += acc[l];
-      for (; k < K; ++k) s += x[k] * row[k];
-      float* c = C + m * ldc + o;
-      *c = beta == 0.f ? alpha * s : alpha * s + beta * *c;
-    }
-  }
-}
-
-using DecodeFn = void (*)(const WKernel&, int64_t, int64_t, int64_t, int64_t, float, const float*, const FrozenW&, float,
-                          float*, int64_t, float*);
-void decode_generic(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
-                    const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
-  decode_body<8>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
-}
-#if FL_X86
-__attribute__((target("avx2,fma"))) void decode_avx2(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K,
-                                                     float alpha, const float* xr, const FrozenW& W, float beta,
-                                                     float* C, int64_t ldc, float* row) {
-  decode_body<16>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
-}
-__attribute__((target("avx512f"))) void decode_avx512(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K,
-                                                      float alpha, const float* xr, const FrozenW& W, float beta,
-                                                      float* C, int64_t ldc, float* row) {
-  decode_body<32>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
-}
-#endif
-
-#if FL_X86
-// AVX-512, the values dequantized in registers, 16 at a time, and used at once by all MM rows of A:
-// no row buffer between decoding and the dot products. Rows end in the portable body's tail.
-__attribute__((target("avx512f"), always_inline)) inline __m512 to_bf16(__m512 v) {
-  __m512i b = _mm512_castps_si512(v);
-  b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1)));
-  return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(int(0xffff0000u))));
-}
-
-template <int MM>
-__attribute__((target("avx512f,avx512bw"))) void decode_regs(const WKernel& w, int64_t o0, int64_t o1, int64_t K,
-                                                             float alpha, const float* __restrict xr, const FrozenW& W,
-                                                             float beta, float* C, int64_t ldc, float* row) {
-  const __m512 codes = _mm512_loadu_ps(kNf4Codes);
-  const __m128i low4 = _mm_set1_epi8(0x0f);
-  const int64_t K16 = K / 16 * 16;
-  for (int64_t o = o0; o < o1; ++o) {
-    const int64_t e0 = o * W.I;
-    __m512 acc[MM];
-    for (int m = 0; m < MM; ++m) acc[m] = _mm512_setzero_ps();
-    const __m512 sc = W.format == WFormat::Int8 ? _mm512_set1_ps(W.scale[o]) : _mm512_setzero_ps();
-    for (int64_t k = 0; k < K16; k += 16) {
-      __m512 v;
-      switch (W.format) {
-        case WFormat::BF16:
-          v = _mm512_castsi512_ps(_mm512_slli_epi32(
-              _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16 + e0 + k))), 16));
-          break;
-        case WFormat::Int8:
-          v = to_bf16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W.q8 + e0 + k)))), sc));
-          break;
-        case WFormat::NF4: {
-          const int64_t e = e0 + k;  // a multiple of 16: I % 64 == 0
-          const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(W.q4 + (e >> 1)));
-          const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4), lo = _mm_and_si128(bytes, low4);
-          v = to_bf16(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), codes),
-                                    _mm512_set1_ps(W.absmax[e / kNf4Block])));
-          break;
-        }
-        default:
-          v = to_bf16(_mm512_loadu_ps(W.f32 + e0 + k));
-      }
-      for (int m = 0; m < MM; ++m) acc[m] = _mm512_fmadd_ps(_mm512_loadu_ps(xr + m * K + k), v, acc[m]);
-    }
-    const int64_t tail = K - K16;
-    if (tail > 0) w.decode(W, o, K16, tail, row);
-    for (int m = 0; m < MM; ++m) {
-      float s = _mm512_reduce_add_ps(acc[m]);
-      for (int64_t k = 0; k < tail; ++k) s += xr[m * K + K16 + k] * row[k];
-      float* c = C + m * ldc + o;
-      *c = beta == 0.f ? alpha * s : alpha * s + beta * *c;
-    }
-  }
-}
-
-template <int MM>
-void decode_regs_m(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
-                   const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
-  if (M == MM) return decode_regs<MM>(w, o0, o1, K, alpha, xr, W, beta, C, ldc, row);
-  if constexpr (MM > 1) decode_regs_m<MM - 1>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
-}
-
-void decode_avx512_regs(const WKernel& w, int64_t o0, int64_t o1, int64_t M, int64_t K, float alpha, const float* xr,
-                        const FrozenW& W, float beta, float* C, int64_t ldc, float* row) {
-  decode_regs_m<kLowpDecodeMaxRows>(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
-}
-#endif
-
-DecodeFn decode_fn() {
-#if FL_X86
-  if (isa() == Isa::Avx512) return &decode_avx512_regs;
-  if (isa() == Isa::Avx2) return &decode_avx2;
-#endif
-  return &decode_generic;
-}
-
-void wgemm_decode(int64_t M, float alpha, const float* A, int64_t lda, const FrozenW& W, float beta, float* C,
-                  int64_t ldc) {
-  const WKernel& w = wkernel();
-  const int64_t K = W.I, N = W.O;
-  float* xr = scratch(Slot::PackA, size_t(M * K));
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) xr[m * K + k] = round_to_bf16(A[m * lda + k]);
-  const DecodeFn fn = decode_fn();
-  const double bytes = double(W.resident_bytes());
-  const int64_t blocks = (N + 15) / 16;
-  const int64_t threads = std::max<int64_t>(
-      1, std::min<int64_t>({int64_t(num_threads()), int64_t(bytes / kMinGemvBytesPerThread), blocks}));
-  parallel_for(blocks, (blocks + threads - 1) / threads, [&](int64_t b0, int64_t b1) {
-    const int64_t o0 = b0 * 16, o1 = std::min(N, b1 * 16);
-    if (o0 >= o1) return;
-    float* row = scratch(Slot::Vec, size_t(K + 16));
-    fn(w, o0, o1, M, K, alpha, xr, W, beta, C, ldc, row);
-  });
+// The decode path's kernels (wgemv.h): the vdpbf16ps ones where this GEMM's family is, else the
+// fp32 ISA's.
+DecodeKernel decode_kernel(const WKernel& w) {
+  if (w.bf16) return DecodeKernel::Avx512Bf16;
+  const Isa is = isa();
+  return is == Isa::Avx512 ? DecodeKernel::Avx512 : is == Isa::Avx2 ? DecodeKernel::Avx2 : DecodeKernel::Generic;
 }
 
 void wgemm(bool nt, int64_t M, float alpha, const float* A, int64_t lda, const FrozenW& W, float beta, float* C,
@@ -524,7 +395,8 @@ void wgemm(bool nt, int64_t M, float alpha, const float* A, int64_t lda, const F
     return;
   }
   if (nt && M <= kLowpDecodeMaxRows) {
-    wgemm_decode(M, alpha, A, lda, W, beta, C, ldc);
+    const WKernel& w = wkernel();
+    wgemv_nt(decode_kernel(w), w.decode, M, alpha, A, lda, W, beta, C, ldc);
     return;
   }
   const WKernel& w = wkernel();

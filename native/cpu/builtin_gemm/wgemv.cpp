@@ -1,0 +1,445 @@
+// The decode path (M <= 8, NT): y = alpha·bf16(x)·Ŵᵀ + beta·y, W's compressed bytes streamed once.
+//
+// Decode is bound by W's bytes only if decoding keeps up with them: at I = O = 4096 an nf4 W is 8 MiB
+// for 16.8 M values, so two cores must decode ~9 values per cycle each. The kernels therefore
+// decode in registers and keep several independent accumulator chains: R output rows at a time
+// (R = 4 for M <= 2, 2 for M <= 4, else 1), each against every one of the M rows of x, so a decoded
+// vector is used M times and R·M chains hide the multiply-add latency. Threads split O into slices
+// of 16 outputs, as the fp32 GEMV does.
+//
+// What they round: exactly what the blocked path multiplies. x is rounded to bf16 (nearest even)
+// once per call; Ŵ is the weight's value rounded to bf16 (lowp.h: q·scale, code·absmax in fp32,
+// then to nearest even); the products, exact in fp32, are summed in fp32. Only the order of the sums
+// differs between the kernels:
+//   - avx512bf16 (vdpbf16ps, 32 multiply-adds per instruction): bf16 W is read as k-pair words with
+//     no conversion at all; int8 is widened, scaled by its row's scale and rounded two vectors into
+//     one by vcvtne2ps2bf16; nf4 takes, per 64-value block, a 32-word table of bf16(code·absmax)
+//     (one multiply and one vcvtne2ps2bf16) and looks both nibbles of 32 bytes up in it with vpermw
+//     (the odd elements by the low nibble, the even ones by the byte shifted right by 4). x is laid
+//     out once per call in the order those words come out in. vcvtne2ps2bf16 flushes a
+//     denormal q·scale or code·absmax (below 1.2e-38) to zero, where the other kernels keep it.
+//   - AVX-512F: 16 values per step widened to fp32 (bf16: a shift; int8: widen, scale, round;
+//     nf4: vpermps over the code book, × absmax, round) and FMAs against fp32 x.
+//   - AVX2 and portable: R rows decoded 1024 values at a time into L1 (wdecode.h), then dotted.
+#include "wgemv.h"
+
+#include <algorithm>
+
+#include "fused_lora/threads.h"
+#include "kernels.h"
+#include "plan.h"
+#include "scratch.h"
+#include "simd.h"
+
+namespace fused_lora {
+namespace builtin {
+namespace {
+
+constexpr int64_t kSeg = 1024;  // the portable kernels' decoded run per row: 4 rows fill 16 KiB of L1
+
+// Output rows per pass for M rows of x: enough independent chains at M = 1, few enough registers
+// at M = 8.
+constexpr int rows_per_pass(int MM) { return MM <= 2 ? 4 : MM <= 4 ? 2 : 1; }
+
+// x as the kernels read it, each row padded with zeros to Kx = round_up(K, 64) k:
+//   Floats: fp32 values (the FMA kernels);
+//   Pairs: k-pair words (bf16 x[2p], bf16 x[2p+1]) (vdpbf16ps on bf16 and int8 W);
+//   Nf4Pairs: per 64-value block, the 16 words (x[4d], x[4d+2]) and then (x[4d+1], x[4d+3]): the
+//   pairs vpermw makes of the block's even and odd elements;
+//   Int8Pairs: per 64 values, the 16 words (x[16L + 2i], x[16L + 2i + 1]) for lanes L < 4, i < 4,
+//   and then the same 8 further on in each lane: the order vpunpck{l,h}bw interleaves bytes in.
+enum class XLayout { Floats, Pairs, Nf4Pairs, Int8Pairs };
+
+// The int8 lookup (bf16_int8_rows) needs vpermi2b; a CPU with avx512_bf16 but not AVX512_VBMI
+// (Cooper Lake) runs int8 on the AVX-512F kernel instead.
+bool cpu_vbmi() {
+#if FL_X86
+  static const bool v = __builtin_cpu_supports("avx512vbmi");
+  return v;
+#else
+  return false;
+#endif
+}
+
+XLayout layout_of(DecodeKernel kernel, WFormat f) {
+  if (kernel != DecodeKernel::Avx512Bf16 || f == WFormat::F32) return XLayout::Floats;
+  if (f == WFormat::Int8) return cpu_vbmi() ? XLayout::Int8Pairs : XLayout::Floats;
+  return f == WFormat::NF4 ? XLayout::Nf4Pairs : XLayout::Pairs;
+}
+
+void prepare_x(XLayout layout, int64_t M, const float* A, int64_t lda, int64_t K, uint16_t* h, uint32_t* xp,
+               int64_t stride) {
+  const int64_t Kx = round_up(K, 64);
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = A + m * lda;
+    for (int64_t k = 0; k < K; ++k) h[k] = bf16_round(a[k]);
+    for (int64_t k = K; k < Kx; ++k) h[k] = 0;
+    uint32_t* d = xp + m * stride;
+    switch (layout) {
+      case XLayout::Floats:
+        for (int64_t k = 0; k < Kx; ++k) d[k] = uint32_t(h[k]) << 16;
+        break;
+      case XLayout::Pairs:
+        for (int64_t p = 0; p < Kx / 2; ++p) d[p] = uint32_t(h[2 * p]) | uint32_t(h[2 * p + 1]) << 16;
+        break;
+      case XLayout::Nf4Pairs:  // K % 64 == 0
+        for (int64_t b = 0; b < Kx / 64; ++b) {
+          const uint16_t* s = h + 64 * b;
+          for (int j = 0; j < 16; ++j) {
+            d[32 * b + j] = uint32_t(s[4 * j]) | uint32_t(s[4 * j + 2]) << 16;
+            d[32 * b + 16 + j] = uint32_t(s[4 * j + 1]) | uint32_t(s[4 * j + 3]) << 16;
+          }
+        }
+        break;
+      case XLayout::Int8Pairs:
+        for (int64_t b = 0; b < Kx / 64; ++b) {
+          const uint16_t* s = h + 64 * b;
+          for (int i = 0; i < 16; ++i) {
+            const int e = 16 * (i / 4) + 2 * (i % 4);
+            d[32 * b + i] = uint32_t(s[e]) | uint32_t(s[e + 1]) << 16;
+            d[32 * b + 16 + i] = uint32_t(s[e + 8]) | uint32_t(s[e + 9]) << 16;
+          }
+        }
+        break;
+    }
+  }
+}
+
+// Everything a kernel needs for rows [o0, o1) of the output.
+struct Job {
+  DecodeRow decode;
+  const FrozenW* W;
+  int64_t M, K;
+  const uint32_t* x;  // prepared (XLayout), rows `xs` 32-bit units apart
+  int64_t xs;
+  float alpha, beta;
+  float* C;
+  int64_t ldc;
+  float* row;  // this thread's buffer, R·kSeg floats
+};
+
+inline void store(const Job& j, int64_t o, int R, int MM, const float* s) {
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) {
+      float* c = j.C + m * j.ldc + o + r;
+      const float v = s[r * MM + m];
+      *c = j.beta == 0.f ? j.alpha * v : j.alpha * v + j.beta * *c;
+    }
+}
+
+// ---- portable: R rows decoded a run at a time, then R·M dot products of L lanes each ----
+
+template <int R, int L>
+__attribute__((always_inline)) inline void portable_rows(const Job& j, int64_t o, float* __restrict s) {
+  const int64_t M = j.M, K = j.K;
+  const float* xf = reinterpret_cast<const float*>(j.x);
+  float* __restrict row = j.row;
+  for (int i = 0; i < R * M; ++i) s[i] = 0.f;
+  for (int64_t k0 = 0; k0 < K; k0 += kSeg) {
+    const int64_t n = std::min(kSeg, K - k0);
+    for (int r = 0; r < R; ++r) j.decode(*j.W, o + r, k0, n, row + r * kSeg);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* __restrict x = xf + m * j.xs + k0;
+      float acc[R][L] = {};
+      int64_t k = 0;
+      for (; k + L <= n; k += L)
+        for (int r = 0; r < R; ++r)
+          for (int l = 0; l < L; ++l) acc[r][l] += x[k + l] * row[r * kSeg + k + l];
+      for (int r = 0; r < R; ++r) {
+        float t = 0.f;
+        for (int l = 0; l < L; ++l) t += acc[r][l];
+        for (int64_t kk = k; kk < n; ++kk) t += x[kk] * row[r * kSeg + kk];
+        s[r * M + m] += t;
+      }
+    }
+  }
+}
+
+template <int L>
+__attribute__((always_inline)) inline void portable_range(const Job& j, int64_t o0, int64_t o1) {
+  float s[4 * kLowpDecodeMaxRows];
+  const int R = rows_per_pass(int(j.M));
+  int64_t o = o0;
+  for (; R == 4 && o + 4 <= o1; o += 4) portable_rows<4, L>(j, o, s), store(j, o, 4, int(j.M), s);
+  for (; R >= 2 && o + 2 <= o1; o += 2) portable_rows<2, L>(j, o, s), store(j, o, 2, int(j.M), s);
+  for (; o < o1; ++o) portable_rows<1, L>(j, o, s), store(j, o, 1, int(j.M), s);
+}
+
+void range_generic(const Job& j, int64_t o0, int64_t o1) { portable_range<8>(j, o0, o1); }
+
+#if FL_X86
+__attribute__((target("avx2,fma"))) void range_avx2(const Job& j, int64_t o0, int64_t o1) {
+  portable_range<16>(j, o0, o1);
+}
+__attribute__((target("avx512f"))) void range_avx512_portable(const Job& j, int64_t o0, int64_t o1) {
+  portable_range<32>(j, o0, o1);
+}
+
+// The sum of v's lanes, through memory: once per row, and GCC 12's shuffle intrinsics
+// (_mm512_reduce_add_ps, extracts) trip -Wuninitialized inside their own headers here.
+__attribute__((target("avx512f"), always_inline)) inline float hsum(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  float s = 0.f;
+  for (int l = 0; l < 16; ++l) s += t[l];
+  return s;
+}
+
+// ---- AVX-512F: 16 values per step, decoded in registers, fp32 FMAs ----
+
+__attribute__((target("avx512f"), always_inline)) inline __m512 to_bf16(__m512 v) {
+  __m512i b = _mm512_castps_si512(v);
+  b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1)));
+  return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(int(0xffff0000u))));
+}
+
+template <WFormat F, int MM, int R>
+__attribute__((target("avx512f,avx512bw"))) void avx512_rows(const Job& j, int64_t o, float* s) {
+  const FrozenW& W = *j.W;
+  const int64_t K = j.K, K16 = K / 16 * 16;
+  const float* xf = reinterpret_cast<const float*>(j.x);
+  const __m512 codes = _mm512_loadu_ps(kNf4Codes);
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  __m512 acc[R][MM], sc[R];
+  for (int r = 0; r < R; ++r) {
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
+    sc[r] = F == WFormat::Int8 ? _mm512_set1_ps(W.scale[o + r]) : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < K16; k += 16) {
+    __m512 x[MM];
+    for (int m = 0; m < MM; ++m) x[m] = _mm512_load_ps(xf + m * j.xs + k);
+    for (int r = 0; r < R; ++r) {
+      const int64_t e = (o + r) * W.I + k;
+      __m512 v;
+      if constexpr (F == WFormat::BF16) {
+        v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.bf16 + e))), 16));
+      } else if constexpr (F == WFormat::Int8) {
+        v = to_bf16(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(W.q8 + e)))), sc[r]));
+      } else {  // NF4: e is a multiple of 16 (I % 64 == 0), so the 16 values lie in one block
+        const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(W.q4 + (e >> 1)));
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4), lo = _mm_and_si128(bytes, low4);
+        v = to_bf16(_mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), codes),
+                                  _mm512_set1_ps(W.absmax[e / kNf4Block])));
+      }
+      for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_fmadd_ps(x[m], v, acc[r][m]);
+    }
+  }
+  const int64_t tail = K - K16;
+  for (int r = 0; r < R; ++r) {
+    if (tail > 0) j.decode(W, o + r, K16, tail, j.row);
+    for (int m = 0; m < MM; ++m) {
+      float t = hsum(acc[r][m]);
+      for (int64_t k = 0; k < tail; ++k) t += xf[m * j.xs + K16 + k] * j.row[k];
+      s[r * MM + m] = t;
+    }
+  }
+}
+
+// ---- avx512bf16: vdpbf16ps against k-pair words of Ŵ ----
+
+#define FL_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline
+
+FL_BF16_TARGET __m512bh x_words(const Job& j, int m, int64_t p) {
+  return (__m512bh)_mm512_load_si512(j.x + m * j.xs + p);
+}
+
+// bf16 W: 32 values from flat element e as they are stored (n < 32: the first n, the rest zero).
+template <int MM, int R>
+FL_BF16_TARGET void bf16_step(const Job& j, int64_t o, int64_t k, int64_t n, __m512 (&acc)[R][MM]) {
+  __m512bh x[MM];
+  for (int m = 0; m < MM; ++m) x[m] = x_words(j, m, k / 2);
+  for (int r = 0; r < R; ++r) {
+    const uint16_t* w = j.W->bf16 + (o + r) * j.W->I + k;
+    const __m512bh v = (__m512bh)(n == 32 ? _mm512_loadu_si512(w) : _mm512_maskz_loadu_epi16(__mmask32((1u << n) - 1), w));
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], v, x[m]);
+  }
+}
+
+// bf16 and nf4 W.
+template <WFormat F, int MM, int R>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows(const Job& j, int64_t o, float* s) {
+  const FrozenW& W = *j.W;
+  const int64_t K = j.K;
+  __m512 acc[R][MM];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
+  if constexpr (F == WFormat::NF4) {
+    const __m512 codes = _mm512_loadu_ps(kNf4Codes);
+    for (int64_t b = 0; b < K / kNf4Block; ++b) {
+      __m512bh xe[MM], xo[MM];
+      for (int m = 0; m < MM; ++m) xe[m] = x_words(j, m, 32 * b), xo[m] = x_words(j, m, 32 * b + 16);
+      for (int r = 0; r < R; ++r) {
+        const int64_t e = (o + r) * W.I + kNf4Block * b;
+        const __m512 t = _mm512_mul_ps(codes, _mm512_set1_ps(W.absmax[e / kNf4Block]));
+        const __m512i table = (__m512i)_mm512_cvtne2ps_pbh(t, t);  // word i: bf16(code[i % 16]·absmax)
+        const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.q4 + e / 2)));
+        const __m512i even = _mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), table);
+        const __m512i odd = _mm512_permutexvar_epi16(q, table);  // index q % 32: the low nibble, + 16 or not
+        for (int m = 0; m < MM; ++m) {
+          acc[r][m] = _mm512_dpbf16_ps(acc[r][m], (__m512bh)even, xe[m]);
+          acc[r][m] = _mm512_dpbf16_ps(acc[r][m], (__m512bh)odd, xo[m]);
+        }
+      }
+    }
+  } else {
+    const int64_t K32 = K / 32 * 32;
+    for (int64_t k = 0; k < K32; k += 32) bf16_step<MM, R>(j, o, k, 32, acc);
+    if (K32 < K) bf16_step<MM, R>(j, o, K32, K - K32, acc);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]);
+}
+
+// int8: Ŵ = bf16(q·scale) takes at most 256 values per row, so it is looked up rather than
+// computed: the high and the low bytes of bf16(u·scale) for u = |q| < 128 make two 128-byte tables
+// each (vpermi2b's reach with a 7-bit index), and the sign goes back on the high byte (rounding to
+// nearest even is symmetric); q = −128, whose |q| does not fit, is patched in from its own word.
+// Building the tables is about 40 instructions per row; looking 64 values up about 10, where
+// widening, scaling and rounding them with vcvtne2ps2bf16 takes about 18.
+struct Int8Table {
+  __m512i hi0, hi1, lo0, lo1, hi128, lo128;
+};
+
+// Byte 2i of a pair of registers: the low bytes of their 64 words (+1: the high bytes).
+alignas(64) constexpr uint8_t kEvenBytes[64] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62, 64, 66, 68, 70, 72, 74, 76, 78, 80, 82, 84, 86, 88, 90, 92, 94, 96, 98, 100, 102, 104, 106, 108, 110, 112, 114, 116, 118, 120, 122, 124, 126};
+
+__attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi"), always_inline)) inline Int8Table int8_table(float scale) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  __m512i w[4];  // words u = 32i .. 32i + 31: bf16(u·scale)
+  for (int i = 0; i < 4; ++i) {
+    const __m512 a = _mm512_mul_ps(_mm512_add_ps(iota, _mm512_set1_ps(float(32 * i))), sc);
+    const __m512 b = _mm512_mul_ps(_mm512_add_ps(iota, _mm512_set1_ps(float(32 * i + 16))), sc);
+    w[i] = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+  }
+  const __m512i even = _mm512_load_si512(kEvenBytes), odd = _mm512_add_epi8(even, _mm512_set1_epi8(1));
+  Int8Table t;
+  t.lo0 = _mm512_permutex2var_epi8(w[0], even, w[1]), t.lo1 = _mm512_permutex2var_epi8(w[2], even, w[3]);
+  t.hi0 = _mm512_permutex2var_epi8(w[0], odd, w[1]), t.hi1 = _mm512_permutex2var_epi8(w[2], odd, w[3]);
+  alignas(64) uint16_t w128[32];  // bf16(−128·scale), rounded as the table is
+  _mm512_store_si512(w128, (__m512i)_mm512_cvtne2ps_pbh(sc, _mm512_mul_ps(_mm512_set1_ps(-128.f), sc)));
+  t.hi128 = _mm512_set1_epi8(char(w128[0] >> 8)), t.lo128 = _mm512_set1_epi8(char(w128[0] & 0xff));
+  return t;
+}
+
+template <int MM, int R>
+__attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi"))) void bf16_int8_rows(const Job& j, int64_t o, float* s) {
+  const FrozenW& W = *j.W;
+  const int64_t K = j.K;
+  __m512 acc[R][MM];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
+  Int8Table t[R];
+  for (int r = 0; r < R; ++r) t[r] = int8_table(W.scale[o + r]);
+  const __m512i sign = _mm512_set1_epi8(char(0x80));
+  for (int64_t k = 0; k < K; k += 64) {
+    const int64_t n = std::min<int64_t>(64, K - k);
+    __m512bh x0[MM], x1[MM];
+    for (int m = 0; m < MM; ++m) x0[m] = x_words(j, m, k / 2), x1[m] = x_words(j, m, k / 2 + 16);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* p = W.q8 + (o + r) * W.I + k;
+      const __m512i q = n == 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(__mmask64(~uint64_t(0) >> (64 - n)), p);
+      const __m512i a = _mm512_abs_epi8(q);  // −128 stays 0x80 and indexes entry 0: patched below
+      const __mmask64 m128 = _mm512_cmpeq_epi8_mask(q, sign);
+      __m512i hi = _mm512_permutex2var_epi8(t[r].hi0, a, t[r].hi1);
+      __m512i lo = _mm512_permutex2var_epi8(t[r].lo0, a, t[r].lo1);
+      hi = _mm512_ternarylogic_epi32(hi, q, sign, 0xf8);  // hi | (q & 0x80)
+      hi = _mm512_mask_mov_epi8(hi, m128, t[r].hi128);
+      lo = _mm512_mask_mov_epi8(lo, m128, t[r].lo128);
+      const __m512bh w0 = (__m512bh)_mm512_unpacklo_epi8(lo, hi), w1 = (__m512bh)_mm512_unpackhi_epi8(lo, hi);
+      for (int m = 0; m < MM; ++m) {
+        acc[r][m] = _mm512_dpbf16_ps(acc[r][m], w0, x0[m]);
+        acc[r][m] = _mm512_dpbf16_ps(acc[r][m], w1, x1[m]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]);
+}
+#undef FL_BF16_TARGET
+
+using RowsFn = void (*)(const Job&, int64_t, float*);
+
+// The kernel of R rows: int8 on a bf16 CPU without VBMI takes the AVX-512F kernel (layout_of agrees).
+template <bool Bf16, WFormat F, int MM, int R>
+RowsFn rows_fn() {
+  if constexpr (Bf16 && F == WFormat::Int8)
+    return cpu_vbmi() ? &bf16_int8_rows<MM, R> : &avx512_rows<F, MM, R>;
+  else if constexpr (Bf16)
+    return &bf16_rows<F, MM, R>;
+  else
+    return &avx512_rows<F, MM, R>;
+}
+
+// Rows per pass: the int8 lookup holds 6 table registers per row, so it takes 2 where others take 4.
+template <bool Bf16, WFormat F>
+constexpr int rows_per_pass_of(int MM) {
+  return Bf16 && F == WFormat::Int8 ? (MM <= 4 ? 2 : 1) : rows_per_pass(MM);
+}
+
+template <bool Bf16, WFormat F, int MM>
+void range_regs(const Job& j, int64_t o0, int64_t o1) {
+  constexpr int R = rows_per_pass_of<Bf16, F>(MM);
+  const RowsFn full = rows_fn<Bf16, F, MM, R>(), one = rows_fn<Bf16, F, MM, 1>();
+  float s[R * MM];
+  int64_t o = o0;
+  for (; o + R <= o1; o += R) full(j, o, s), store(j, o, R, MM, s);
+  for (; o < o1; ++o) one(j, o, s), store(j, o, 1, MM, s);
+}
+
+template <bool Bf16, WFormat F, int MM = int(kLowpDecodeMaxRows)>
+void range_regs_m(const Job& j, int64_t o0, int64_t o1) {
+  if (j.M == MM) return range_regs<Bf16, F, MM>(j, o0, o1);
+  if constexpr (MM > 1) range_regs_m<Bf16, F, MM - 1>(j, o0, o1);
+}
+
+template <bool Bf16>
+void range_regs_any(const Job& j, int64_t o0, int64_t o1) {
+  switch (j.W->format) {
+    case WFormat::BF16: return range_regs_m<Bf16, WFormat::BF16>(j, o0, o1);
+    case WFormat::Int8: return range_regs_m<Bf16, WFormat::Int8>(j, o0, o1);
+    case WFormat::NF4: return range_regs_m<Bf16, WFormat::NF4>(j, o0, o1);
+    case WFormat::F32: return range_avx512_portable(j, o0, o1);
+  }
+}
+#endif
+
+using RangeFn = void (*)(const Job&, int64_t, int64_t);
+
+RangeFn range_fn(DecodeKernel kernel) {
+#if FL_X86
+  switch (kernel) {
+    case DecodeKernel::Avx512Bf16: return &range_regs_any<true>;
+    case DecodeKernel::Avx512: return &range_regs_any<false>;
+    case DecodeKernel::Avx2: return &range_avx2;
+    case DecodeKernel::Generic: break;
+  }
+#endif
+  return &range_generic;
+}
+
+}  // namespace
+
+void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, const float* A, int64_t lda,
+              const FrozenW& W, float beta, float* C, int64_t ldc) {
+  const int64_t K = W.I, N = W.O;
+  const XLayout layout = layout_of(kernel, W.format);
+  const int64_t Kx = round_up(K, 64), stride = layout == XLayout::Floats ? Kx : Kx / 2;
+  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
+  uint16_t* h = reinterpret_cast<uint16_t*>(scratch(Slot::PackB, size_t(Kx / 2)));
+  prepare_x(layout, M, A, lda, K, h, xp, stride);
+  const RangeFn fn = range_fn(kernel);
+  const double bytes = double(W.resident_bytes());
+  const int64_t blocks = (N + 15) / 16;
+  const int64_t threads = std::max<int64_t>(
+      1, std::min<int64_t>({int64_t(num_threads()), int64_t(bytes / kMinGemvBytesPerThread), blocks}));
+  parallel_for(blocks, (blocks + threads - 1) / threads, [&](int64_t b0, int64_t b1) {
+    const int64_t o0 = b0 * 16, o1 = std::min(N, b1 * 16);
+    if (o0 >= o1) return;
+    const Job j{decode, &W, M, K, xp, stride, alpha, beta, C, ldc, scratch(Slot::Vec, size_t(4 * kSeg))};
+    fn(j, o0, o1);
+  });
+}
+
+}  // namespace builtin
+}  // namespace fused_lora
