@@ -48,11 +48,12 @@ describe.each(BACKENDS)('loraLinear refuses, on %s', (backend) => {
     expect(refused(lora, { ...operands(), x: tf.ones([I]) })).toBe('ERR_SHAPE loraLinear: expected a tensor of rank >= 2 (..., I) for x but received shape [5]');
   });
 
-  it('bad options: no scaling, an unknown key, dropout out of range, a negative seed', async () => {
+  it('bad options: no scaling, an unknown key, dropout out of range, an activation it does not fuse, a negative seed', async () => {
     await use(backend);
     expect(refused((o) => lora(o, {}))).toBe('ERR_ARGUMENT loraLinear: expected a finite number (finite in float32) for options.scaling but received undefined');
-    expect(refused((o) => lora(o, { scaling: 1, dropuot: 0.1 }))).toMatch(/^ERR_ARGUMENT loraLinear: expected options keys among scaling, dropout, seed, step for options\.dropuot but received an unknown key \(did you mean 'dropout'\?\)$/);
+    expect(refused((o) => lora(o, { scaling: 1, dropuot: 0.1 }))).toMatch(/^ERR_ARGUMENT loraLinear: expected options keys among scaling, dropout, seed, step, activation for options\.dropuot but received an unknown key \(did you mean 'dropout'\?\)$/);
     expect(refused((o) => lora(o, { scaling: 1, dropout: 1 }))).toMatch(/^ERR_ARGUMENT loraLinear: expected a number in \[0, 1\) .* for dropout but received number 1$/);
+    expect(refused((o) => lora(o, { scaling: 1, activation: 'gelu' }))).toBe('ERR_ARGUMENT loraLinear: expected one of \'linear\', \'relu\' for options.activation but received string "gelu"');
     expect(refused((o) => lora(o, { scaling: 1, dropout: 0.1, seed: -1 }))).toMatch(/^ERR_ARGUMENT loraLinear: expected an integer in \[0, 2\^53\] for seed but received number -1$/);
   });
 

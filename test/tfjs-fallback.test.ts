@@ -31,6 +31,18 @@ describe('loraLinear on a backend without the fused kernels', () => {
     warn.mockRestore();
   });
 
+  it("computes activation 'relu' as tf.relu over the composition, its gradient through it", async () => {
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    const c = makeCase([7], 13, 10, 2, 9);
+    await use('cpu');
+    const want = outcome(c, (...args) => tf.relu(composition(...args)));
+    expect(await tf.setBackend(OTHER)).toBe(true);
+    const got = outcome(c, (x, kernel, bias, A, B, scaling) => loraLinear(x, kernel, bias, A, B, { scaling, activation: 'relu' }));
+    expect(got.y.some((v) => v === 0) && got.y.some((v) => v > 0)).toBe(true);
+    for (const k of ['y', 'dx', 'dA', 'dB'] as Array<keyof Outcome>) expect(relErr(got[k], want[k]), k).toBeLessThan(1e-6);
+    warn.mockRestore();
+  });
+
   it('keeps the contract: zeros for the kernel and the bias; dropout in the LoRA path only, a mask per (seed, step)', async () => {
     await tf.setBackend(OTHER);
     const c = makeCase([5], 8, 4, 2, 6);

@@ -45,6 +45,33 @@ describe.each(BACKENDS)('LoRADense on %s', (backend) => {
     model.dispose();
   });
 
+  it("runs a 'relu' Dense's activation inside the fused op (no tfjs Relu, Step or Multiply), with the gradients of tfjs's own layers", async () => {
+    await use(backend);
+    const { model, hidden } = loraModel(8);
+    hidden.loraB!.write(tf.tensor(randomArray(r * H, 10), [r, H]));
+    const first = tfl.sequential({ layers: [tfl.layers.inputLayer({ inputShape: [I] }), hidden] });
+    const x = tf.tensor(randomArray(9 * I, 11), [9, I]), G = tf.tensor(randomArray(9 * H, 12), [9, H]);
+    const [kernel, bias] = hidden.dense.getWeights();
+    const A = hidden.loraA!.read(), B = hidden.loraB!.read();
+    const loss = (f: (Av: tf.Tensor, Bv: tf.Tensor) => tf.Tensor) => tf.grads((Av: tf.Tensor, Bv: tf.Tensor) => tf.sum(tf.mul(f(Av, Bv), G)))([A, B]);
+    const want = loss((Av, Bv) => tf.relu(tf.add(tf.add(tf.matMul(x, kernel), bias), tf.mul(tf.matMul(tf.matMul(x, Av), Bv), hidden.scaling))));
+    let got: tf.Tensor[] = [];
+    const profile = await tf.profile(() => {
+      // The layer's own variables, differentiated through its call: what model.fit does.
+      const { grads } = tf.variableGrads(() => tf.sum(tf.mul(first.apply(x, { training: true }) as tf.Tensor, G)) as tf.Scalar, [A as tf.Variable, B as tf.Variable]);
+      got = [grads[A.name], grads[B.name]];
+      return got;
+    });
+    const kernels = profile.kernels.map((k) => k.name);
+    expect(kernels).toContain('FusedLoRALinear');
+    expect(kernels.filter((k) => ['Relu', 'Step'].includes(k))).toEqual([]);
+    // The Multiplies left are the loss's own: y ⊙ G, and in its gradient the Sum's broadcast and dy ⊙ G.
+    expect(kernels.filter((k) => k === 'Multiply').length).toBe(3);
+    for (let i = 0; i < 2; i++) expect(relErr(got[i].dataSync(), want[i].dataSync()), ['dA', 'dB'][i]).toBeLessThan(1e-5);
+    tf.dispose([x, G, ...want, ...got]);
+    model.dispose();
+  });
+
   it("starts A as a LinearLoRA of the same seed (kaiming-uniform U(±1/√I)), B at zero", async () => {
     await use(backend);
     const { hidden, model } = loraModel(77);

@@ -1,7 +1,8 @@
 // loraLinear, the fused op, on tfjs's cpu and wasm backends: its value and its gradients (tf.grads
 // in x, A and B) equal tfjs's own composition, x·kernel + bias + scaling·(x·A)·B, computed on the
 // cpu backend, within 1e-5 (relative, Frobenius), over awkward sizes, real widths with few rows,
-// and inputs of rank 3 and 4. The kernel and the bias are frozen: their gradients are zeros.
+// and inputs of rank 3 and 4; with activation 'relu', tf.relu over it. The kernel and the bias are
+// frozen: their gradients are zeros.
 import { describe, expect, it } from 'vitest';
 import { loraLinear } from '../lib/tfjs/index';
 import { ops, tensor } from '../lib/index';
@@ -48,6 +49,45 @@ describe.each(BACKENDS)('loraLinear on %s equals the composition on cpu', (backe
     'x of shape [%s, I] (I=%i, O=%i, r=%i): the leading dimensions are rows, y and dx keep them', async (lead, I, O, r) => {
       await compare(backend, caseOf(lead, I, O, r, 99 + I));
     });
+
+  // The ReLU inside the op: y = relu(...) and its gradient (dy where y > 0) against tf.relu over the composition.
+  const reluOf = (compute: typeof composition): typeof composition => (x, kernel, bias, A, B, scaling) => tf.relu(compute(x, kernel, bias, A, B, scaling));
+  const fusedRelu: typeof composition = (x, kernel, bias, A, B, scaling) => loraLinear(x, kernel, bias, A, B, { scaling, activation: 'relu' });
+  it.each([[5, 17, 9, 3, true], [65, 64, 129, 4, false], [3, 768, 3072, 8, true], [1, 4096, 4096, 16, true], [2, 11008, 4096, 4, false]] as Array<[number, number, number, number, boolean]>)(
+    "activation 'relu', M=%i I=%i O=%i r=%i (bias %s): y, dx, dA, dB equal tf.relu over the composition", async (M, I, O, r, bias) => {
+      const c = caseOf([M], I, O, r, 3 * M + I + O, bias);
+      await use('cpu');
+      const want = outcome(c, reluOf(composition));
+      await use(backend);
+      poisonHeap(want.dx.length + 2 * want.y.length + c.A.length + c.B.length);
+      const got = outcome(c, fusedRelu);
+      // Both signs occur: the mask is exercised, not the identity or zero.
+      expect(got.y.some((v) => v === 0) && got.y.some((v) => v > 0)).toBe(true);
+      for (const k of ['y', 'dx', 'dA', 'dB'] as Array<keyof Outcome>) {
+        expect(got[k].some(Number.isNaN), `${k} has NaN`).toBe(false);
+        expect(relErr(got[k], want[k]), `${k} on ${backend}`).toBeLessThan(TOL);
+      }
+    });
+
+  it("activation 'relu' with dropout and x of rank 3: the ReLU after the sum, the mask on the LoRA path", async () => {
+    const c = makeCase([4, 3], 20, 11, 3, 15);
+    const p = 0.3, seed = 4, step = 2;
+    const { mask } = ops.loraForward({
+      x: tensor(c.x, [12, 20]), weight: tensor(c.kernel, [20, 11]), A: tensor(c.A, [20, 3]), B: tensor(c.B, [3, 11]), scaling: 1, fanInFanOut: true, dropout: { p, seed, step },
+    });
+    await use('cpu');
+    const keep = tf.tensor(Float32Array.from(mask!, (m) => m / (1 - p)), c.xShape);
+    const want = outcome(c, (x, kernel, bias, A, B, scaling) => {
+      const [I, O] = kernel.shape;
+      const lora = tf.matMul(tf.matMul(tf.reshape(tf.mul(x, keep), [-1, I]), A), B);
+      return tf.relu(tf.reshape(tf.add(tf.add(tf.matMul(tf.reshape(x, [-1, I]), kernel), tf.mul(lora, scaling)), bias!), [...x.shape.slice(0, -1), O]));
+    });
+    keep.dispose();
+    await use(backend);
+    const got = outcome(c, (x, kernel, bias, A, B, scaling) => loraLinear(x, kernel, bias, A, B, { scaling, dropout: p, seed, step, activation: 'relu' }));
+    expect(got.y.some((v) => v === 0) && got.y.some((v) => v > 0)).toBe(true);
+    for (const k of ['y', 'dx', 'dA', 'dB'] as Array<keyof Outcome>) expect(relErr(got[k], want[k]), k).toBeLessThan(TOL);
+  });
 
   it('an empty batch (0 rows): y and dx are empty, dA and dB zero', async () => {
     await use(backend);
@@ -124,6 +164,7 @@ describe.each(BACKENDS)('loraLinear on %s equals the composition on cpu', (backe
       tf.dispose(tf.grads((xv: tf.Tensor, Av: tf.Tensor, Bv: tf.Tensor) => tf.sum(loraLinear(xv, kernel, null, Av, Bv, { scaling: 1, dropout: 0.2, seed: 1, step: i })))([x, A, B]));
       tf.dispose(tf.grads((Av: tf.Tensor) => tf.sum(loraLinear(x, kernel, null, Av, B, { scaling: 1 })))([A]));
       tf.dispose(tf.grads((Bv: tf.Tensor) => tf.sum(loraLinear(x, kernel, null, A, Bv, { scaling: 1 })))([B]));
+      tf.dispose(tf.grads((xv: tf.Tensor, Av: tf.Tensor) => tf.sum(loraLinear(xv, kernel, null, Av, B, { scaling: 1, activation: 'relu' })))([x, A]));
     }
     const after = tf.memory();
     expect(after.numTensors).toBe(before.numTensors);

@@ -7,6 +7,7 @@
 // in a browser), and its layer must compute there as any other layer does.
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { Random } from '../random';
+import type { LoRAActivation } from './kernels';
 import { FUSED_BACKENDS } from './memory';
 import { tf } from './peer';
 
@@ -29,9 +30,10 @@ export interface Composed {
   dropout: number;
   seed: number;
   step: number;
+  activation: LoRAActivation;
 }
 
-/** y = x·kernel + bias + scaling·(x̃·A)·B in tfjs ops, with the fused op's gradient. */
+/** y = x·kernel + bias + scaling·(x̃·A)·B (then the ReLU, when asked) in tfjs ops, with the fused op's gradient. */
 export function composed(backendName: string, c: Composed): Tensor {
   warnOnce(backendName);
   const [I, O] = c.kernel.shape;
@@ -47,12 +49,14 @@ export function composed(backendName: string, c: Composed): Tensor {
     const s = tf.matMul(xd, A);
     let y = tf.add(tf.matMul(x2, kernel), tf.mul(tf.matMul(s, B), c.scaling));
     if (c.bias) y = tf.add(y, c.bias);
-    save(keep ? [xd, s, kernel, A, B, keep] : [xd, s, kernel, A, B]);
+    if (c.activation === 'relu') y = tf.relu(y);
+    save(keep ? [y, xd, s, kernel, A, B, keep] : [y, xd, s, kernel, A, B]);
     return {
       value: tf.reshape(y, [...lead, O]),
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
-        const [sxd, ss, sk, sA, sB, skeep] = saved;
-        const dy2 = tf.reshape(dy, [-1, O]);
+        const [sy, sxd, ss, sk, sA, sB, skeep] = saved;
+        // Through the ReLU: dy where y > 0 (0 at 0), as the fused gradient.
+        const dy2 = c.activation === 'relu' ? tf.mul(tf.reshape(dy, [-1, O]), tf.cast(tf.greater(sy, 0), 'float32')) : tf.reshape(dy, [-1, O]);
         const ds = tf.mul(tf.matMul(dy2, sB, false, true), c.scaling);
         const loraDx = tf.matMul(ds, sA, false, true);
         const dx = tf.add(tf.matMul(dy2, sk, false, true), skeep ? tf.mul(loraDx, skeep) : loraDx);

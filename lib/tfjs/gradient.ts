@@ -16,19 +16,22 @@
 // for cannot leak. (tfjs itself hands the gradient zeros for the outputs nothing differentiates,
 // s and with dropout x̃ and the mask: allocations of its engine, not copies.)
 import type { GradConfig, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
-import { FORWARD_KERNEL, GRADIENT_KERNEL } from './kernels';
+import { FORWARD_KERNEL, GRADIENT_KERNEL, LoRAAttrs } from './kernels';
 import { tf } from './peer';
 
 const gradConfig: GradConfig = {
   kernelName: FORWARD_KERNEL,
   inputsToSave: ['x', 'kernel', 'A', 'B'],
-  // s, and with dropout xDrop and the mask; y is not needed.
-  outputsToSave: [false, true, true, true],
+  // y (read through a ReLU only: the list is the same for every call; saving is a reference, not a
+  // copy, and y is kept anyway as the next layer's or the loss's input), s, and with dropout xDrop
+  // and the mask.
+  outputsToSave: [true, true, true, true],
   gradFunc: (dys, saved, attrs) => {
     const dy = Array.isArray(dys) ? dys[0] : dys;
-    const [x, kernel, A, B, s, xDrop, mask] = saved;
+    const [x, kernel, A, B, y, s, xDrop, mask] = saved;
+    const relu = (attrs as unknown as LoRAAttrs).activation === 'relu';
     const grads = (inputGrad: boolean) => tf.engine().runKernel(
-      GRADIENT_KERNEL, { dy, x, kernel, A, B, s, ...(xDrop ? { xDrop, mask } : {}) }, { ...attrs, inputGrad } as NamedAttrMap) as Tensor[];
+      GRADIENT_KERNEL, { dy, x, kernel, A, B, s, ...(relu ? { y } : {}), ...(xDrop ? { xDrop, mask } : {}) }, { ...attrs, inputGrad } as NamedAttrMap) as Tensor[];
     let spare: { dA?: Float32Array; dB?: Float32Array } = {};
     const lora = (name: 'dA' | 'dB'): Tensor => {
       const kept = spare[name];

@@ -63,7 +63,8 @@ interface DenseParts {
   useBias: boolean;
   kernel: LayerVariable;
   bias: LayerVariable | null;
-  activation: ((t: Tensor) => Tensor) | null;
+  /** By its name in the Dense's config ('relu', 'gelu', ...); null for 'linear'. */
+  activation: { name: string; apply(t: Tensor): Tensor } | null;
 }
 
 const shapeText = (shape: Shape) => `[${shape.map((d) => d ?? 'None').join(', ')}]`;
@@ -193,10 +194,13 @@ export class LoRADense extends LayerBase implements AdapterLayer {
       const x = Array.isArray(inputs) ? inputs[0] : inputs;
       const { kernel, bias, activation } = this.#frozen!;
       const training = kwargs.training === true && this.dropout > 0;
+      // A ReLU runs inside the fused op (forward and gradient); any other activation as tfjs's op after it.
+      const fusedRelu = activation?.name === 'relu';
       const y = loraLinear(x, kernel.read(), bias?.read() ?? null, this.#A!.read(), this.#B!.read(), {
         scaling: this.scaling, ...(training ? { dropout: this.dropout, seed: this.#dropoutSeed, step: this.#step++ } : {}),
+        ...(fusedRelu ? { activation: 'relu' as const } : {}),
       });
-      return activation ? activation(y) : y;
+      return activation && !fusedRelu ? activation.apply(y) : y;
     });
   }
 
@@ -259,7 +263,7 @@ export class LoRADense extends LayerBase implements AdapterLayer {
     const useBias = config.useBias !== false;
     // tfjs keeps the activation as a private field of Dense; 'linear' is the identity.
     const act = (this.dense as unknown as { activation?: { apply(t: Tensor): Tensor } }).activation;
-    const activation = config.activation === 'linear' || act === undefined ? null : (t: Tensor) => act.apply(t);
+    const activation = config.activation === 'linear' || act === undefined ? null : { name: String(config.activation), apply: (t: Tensor) => act.apply(t) };
     return { units: config.units as number, useBias, kernel, bias: useBias ? named('bias') : null, activation };
   }
 }

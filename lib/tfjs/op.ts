@@ -1,4 +1,5 @@
-// loraLinear: the fused LoRA layer as a tfjs op, y = x·kernel + bias + scaling·(x̃·A)·B, in tfjs's
+// loraLinear: the fused LoRA layer as a tfjs op, y = x·kernel + bias + scaling·(x̃·A)·B (then a ReLU
+// when asked), in tfjs's
 // layouts: x (..., I) (rank >= 2, the leading dimensions flattened to M rows), kernel (I, O) as
 // tf.layers.dense keeps it, bias (O) or null, A (I, r), B (r, O). Every argument is checked here,
 // before tfjs records or allocates anything, so a refused call leaves tfjs as it was.
@@ -7,7 +8,7 @@ import { fail, said } from '../errors';
 import { randomSeed } from '../random';
 import { checkDropout, checkFiniteNumber, checkOptions, checkSeed, optionKeys, shapeString } from '../validate';
 import { composed } from './fallback';
-import { FORWARD_KERNEL, LoRAAttrs } from './kernels';
+import { FORWARD_KERNEL, FUSED_ACTIVATIONS, LoRAActivation, LoRAAttrs } from './kernels';
 import { FUSED_BACKENDS } from './memory';
 import { tf } from './peer';
 
@@ -20,8 +21,15 @@ export interface LoraLinearOptions {
   seed?: number;
   /** ... and step: the mask is a function of (seed, step, element), so vary one per call. Default 0. */
   step?: number;
+  /** The activation after the layer, computed with it (forward and gradient): 'linear' (default, none) or 'relu'. */
+  activation?: LoRAActivation;
 }
-const OPTION_KEYS = optionKeys<LoraLinearOptions>({ scaling: true, dropout: true, seed: true, step: true });
+const OPTION_KEYS = optionKeys<LoraLinearOptions>({ scaling: true, dropout: true, seed: true, step: true, activation: true });
+
+function checkActivation(where: string, v: unknown): LoRAActivation {
+  if (typeof v === 'string' && (FUSED_ACTIVATIONS as readonly string[]).includes(v)) return v as LoRAActivation;
+  return fail('ERR_ARGUMENT', where, 'options.activation', `one of ${FUSED_ACTIVATIONS.map((a) => `'${a}'`).join(', ')}`, v);
+}
 
 /** A live float32 tf.Tensor, or ERR_ARGUMENT / ERR_DISPOSED / ERR_DTYPE naming it. */
 function tfTensor(where: string, arg: string, v: unknown): Tensor {
@@ -69,12 +77,13 @@ export function loraLinear(x: Tensor, kernel: Tensor, bias: Tensor | null, A: Te
   const dropout = opts.dropout === undefined ? 0 : checkDropout(where, opts.dropout);
   const seed = opts.seed === undefined ? randomSeed() : checkSeed(where, opts.seed);
   const step = opts.step === undefined ? 0 : checkSeed(where, opts.step);
+  const activation = opts.activation === undefined ? 'linear' : checkActivation(where, opts.activation);
   // As the kernels see it: a p whose float32 is 0 is no dropout.
   const p = Math.fround(dropout) > 0 ? dropout : 0;
 
   const backendName = tf.getBackend();
-  if (!FUSED_BACKENDS.includes(backendName)) return composed(backendName, { x, kernel, bias: bias ?? null, A, B, scaling, dropout: p, seed, step });
-  const attrs: LoRAAttrs = { scaling, dropout: p, seed, step };
+  if (!FUSED_BACKENDS.includes(backendName)) return composed(backendName, { x, kernel, bias: bias ?? null, A, B, scaling, dropout: p, seed, step, activation });
+  const attrs: LoRAAttrs = { scaling, dropout: p, seed, step, activation };
   const [y, ...saved] = tf.engine().runKernel(FORWARD_KERNEL, bias ? { x, kernel, bias, A, B } : { x, kernel, A, B }, attrs) as Tensor[];
   // s (and x̃, the mask) live on in tfjs's saved tensors when a gradient is being recorded.
   for (const t of saved) t.dispose();
