@@ -9,9 +9,8 @@
 //     values (already bf16-exact) as pairs; KC counts k, so a sliver holds KC/2 words per lane;
 //   - fp32 slivers for the fp32 micro-kernels of the chosen ISA (kernels.h), with the same rounded
 //     values: the widening fallback, and the same arithmetic (a bf16 product is exact in fp32).
-// The decode path (M <= 8, NT) reads Ŵ once, row by row, decoding a row into L1 and taking its dot
-// products with the M rounded rows of A: decode is bound by the bytes of W, and fewer bytes is the
-// whole gain of a compressed W.
+// The decode path (M <= 8, NT) is wgemv.cpp: W's compressed bytes streamed once, decoded in
+// registers: decode is bound by the bytes of W, and fewer bytes is the whole gain of a compressed W.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -243,6 +243,11 @@ FL_BF16_TARGET __m512bh x_words(const Job& j, int m, int64_t p) {
   return (__m512bh)_mm512_load_si512(j.x + m * j.xs + p);
 }
 
+// Each row is its own stream, R of them at once; the hardware prefetchers alone left bf16 W at ~37
+// GB/s where fp32 W streams at ~43 (bench/NOTES.md). So each kernel asks for the line 1 KiB ahead.
+constexpr int64_t kPrefetchBytes = 1024;
+constexpr int64_t kPrefetch = kPrefetchBytes / 2;  // bf16 values
+
 // bf16 W: 32 values from flat element e as they are stored (n < 32: the first n, the rest zero).
 template <int MM, int R>
 FL_BF16_TARGET void bf16_step(const Job& j, int64_t o, int64_t k, int64_t n, __m512 (&acc)[R][MM]) {
@@ -250,6 +255,7 @@ FL_BF16_TARGET void bf16_step(const Job& j, int64_t o, int64_t k, int64_t n, __m
   for (int m = 0; m < MM; ++m) x[m] = x_words(j, m, k / 2);
   for (int r = 0; r < R; ++r) {
     const uint16_t* w = j.W->bf16 + (o + r) * j.W->I + k;
+    _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetch), _MM_HINT_T0);
     const __m512bh v = (__m512bh)(n == 32 ? _mm512_loadu_si512(w) : _mm512_maskz_loadu_epi16(__mmask32((1u << n) - 1), w));
     for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], v, x[m]);
   }
@@ -272,7 +278,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows(const Job&
         const int64_t e = (o + r) * W.I + kNf4Block * b;
         const __m512 t = _mm512_mul_ps(codes, _mm512_set1_ps(W.absmax[e / kNf4Block]));
         const __m512i table = (__m512i)_mm512_cvtne2ps_pbh(t, t);  // word i: bf16(code[i % 16]·absmax)
-        const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.q4 + e / 2)));
+        const uint8_t* p = W.q4 + e / 2;
+        if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+        const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
         const __m512i even = _mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), table);
         const __m512i odd = _mm512_permutexvar_epi16(q, table);  // index q % 32: the low nibble, + 16 or not
         for (int m = 0; m < MM; ++m) {
@@ -338,6 +346,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi"))) void bf16_int8
     for (int m = 0; m < MM; ++m) x0[m] = x_words(j, m, k / 2), x1[m] = x_words(j, m, k / 2 + 16);
     for (int r = 0; r < R; ++r) {
       const int8_t* p = W.q8 + (o + r) * W.I + k;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
       const __m512i q = n == 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(__mmask64(~uint64_t(0) >> (64 - n)), p);
       const __m512i a = _mm512_abs_epi8(q);  // −128 stays 0x80 and indexes entry 0: patched below
       const __mmask64 m128 = _mm512_cmpeq_epi8_mask(q, sign);
