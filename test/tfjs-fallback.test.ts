@@ -6,13 +6,14 @@ import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { describe, expect, it, vi } from 'vitest';
 import { FORWARD_KERNEL, GRADIENT_KERNEL, loraLinear, LoRADense } from '../lib/tfjs/index';
+import { FORWARD_RELU_KERNEL } from '../lib/tfjs/kernels';
 import { randomArray, relErr } from './reference';
 import { composition, makeCase, Outcome, outcome, tf, use } from './tfjs-setup';
 
 const OTHER = 'other';
 tf.registerBackend(OTHER, () => new MathBackendCPU());
 for (const k of tf.getKernelsForBackend('cpu')) {
-  if (k.kernelName !== FORWARD_KERNEL && k.kernelName !== GRADIENT_KERNEL) tf.registerKernel({ ...k, backendName: OTHER });
+  if (![FORWARD_KERNEL, FORWARD_RELU_KERNEL, GRADIENT_KERNEL].includes(k.kernelName)) tf.registerKernel({ ...k, backendName: OTHER });
 }
 
 describe('loraLinear on a backend without the fused kernels', () => {

@@ -63,7 +63,7 @@ describe.each(BACKENDS)('LoRADense on %s', (backend) => {
       return got;
     });
     const kernels = profile.kernels.map((k) => k.name);
-    expect(kernels).toContain('FusedLoRALinear');
+    expect(kernels).toContain('FusedLoRALinearReLU');
     expect(kernels.filter((k) => ['Relu', 'Step'].includes(k))).toEqual([]);
     // The Multiplies left are the loss's own: y ⊙ G, and in its gradient the Sum's broadcast and dy ⊙ G.
     expect(kernels.filter((k) => k === 'Multiply').length).toBe(3);

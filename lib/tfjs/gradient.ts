@@ -16,22 +16,22 @@
 // for cannot leak. (tfjs itself hands the gradient zeros for the outputs nothing differentiates,
 // s and with dropout x̃ and the mask: allocations of its engine, not copies.)
 import type { GradConfig, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
-import { FORWARD_KERNEL, GRADIENT_KERNEL, LoRAAttrs } from './kernels';
+import { FORWARD_KERNEL, FORWARD_RELU_KERNEL, GRADIENT_KERNEL } from './kernels';
 import { tf } from './peer';
 
-const gradConfig: GradConfig = {
-  kernelName: FORWARD_KERNEL,
+/** The gradient of a forward kernel; `savesY`: the ReLU kernel's, which reads y (the mask y > 0). */
+const gradConfig = (kernelName: string, savesY: boolean): GradConfig => ({
+  kernelName,
   inputsToSave: ['x', 'kernel', 'A', 'B'],
-  // y (read through a ReLU only: the list is the same for every call; saving is a reference, not a
-  // copy, and y is kept anyway as the next layer's or the loss's input), s, and with dropout xDrop
-  // and the mask.
-  outputsToSave: [true, true, true, true],
+  // [y,] s, and with dropout xDrop and the mask.
+  outputsToSave: [savesY, true, true, true],
   gradFunc: (dys, saved, attrs) => {
     const dy = Array.isArray(dys) ? dys[0] : dys;
-    const [x, kernel, A, B, y, s, xDrop, mask] = saved;
-    const relu = (attrs as unknown as LoRAAttrs).activation === 'relu';
+    const [x, kernel, A, B] = saved;
+    const outs: Array<Tensor | undefined> = savesY ? saved.slice(4) : [undefined, ...saved.slice(4)];
+    const [y, s, xDrop, mask] = outs as [Tensor | undefined, Tensor, Tensor | undefined, Tensor | undefined];
     const grads = (inputGrad: boolean) => tf.engine().runKernel(
-      GRADIENT_KERNEL, { dy, x, kernel, A, B, s, ...(relu ? { y } : {}), ...(xDrop ? { xDrop, mask } : {}) }, { ...attrs, inputGrad } as NamedAttrMap) as Tensor[];
+      GRADIENT_KERNEL, { dy, x, kernel, A, B, s, ...(y ? { y } : {}), ...(xDrop ? { xDrop, mask } : {}) }, { ...attrs, inputGrad } as NamedAttrMap) as Tensor[];
     let spare: { dA?: Float32Array; dB?: Float32Array } = {};
     const lora = (name: 'dA' | 'dB'): Tensor => {
       const kept = spare[name];
@@ -55,8 +55,10 @@ const gradConfig: GradConfig = {
       bias: () => tf.zeros([kernel.shape[1] as number]),
     };
   },
-};
+});
 
 export function registerGradient(): void {
-  if (tf.getGradient(FORWARD_KERNEL) === undefined) tf.registerGradient(gradConfig);
+  for (const [kernelName, savesY] of [[FORWARD_KERNEL, false], [FORWARD_RELU_KERNEL, true]] as const) {
+    if (tf.getGradient(kernelName) === undefined) tf.registerGradient(gradConfig(kernelName, savesY));
+  }
 }

@@ -22,6 +22,12 @@ import { BackendMemory, FUSED_BACKENDS, memoryOf } from './memory';
 import { tf } from './peer';
 
 export const FORWARD_KERNEL = 'FusedLoRALinear';
+/**
+ * The same forward with the ReLU: a kernel of its own name, because tfjs saves a kernel's outputs
+ * for its gradient by a list fixed per kernel name, and only this one needs y saved (on wasm every
+ * saved tensor is copied by tfjs's engine, so the linear kernel must not save y).
+ */
+export const FORWARD_RELU_KERNEL = 'FusedLoRALinearReLU';
 export const GRADIENT_KERNEL = 'FusedLoRALinearGrad';
 
 /** Attributes of both kernels. */
@@ -38,6 +44,7 @@ export interface LoRAAttrs extends NamedAttrMap {
 /** The activations the kernels apply themselves; any other stays a tfjs op after the layer. */
 export type LoRAActivation = 'linear' | 'relu';
 export const FUSED_ACTIVATIONS: readonly LoRAActivation[] = ['linear', 'relu'];
+export const forwardKernelOf = (activation: LoRAActivation): string => (activation === 'relu' ? FORWARD_RELU_KERNEL : FORWARD_KERNEL);
 
 // The host's elementwise ReLU kernels (native, multithreaded) over the backend's own memory.
 const hostOperand = (values: Float32Array): Operand => operand('fused-lora/tfjs', 'y', values, HOST);
@@ -120,6 +127,7 @@ export function registerKernels(): void {
   for (const backendName of FUSED_BACKENDS) {
     const kernels: Array<[string, KernelFunc]> = [
       [FORWARD_KERNEL, ({ inputs, backend, attrs }) => forward(memoryOf(backendName, backend), inputs, attrs as LoRAAttrs)],
+      [FORWARD_RELU_KERNEL, ({ inputs, backend, attrs }) => forward(memoryOf(backendName, backend), inputs, attrs as LoRAAttrs)],
       [GRADIENT_KERNEL, ({ inputs, backend, attrs }) => gradient(memoryOf(backendName, backend), inputs, attrs as LoRAAttrs & { inputGrad: boolean })],
     ];
     for (const [kernelName, kernelFunc] of kernels) {

@@ -8,7 +8,7 @@ import { fail, said } from '../errors';
 import { randomSeed } from '../random';
 import { checkDropout, checkFiniteNumber, checkOptions, checkSeed, optionKeys, shapeString } from '../validate';
 import { composed } from './fallback';
-import { FORWARD_KERNEL, FUSED_ACTIVATIONS, LoRAActivation, LoRAAttrs } from './kernels';
+import { forwardKernelOf, FUSED_ACTIVATIONS, LoRAActivation, LoRAAttrs } from './kernels';
 import { FUSED_BACKENDS } from './memory';
 import { tf } from './peer';
 
@@ -84,7 +84,7 @@ export function loraLinear(x: Tensor, kernel: Tensor, bias: Tensor | null, A: Te
   const backendName = tf.getBackend();
   if (!FUSED_BACKENDS.includes(backendName)) return composed(backendName, { x, kernel, bias: bias ?? null, A, B, scaling, dropout: p, seed, step, activation });
   const attrs: LoRAAttrs = { scaling, dropout: p, seed, step, activation };
-  const [y, ...saved] = tf.engine().runKernel(FORWARD_KERNEL, bias ? { x, kernel, bias, A, B } : { x, kernel, A, B }, attrs) as Tensor[];
+  const [y, ...saved] = tf.engine().runKernel(forwardKernelOf(activation), bias ? { x, kernel, bias, A, B } : { x, kernel, A, B }, attrs) as Tensor[];
   // s (and x̃, the mask) live on in tfjs's saved tensors when a gradient is being recorded.
   for (const t of saved) t.dispose();
   return y;
