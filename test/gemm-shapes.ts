@@ -164,6 +164,13 @@ export function boundaryCases(table: NativeKernelTable): { cases: GemmCase[]; ex
     push(ta, tb, 1, [7, 4096, 1000, 4097][t % 4], [1, 33, 1025, 4096][(t + 1) % 4]);
     push(ta, tb, [17, 4096, 999][t % 3], 1, [3, 64, 2049][t % 3]);
   }
+  // The GEMV over a few rows (x·Wᵀ, M = 2 .. gemvMaxRows): every M, outputs that leave a partial
+  // pass of rows and a partial 16-output chunk, K below, at and past the vector lengths; and the
+  // first M past it, which is blocked again.
+  for (let M = 2; M <= table.gemvMaxRows + 1; M++) {
+    push(false, true, M, [1, 5, 17, 4099][M % 4], [1, 7, 8, 9, 17, 33, 1025, 4096][M % 8]);
+    push(false, true, M, [3, 16, 770, 33][M % 4], [15, 16, 63, 64, 2049, 3, 31, 767][M % 8]);
+  }
   return { cases, excused };
 }
 
@@ -180,6 +187,7 @@ export function threadedCases(table: NativeKernelTable, threads: number): GemmCa
     [false, true, 1, 4096, 4 * 4096, table.minGemvBytesPerThread],               // GEMV, rows layout
     [false, false, 1, 4097, 4 * 4097, table.minGemvBytesPerThread],              // GEMV, columns layout
     [true, true, 4099, 1, 4 * 4099, table.minGemvBytesPerThread],                // GEMV with a strided y
+    [false, true, 5, 4097, 4 * 4097, table.minGemvBytesPerThread],               // GEMV over a few rows of x
     [false, true, 300, 16, 2 * 300 * 16, table.minFlopsPerThread],               // the dot path, where there is one
   ];
   const out: GemmCase[] = [];

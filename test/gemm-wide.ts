@@ -70,7 +70,7 @@ export function defineBuiltinWide(isa: 'avx512' | 'avx2' | 'generic'): void {
           expect(missing, `kernel ${k.mr}x${k.nr} (MC=${k.mc}, KC=${k.kc}, NC=${k.nc}) never saw`).toEqual([]);
         });
         const paths = new Set(cases.map((c) => native.gemmPlan({ transA: c.ta, transB: c.tb, M: c.M, N: c.N, K: c.K }).path));
-        expect([...paths].sort()).toEqual(table.dot ? ['blocked', 'dot', 'gemv-cols', 'gemv-rows'] : ['blocked', 'gemv-cols', 'gemv-rows']);
+        expect([...paths].sort()).toEqual(table.dot ? ['blocked', 'dot', 'gemv-cols', 'gemv-multi', 'gemv-rows'] : ['blocked', 'gemv-cols', 'gemv-multi', 'gemv-rows']);
       });
     });
 
@@ -85,7 +85,7 @@ export function defineBuiltinWide(isa: 'avx512' | 'avx2' | 'generic'): void {
           seen.add(`${p.path} on ${p.threads}`);
           if (p.path === 'blocked' && p.threads > 1) seen.add(`blocked split ${p.tm > 1 ? 'M' : 'N'}`);
         }
-        const want = ['blocked', 'gemv-rows', 'gemv-cols', ...(table.dot ? ['dot'] : [])].flatMap((path) => [1, 2, 3].map((n) => `${path} on ${n}`));
+        const want = ['blocked', 'gemv-rows', 'gemv-cols', 'gemv-multi', ...(table.dot ? ['dot'] : [])].flatMap((path) => [1, 2, 3].map((n) => `${path} on ${n}`));
         expect(want.filter((w) => !seen.has(w))).toEqual([]);
         expect(seen.has('blocked split M') && seen.has('blocked split N')).toBe(true);
       });

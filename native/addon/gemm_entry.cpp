@@ -54,6 +54,7 @@ const char* path_name(builtin::Path p) {
     case builtin::Path::Scale: return "scale";
     case builtin::Path::GemvRows: return "gemv-rows";
     case builtin::Path::GemvCols: return "gemv-cols";
+    case builtin::Path::GemvMulti: return "gemv-multi";
     case builtin::Path::Dot: return "dot";
     case builtin::Path::Blocked: return "blocked";
     case builtin::Path::None: break;
@@ -114,6 +115,7 @@ Napi::Value BuiltinKernels(const Napi::CallbackInfo& info) {
   }
   out.Set("minFlopsPerThread", t.min_flops_per_thread);
   out.Set("minGemvBytesPerThread", t.min_gemv_bytes_per_thread);
+  out.Set("gemvMaxRows", static_cast<double>(t.gemv_max_rows));
   out.Set("threads", num_threads());
   const LoraPaths lp = lora_paths();
   Napi::Object lora = Napi::Object::New(env);

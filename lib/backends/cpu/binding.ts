@@ -32,6 +32,8 @@ export interface NativeKernelTable {
   dot: { maxN: number; kc: number } | null;
   minFlopsPerThread: number;
   minGemvBytesPerThread: number;
+  /** x·Wᵀ (A row-major, B transposed) for 2 up to this many rows is one GEMV over the rows ('gemv-multi'). */
+  gemvMaxRows: number;
   threads: number;
   lora: { frozenBuiltinMaxRows: number; dxRankRMinBytes: number; rankRStreamBytes: number; rankRTileRows: number; rankRTileCols: number; rankRIsa: string };
 }
@@ -40,7 +42,7 @@ export interface GemmPlanArgs { transA: boolean; transB: boolean; M: number; N: 
 
 /** How the built-in GEMM would run one call; the blocking is that of the first thread's share of C. */
 export interface NativeGemmPlan {
-  path: 'none' | 'scale' | 'gemv-rows' | 'gemv-cols' | 'dot' | 'blocked';
+  path: 'none' | 'scale' | 'gemv-rows' | 'gemv-cols' | 'gemv-multi' | 'dot' | 'blocked';
   threads: number;
   kernel: number;
   tm: number; tn: number;

@@ -41,6 +41,7 @@ constexpr KernelSet kAvx512 = {Isa::Avx512,
                                &pack_t_avx512,
                                &gemv_rows_avx512,
                                &gemv_cols_avx512,
+                               &gemv_multi_avx512,
                                true};
 // 6×16: the classic Haswell tile, 12 ymm accumulators + 2 B vectors + 1 broadcast.
 constexpr KernelSet kAvx2 = {Isa::Avx2,
@@ -51,6 +52,7 @@ constexpr KernelSet kAvx2 = {Isa::Avx2,
                              &pack_t_generic,
                              &gemv_rows_avx2,
                              &gemv_cols_avx2,
+                             &gemv_multi_avx2,
                              false};
 #endif
 constexpr KernelSet kGeneric = {Isa::Generic,
@@ -61,6 +63,7 @@ constexpr KernelSet kGeneric = {Isa::Generic,
                                 &pack_t_generic,
                                 &gemv_rows_generic,
                                 &gemv_cols_generic,
+                                &gemv_multi_generic,
                                 false};
 
 // The fixed-size scratch of gemm_serial and pack_t_generic, and the blocking arithmetic, hold for
@@ -103,6 +106,7 @@ Table make_table(const KernelSet& ks) {
   t.dot_kc = ks.dot ? kDotKC : 0;
   t.min_flops_per_thread = kMinFlopsPerThread;
   t.min_gemv_bytes_per_thread = kMinGemvBytesPerThread;
+  t.gemv_max_rows = kGemvMaxRows;
   return t;
 }
 

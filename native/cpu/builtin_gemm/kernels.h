@@ -33,6 +33,10 @@ using GemvRows = void (*)(int64_t, int64_t, int64_t, float, const float*, const 
                           float*, int64_t);
 using GemvCols = void (*)(int64_t, int64_t, int64_t, float, const float*, const float*, int64_t, float,
                           float*, int64_t, float*);
+// The rows-layout GEMV for 2..kGemvMaxRows rows of x (gemv.h): outputs [n0, n1), M, K, alpha, x, ldx, W,
+// ldw, beta, y, ldy.
+using GemvMulti = void (*)(int64_t, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                           float, float*, int64_t);
 
 struct Kernel {
   int mr, nr;
@@ -53,6 +57,7 @@ struct KernelSet {
   PackT pack_t;
   GemvRows gemv_rows;
   GemvCols gemv_cols;
+  GemvMulti gemv_multi;
   bool dot;  // narrow outputs of a row-major A go to the dot path (dot.h)
 };
 

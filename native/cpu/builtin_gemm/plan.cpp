@@ -84,6 +84,9 @@ Plan plan_call(const KernelSet& ks, Trans ta, Trans tb, int64_t M, int64_t N, in
   } else if (ks.dot && ta == Trans::N && N <= kDotMaxN) {
     p.path = Path::Dot;
     p.threads = std::min(flop_threads(M, N, K), M);
+  } else if (ta == Trans::N && tb == Trans::T && M <= kGemvMaxRows) {  // x·Wᵀ for a few rows of x
+    p.path = Path::GemvMulti;
+    p.threads = gemv_threads(N, K);
   } else {
     p.path = Path::Blocked;
     p.kernel = pick_kernel(ks, M, N);

@@ -17,6 +17,11 @@ constexpr double kMinFlopsPerThread = 1.0e7;
 // GEMV is bandwidth-bound (~70 GB/s per core from L3, ~20 from DRAM): split only when each thread
 // streams at least this many bytes of W.
 constexpr double kMinGemvBytesPerThread = 4.0 * 1024 * 1024;
+// Up to this many rows of x, x·Wᵀ (A row-major, B transposed: W's rows) is a GEMV over all the rows
+// at once (gemv_multi) rather than the blocked algorithm: at M <= 8 the FMAs are few and packing W
+// (a transposing copy of all of it, every call) cost 10-15x the product on AVX2 (2-core Zen 3,
+// 4096², M = 2..8: 27-48 ms blocked against 3.4 ms for the M = 1 GEMV).
+constexpr int64_t kGemvMaxRows = 8;
 
 Plan plan_call(const KernelSet& ks, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha);
 

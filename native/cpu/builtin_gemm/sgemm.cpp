@@ -4,7 +4,8 @@
 //
 // plan.cpp decides the path, kernel, blocking and threads of a call; this file runs exactly that
 // plan: C scaled only (K = 0 or alpha = 0), a GEMV (M == 1 or N == 1, the LoRA decode case: no
-// packing, the matrix streamed once, gemv.cpp), the dot path (narrow outputs of a row-major A,
+// packing, the matrix streamed once, gemv.cpp; and 2..kGemvMaxRows rows of A against a transposed B,
+// the same stream shared by those rows), the dot path (narrow outputs of a row-major A,
 // dot.cpp), or the blocked algorithm (driver.cpp) over packed slivers (pack.cpp) with the
 // micro-kernels of the ISA chosen at run time (kernels.cpp, ukr_*.h; the addon is built without
 // -march).
@@ -51,6 +52,9 @@ void sgemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, con
         gemv(ks, p.path == Path::GemvRows, p.threads, N, K, alpha, A, ta == Trans::N ? 1 : lda, B, ldb, beta, C, 1);
       else  // x = op(B) column 0; y is a strided column of C
         gemv(ks, p.path == Path::GemvRows, p.threads, M, K, alpha, B, tb == Trans::N ? ldb : 1, A, lda, beta, C, ldc);
+      return;
+    case Path::GemvMulti:  // x = the M rows of A, W = B's rows
+      gemv_multi(ks, p.threads, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     case Path::Dot:
       dot(p.threads, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -36,10 +36,11 @@ struct Table {
   int64_t dot_max_n = 0, dot_kc = 0;  // the dot path (narrow outputs of a row-major A); 0: none on this ISA
   double min_flops_per_thread = 0;       // a GEMM takes one more thread per this many flops
   double min_gemv_bytes_per_thread = 0;  // a GEMV takes one more thread per this many bytes of its matrix
+  int64_t gemv_max_rows = 0;  // x·Wᵀ for up to this many rows of x is one GEMV over them all (gemv-multi)
 };
 const Table& table();
 
-enum class Path : uint8_t { None, Scale, GemvRows, GemvCols, Dot, Blocked };
+enum class Path : uint8_t { None, Scale, GemvRows, GemvCols, GemvMulti, Dot, Blocked };
 struct Plan {
   Path path = Path::None;
   int64_t threads = 1;
