@@ -94,6 +94,49 @@ __attribute__((target("avx512f"))) void pack_t_avx512(const float* s, int64_t ld
 }
 #endif
 
+#if FL_X86
+// Transpose, AVX2: 8 rows × 8 k per step, one 32-byte load per row and an in-register 8×8
+// transpose; rows past `rows` load as zero, which is the padding. The last group of a sliver of
+// R % 8 != 0 rows (the 6- and 12-row A slivers) is transposed whole and only its R % 8 columns
+// copied out. The portable transposer alone packed at ~1 GB/s on Zen 3 (the x·Wᵀ pack of a 4096² W: 55% of a 16-row product's time).
+__attribute__((target("avx2,fma"))) void pack_t_avx2(const float* s, int64_t ld, int64_t rows, int R, int64_t kc,
+                                                    float* d) {
+  const int64_t K8 = kc / 8 * 8;
+  for (int g = 0; g < R; g += 8) {
+    const int gr = std::min(8, R - g);  // rows of this group that d holds (8, or R % 8 in the last)
+    const float* src[8];
+    for (int i = 0; i < 8; ++i) src[i] = i < gr && g + i < rows ? s + (g + i) * ld : nullptr;
+    alignas(32) float part[8 * 8];  // a short group's transposed block, then its gr columns copied out
+    for (int64_t k0 = 0; k0 < K8; k0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = src[i] ? _mm256_loadu_ps(src[i] + k0) : _mm256_setzero_ps();
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+      const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      // u0..u3, 128-bit half h, hold rows 0..3 at k = 4h + 0..3; u4..u7 the same for rows 4..7.
+      const __m256 c[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                           _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                           _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                           _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+      float* o = d + k0 * R + g;
+      if (gr == 8) {
+        for (int kk = 0; kk < 8; ++kk) _mm256_storeu_ps(o + kk * R, c[kk]);
+      } else {
+        for (int kk = 0; kk < 8; ++kk) _mm256_store_ps(part + 8 * kk, c[kk]);
+        for (int kk = 0; kk < 8; ++kk) std::memcpy(o + kk * R, part + 8 * kk, sizeof(float) * size_t(gr));
+      }
+    }
+    for (int64_t k = K8; k < kc; ++k)
+      for (int i = 0; i < gr; ++i) d[k * R + g + i] = src[i] ? src[i][k] : 0.f;
+  }
+}
+#endif
+
 void pack_slivers(bool copy, const float* S, int64_t ld, int64_t n, int64_t kc, int R, float* dst) {
   for (int64_t i0 = 0; i0 < n; i0 += R) {
     const int64_t valid = std::min<int64_t>(R, n - i0);

@@ -17,6 +17,7 @@ void pack_copy(const float* s, int64_t ld, int64_t cols, int R, int64_t kc, floa
 // d[k*R + i] = s[i*ld + k] for i < rows, zero for rows <= i < R (the PackT of kernels.h), portable
 // and AVX-512 (x86-64 only).
 void pack_t_generic(const float* s, int64_t ld, int64_t rows, int R, int64_t kc, float* d);
+void pack_t_avx2(const float* s, int64_t ld, int64_t rows, int R, int64_t kc, float* d);
 void pack_t_avx512(const float* s, int64_t ld, int64_t rows, int R, int64_t kc, float* d);
 
 // n values v(i, k) per k into R-wide slivers: v(i, k) = S[k*ld + i] when `copy`, else S[i*ld + k].

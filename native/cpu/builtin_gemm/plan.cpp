@@ -41,7 +41,9 @@ int pick_kernel(const KernelSet& ks, int64_t M, int64_t N) {
 }
 
 // Threads: as many as the work justifies, laid out as a tm×tn grid over C that minimises the
-// largest share (in micro-tiles). Each thread runs the full blocked algorithm on its rectangle
+// largest share: its micro-tiles' multiply-adds plus the rows of A and columns of B it packs, per k
+// (each packed value counted as one multiply-add; without the packing term a 16-row x·Wᵀ on the
+// 4×24 AVX2 kernel split M by one tile in 171 and packed all of a 4096² W on both threads: 1.7x slower). Each thread runs the full blocked algorithm on its rectangle
 // with its own packing buffers: no barriers, so a parallel_for that degrades to running every
 // chunk on the caller (busy pool, nested call) is still correct. The cost is that A is packed
 // once per column of threads and B once per row, which is small next to the FMAs at any size
@@ -56,7 +58,8 @@ void thread_grid(const Kernel& kr, int64_t M, int64_t N, int64_t K, int64_t& tm,
     if (T % a) continue;
     const int64_t b = T / a;
     if (a > mt || b > nt) continue;
-    const int64_t share = ((mt + a - 1) / a) * ((nt + b - 1) / b);
+    const int64_t rows = (mt + a - 1) / a, cols = (nt + b - 1) / b;
+    const int64_t share = rows * cols * kr.mr * kr.nr + rows * kr.mr + cols * kr.nr;
     // Ties go to splitting N: B then stays whole-K per thread and A (the smaller pack for the
     // tall shapes LoRA uses) is the one duplicated.
     if (best < 0 || share < best || (share == best && b > tn)) {
