@@ -164,7 +164,7 @@ export function defineLowpSuites(isa: string): void {
       const step = format === 'nf4' ? 64 : 1;
       const K = (k: number) => Math.max(step, Math.round(k / step) * step);
       it('small and odd shapes, M 1 to 17', () => {
-        for (const M of [1, 2, 3, 7, 8, 9, 13, 14, 15, 16, 17])
+        for (const M of [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17])  // every decode row count, then blocked
           for (const [I, O] of [[K(1), 1], [K(3), 5], [K(64), 33], [K(65), 47], [K(200), 31]]) checkProducts(format, M, I, O, M * 131 + I);
       });
       it('the blocking boundaries: KC 512 / 1024 ± 1, NC 4096 ± 1, MC 168 ± 1', () => {
