@@ -1,8 +1,9 @@
 // Dequantizing a run of one row of a frozen weight (lowp.h) into fp32 values rounded to bf16: what
 // the reduced-precision GEMM's packers read W through, and the decode path (wgemv.cpp) for its row
 // tails and on the AVX2 and portable kernels (its AVX-512 kernels dequantize in registers). Per ISA: the portable
-// body (which the compiler vectorises where it can: bf16 widening, int8 scaling) and an AVX-512
-// version that looks nf4 codes up in a register (vpermps over the 16-entry code book).
+// body (which the compiler vectorises where it can: bf16 widening, int8 scaling), and AVX2 and
+// AVX-512 versions that look nf4 codes up in registers (vpermps over the 16-entry code book; two
+// 8-entry halves and a blend on AVX2).
 #pragma once
 #include <cstdint>
 
