@@ -106,17 +106,17 @@ struct Lanes {
   typedef float V __attribute__((vector_size(4 * L), aligned(4)));
 };
 
-// s[r·MM + m] += sum over k in [k0, k1) of x[m, k]·W(n + r, k).
+// s[r·MM + m] = sum over k of x[m, k]·W(n + r, k).
 template <int L, int MM, int R>
-__attribute__((always_inline)) inline void gemv_multi_pass(int64_t n, int64_t k0, int64_t k1, const float* __restrict x,
+__attribute__((always_inline)) inline void gemv_multi_pass(int64_t n, int64_t K, const float* __restrict x,
                                                             int64_t ldx, const float* W, int64_t ldw,
                                                             float* __restrict s) {
   using V = typename Lanes<L>::V;
   V acc[R][MM];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) acc[r][m] = V{};
-  int64_t k = k0;
-  for (; k + L <= k1; k += L)
+  int64_t k = 0;
+  for (; k + L <= K; k += L)
     for (int r = 0; r < R; ++r) {
       const V w = *reinterpret_cast<const V*>(W + (n + r) * ldw + k);
       for (int m = 0; m < MM; ++m) acc[r][m] += *reinterpret_cast<const V*>(x + m * ldx + k) * w;
@@ -126,8 +126,8 @@ __attribute__((always_inline)) inline void gemv_multi_pass(int64_t n, int64_t k0
       float t = 0.f;
       for (int l = 0; l < L; ++l) t += acc[r][m][l];
       const float* w = W + (n + r) * ldw;
-      for (int64_t kk = k; kk < k1; ++kk) t += x[m * ldx + kk] * w[kk];
-      s[r * MM + m] += t;
+      for (int64_t kk = k; kk < K; ++kk) t += x[m * ldx + kk] * w[kk];
+      s[r * MM + m] = t;
     }
 }
 
@@ -147,16 +147,8 @@ __attribute__((always_inline)) inline void gemv_multi_m(int64_t n0, int64_t n1, 
       }
   };
   int64_t n = n0;
-  for (; n + R <= n1; n += R) {
-    for (int i = 0; i < R * MM; ++i) s[i] = 0.f;
-    gemv_multi_pass<L, MM, R>(n, 0, K, x, ldx, W, ldw, s);
-    put(n, R);
-  }
-  for (; n < n1; ++n) {
-    for (int i = 0; i < MM; ++i) s[i] = 0.f;
-    gemv_multi_pass<L, MM, 1>(n, 0, K, x, ldx, W, ldw, s);
-    put(n, 1);
-  }
+  for (; n + R <= n1; n += R) gemv_multi_pass<L, MM, R>(n, K, x, ldx, W, ldw, s), put(n, R);
+  for (; n < n1; ++n) gemv_multi_pass<L, MM, 1>(n, K, x, ldx, W, ldw, s), put(n, 1);
 }
 
 template <int L>
