@@ -26,10 +26,11 @@ export interface BackendInfo {
     builtinKernelReason: string;
     /**
      * The kernel of the reduced-precision frozen GEMM (bfloat16 layers, int8 and nf4 weights):
-     * "avx512bf16" (vdpbf16ps), else the built-in kernel's ISA, widening bf16 to fp32.
+     * "amx" (AMX-BF16 tiles), "avx512bf16" (vdpbf16ps), else the built-in kernel's ISA, widening
+     * bf16 to fp32.
      */
     lowpKernel: string;
-    /** Why: FUSED_LORA_ISA, the CPU's features, or (where it has avx512_bf16) both kernels timed at first use. */
+    /** Why: FUSED_LORA_ISA, the CPU's features, or (where it has avx512_bf16) the kernels timed at first use. */
     lowpKernelReason: string;
   };
   cuda: {

@@ -56,11 +56,11 @@ export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stac
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export FUSED_LORA_ROOT="$PWD/$PKG"
 
-# The BLAS the machine has, then the built-in GEMM on each ISA its kernels are compiled for (avx512bf16:
-# the reduced-precision GEMM's vdpbf16ps kernel and its packers, forced)
+# The BLAS the machine has, then the built-in GEMM on each ISA its kernels are compiled for (amx and
+# avx512bf16: the reduced-precision GEMM's AMX tile kernel or vdpbf16ps kernel and its packers, forced)
 # (FUSED_LORA_ISA caps at what the CPU has, so a lower-end CPU repeats its best one).
 status=0
-for run in auto: builtin:avx512bf16 builtin:avx512 builtin:avx2 builtin:generic; do
+for run in auto: builtin:amx builtin:avx512bf16 builtin:avx512 builtin:avx2 builtin:generic; do
   blas=${run%%:*} isa=${run#*:}
   echo "asan: running scripts/sanitize-run.cjs (FUSED_LORA_BLAS=$blas${isa:+ FUSED_LORA_ISA=$isa})"
   if ! FUSED_LORA_BLAS=$blas FUSED_LORA_ISA=$isa node scripts/sanitize-run.cjs; then

@@ -162,8 +162,8 @@ async function main() {
   let ok = false;
   try { native.loraForward({ M: -1 }); } catch (e) { ok = e instanceof lib.LoraError; }
   if (!ok) throw new Error('native error after the workers exited is not a LoraError');
-  const isa = info.cpu ? info.cpu.builtinKernel : undefined;
-  console.log(JSON.stringify({ blas, isa, shapes: SHAPES.length, wideLayers: WIDE_LAYERS.length, wideGemms: WIDE_GEMMS.length * 4, multiLayers: MULTI_LAYERS.length, steps: STEPS, workers: 2, nativeCalls: CALLS, ran: fuzz.ran, refused: fuzz.refused, async: fuzz.async, seconds: (Date.now() - started) / 1000 }));
+  const isa = info.cpu ? info.cpu.builtinKernel : undefined, lowp = info.cpu ? info.cpu.lowpKernel : undefined;
+  console.log(JSON.stringify({ blas, isa, lowp, shapes: SHAPES.length, wideLayers: WIDE_LAYERS.length, wideGemms: WIDE_GEMMS.length * 4, multiLayers: MULTI_LAYERS.length, steps: STEPS, workers: 2, nativeCalls: CALLS, ran: fuzz.ran, refused: fuzz.refused, async: fuzz.async, seconds: (Date.now() - started) / 1000 }));
 }
 
 if (isMainThread) {

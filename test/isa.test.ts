@@ -53,7 +53,7 @@ describe('FUSED_LORA_ISA', () => {
       error: {
         name: 'LoraError',
         code: 'ERR_ARGUMENT',
-        message: `fused-lora: expected avx512bf16, avx512, avx2 or generic (or unset) for FUSED_LORA_ISA but received '${value}'`,
+        message: `fused-lora: expected amx, avx512bf16, avx512, avx2 or generic (or unset) for FUSED_LORA_ISA but received '${value}'`,
       },
     });
   });

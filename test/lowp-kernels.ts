@@ -2,9 +2,10 @@
 // test file through FUSED_LORA_ISA before the addon loads: dequantization bit for bit against a
 // reference implementation of the formats (QLoRA's nf4 code book and block layout, int8 per channel),
 // then x·Ŵᵀ and dy·Ŵ through the addon's layer exports against float64 over the bf16-rounded inputs
-// and Ŵ: at the blocking boundaries of both micro-kernel families (KC 512 / 1024, NC 4096, MC 168 ±
-// 1), small M with real widths, and the wide layers (4096 × 11008, 4096 × 12288) by Freivalds' test
-// plus exact sampled entries. Every output is pre-filled with NaN.
+// and Ŵ: at the blocking boundaries of the micro-kernel families (KC 512 / 1024 / 2048, NC 4096, MC
+// 128 / 168 ± 1, AMX's 16- and 32-row tiles), small M with real widths, and the wide layers (4096 ×
+// 11008, 4096 × 12288) by Freivalds' test plus exact sampled entries. Every output is pre-filled with
+// NaN.
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/backends/cpu/binding';
@@ -122,12 +123,15 @@ export function defineLowpSuites(isa: string): void {
       // A CPU without the ISA caps the choice (the products below are then skipped), and says so here.
       if (!here) console.warn(`FUSED_LORA_ISA=${isa} runs ${kernel} on this CPU`);
       const builtin = native.backendInfo().builtinKernel;
-      if (isa !== 'avx512bf16') {
+      if (isa !== 'avx512bf16' && isa !== 'amx') {
         expect(kernel).toBe(builtin);  // the widening fallback of the chosen fp32 kernels
       } else {
         let flags = '';
         try { flags = fs.readFileSync('/proc/cpuinfo', 'utf8'); } catch { /* not Linux: the addon's answer stands */ }
-        if (flags) expect(kernel).toBe(/\bavx512_bf16\b/.test(flags) && builtin === 'avx512' ? 'avx512bf16' : builtin);
+        const bf16 = /\bavx512_bf16\b/.test(flags) && builtin === 'avx512';
+        const amx = bf16 && /\bamx_bf16\b/.test(flags) && /\bamx_tile\b/.test(flags);
+        // amx asked of a CPU without the tiles caps to vdpbf16ps, or to the fp32 kernels below it
+        if (flags) expect(kernel).toBe(isa === 'amx' && amx ? 'amx' : bf16 ? 'avx512bf16' : builtin);
       }
     });
 
@@ -173,11 +177,11 @@ export function defineLowpSuites(isa: string): void {
         for (const M of [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17])  // every decode row count, then blocked
           for (const [I, O] of [[K(1), 1], [K(3), 5], [K(64), 33], [K(65), 47], [K(200), 31]]) checkProducts(format, M, I, O, M * 131 + I);
       });
-      it('the blocking boundaries: KC 512 / 1024 ± 1, NC 4096 ± 1, MC 168 ± 1', () => {
-        const Ks = format === 'nf4' ? [448, 512, 576, 960, 1024, 1088, 2048 + 64] : [511, 512, 513, 1023, 1024, 1025, 2049];
+      it('the blocking boundaries: KC 512 / 1024 / 2048 ± 1, NC 4096 ± 1, MC 128 / 168 ± 1, the 16- and 32-row tiles ± 1', () => {
+        const Ks = format === 'nf4' ? [448, 512, 576, 960, 1024, 1088, 1984, 2048, 2048 + 64] : [511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049];
         for (const I of Ks) checkProducts(format, 30, I, 70, I);
         for (const O of [4095, 4096, 4097, 4129]) checkProducts(format, 17, K(96), O, O, { rows: [], cols: [4080, 4095, 4096] });
-        for (const M of [167, 168, 169, 337]) checkProducts(format, M, K(128), 40, M, { rows: [13, 14, 167, 168], cols: [] });
+        for (const M of [31, 32, 33, 48, 127, 128, 129, 167, 168, 169, 337]) checkProducts(format, M, K(128), 40, M, { rows: [13, 14, 15, 16, 31, 32, 127, 128, 167, 168], cols: [] });
         checkProducts(format, 9, K(64), 4097, 5, { rows: [], cols: [4096] });  // dx: I = 4097 columns would need I % 64 for nf4
       });
       it('wide layers at small M: 4096 × 11008 and 4096 × 12288 (decode path and blocked)', () => {

@@ -100,7 +100,7 @@ describe('bfloat16 tensors on the CPU', () => {
     expect(f.dtype).toBe('float32');
     expect(t.to('cpu', { dtype: 'bfloat16' })).toBe(t);
     expect(tensor([1, 2], [2], { device: 'auto', dtype: 'bfloat16' }).dtype).toBe('bfloat16');  // kept, on the CPU too
-    expect(backendInfo().cpu.lowpKernel).toMatch(/^(avx512bf16|avx512|avx2|generic)$/);
+    expect(backendInfo().cpu.lowpKernel).toMatch(/^(amx|avx512bf16|avx512|avx2|generic)$/);
     expectCode(() => tensor([1, 2], [2], { device: 'cpu', dtype: 'float16' }), 'ERR_DTYPE');
   });
 

@@ -17,7 +17,7 @@ export interface NativeBackendInfo {
   blas: NativeBlasInfo;
   builtinKernel: string;
   builtinKernelReason: string;
-  lowpKernel: 'avx512bf16' | 'avx512' | 'avx2' | 'generic';
+  lowpKernel: 'amx' | 'avx512bf16' | 'avx512' | 'avx2' | 'generic';
   lowpKernelReason: string;
   threads: number;
 }

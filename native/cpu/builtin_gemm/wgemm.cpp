@@ -4,9 +4,11 @@
 // The blocked path is driver.cpp's loop nest with packers that dequantize: each KC×NC panel of Ŵ is
 // decoded (wdecode.h) as it is packed, once per panel and thread, and reused by every MC block of A,
 // so the cost of decoding is spread over M and no full-size copy of W ever exists. Two packed
-// formats, one per micro-kernel family:
+// formats, for three micro-kernel families:
 //   - bf16 k-pairs for the avx512bf16 kernel (ukr_bf16.h): A rounded to bf16 as it is packed, B's
 //     values (already bf16-exact) as pairs; KC counts k, so a sliver holds KC/2 words per lane;
+//     the amx kernel (ukr_amx.h) takes the same B slivers (their depth padded to 16 words) and A's
+//     rows unpacked, each row its own k-pair words, as a tile row loads them;
 //   - fp32 slivers for the fp32 micro-kernels of the chosen ISA (kernels.h), with the same rounded
 //     values: the widening fallback, and the same arithmetic (a bf16 product is exact in fp32).
 // The decode path (M <= 8, NT) is wgemv.cpp: W's compressed bytes streamed once, decoded in
@@ -26,6 +28,7 @@
 #include "plan.h"
 #include "scratch.h"
 #include "simd.h"
+#include "ukr_amx.h"
 #include "ukr_avx512.h"
 #include "ukr_bf16.h"
 #include "wdecode.h"
@@ -77,12 +80,15 @@ namespace {
 
 // The packed formats' kernel, with its blocking. KC is a multiple of 64 (a whole nf4 block per row
 // segment of the NT packer when I allows), MC and NC whole slivers.
+using UkrBf = void (*)(int64_t, const uint32_t*, const uint32_t*, float*, int64_t, float, float);
 struct WKernel {
-  bool bf16;
+  bool bf16;  // bf16 k-pair slivers (vdpbf16ps or AMX), else fp32 slivers
+  bool amx;   // the AMX tile kernel: A's slivers row-major, the depth a multiple of 16 words
   int mr, nr;
   int64_t mc, kc, nc;
-  Ukr ukr;                                                                          // fp32 slivers
-  void (*ukr_bf)(int64_t, const uint32_t*, const uint32_t*, float*, int64_t, float, float);  // bf16 pairs
+  Ukr ukr;       // fp32 slivers
+  UkrBf ukr_bf;  // bf16 pairs
+  UkrBf ukr_bf_half;  // AMX: an edge sliver of at most 16 rows (one row tile)
   DecodeRow decode;
 };
 
@@ -93,7 +99,8 @@ struct WKernel {
 // avx512bf16, the choice is measured once, at first use: both micro-kernels on the same tile shape
 // and depth, L1-resident, best of three interleaved trials (~2 ms in all); the faster wins.
 struct Calibration {
-  bool bf16 = false;
+  bool bf16 = false;  // vdpbf16ps beats the fp32 kernel (the blocked GEMM's family where AMX is not, and the decode path's)
+  bool amx = false;   // the AMX tile kernel runs the blocked GEMM
   std::string reason;
 };
 
@@ -115,6 +122,21 @@ double time_ukr(bool bf16, int reps) {
   (void)sink;
   return t;
 }
+
+// The AMX kernel on the same depth (256 k), L1-resident: 32 × 32 per call.
+double time_amx(int reps) {
+  constexpr int64_t kd = 128;
+  static thread_local std::vector<uint32_t> a(32 * kd, 0x3f803f80u), b(32 * kd, 0x3f803f80u);
+  alignas(64) float c[32 * 32];
+  amx_begin();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) ukr_amx<2>(kd, a.data(), b.data(), c, 32, 1.f, r == 0 ? 0.f : 1.f);
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  amx_end();
+  volatile float sink = c[0] + c[32 * 32 - 1];
+  (void)sink;
+  return t;
+}
 #endif
 
 Calibration calibrate() {
@@ -131,15 +153,25 @@ Calibration calibrate() {
     return c;
   }
 #if FL_X86
-  double tb = 1e30, tf = 1e30;
+  double tb = 1e30, tf = 1e30, ta = 1e30;
   for (int trial = 0; trial < 3; ++trial) {
     tb = std::min(tb, time_ukr(true, 300));
     tf = std::min(tf, time_ukr(false, 300));
+    if (ic.amx) ta = std::min(ta, time_amx(300));
   }
   c.bf16 = tb < tf;
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "timed at first use: the vdpbf16ps kernel %.0f GFLOP/s, the fp32 kernel %.0f GFLOP/s (one core, L1)",
-                2.0 * 14 * 32 * 256 * 300 / tb / 1e9, 2.0 * 14 * 32 * 256 * 300 / tf / 1e9);
+  const double gb = 2.0 * 14 * 32 * 256 * 300 / tb / 1e9, gf = 2.0 * 14 * 32 * 256 * 300 / tf / 1e9;
+  char buf[240];
+  if (ic.amx) {
+    // Forced (FUSED_LORA_ISA=amx) or faster than both vector kernels; the decode path keeps the faster of those.
+    const double ga = 2.0 * 32 * 32 * 256 * 300 / ta / 1e9;
+    c.amx = ic.request == "amx" || ga > std::max(gb, gf);
+    std::snprintf(buf, sizeof buf, "%s: the AMX tile kernel %.0f GFLOP/s, the vdpbf16ps kernel %.0f GFLOP/s, the fp32 kernel %.0f GFLOP/s (one core, L1)",
+                  ic.request == "amx" ? "FUSED_LORA_ISA=amx; timed at first use" : "timed at first use", ga, gb, gf);
+  } else {
+    std::snprintf(buf, sizeof buf, "timed at first use: the vdpbf16ps kernel %.0f GFLOP/s, the fp32 kernel %.0f GFLOP/s (one core, L1)%s%s",
+                  gb, gf, ic.amx_note.empty() ? "" : "; ", ic.amx_note.c_str());
+  }
   c.reason = buf;
 #endif
   return c;
@@ -150,6 +182,10 @@ const Calibration& calibration() {
   return c;
 }
 
+// AMX: 32 × 32 blocks; KC 2048 k (1024 words: a sliver of A or B is 128 KiB, L2-resident, an A
+// block of 128 rows 512 KiB) because each K slab costs every C block a tile store and reload, which
+// at KC 512 took a fifth of the 2048³ GEMM's time (measured: 1.3 TFLOP/s at KC 512, 1.6-1.9 at
+// 1024-4096 on two Sapphire Rapids-class cores; MC 64-256 and NC 512-4096 within the noise).
 // bf16: the fp32 kernel's 14×32 tile and MC; KC 1024 k is 512 pairs, the same bytes per sliver as
 // fp32's KC 512, so the A block (168×1024 bf16 = 336 KiB) and B slivers sit where the fp32 ones do.
 WKernel choose() {
@@ -157,6 +193,14 @@ WKernel choose() {
   const Isa is = isa();
   w.decode = is == Isa::Avx512 ? &decode_row_avx512 : is == Isa::Avx2 ? &decode_row_avx2 : &decode_row_generic;
 #if FL_X86
+  if (calibration().amx) {
+    w.bf16 = w.amx = true;
+    w.mr = 32, w.nr = 32;
+    w.mc = 128, w.kc = 2048, w.nc = 4096;
+    w.ukr_bf = &ukr_amx<2>;
+    w.ukr_bf_half = &ukr_amx<1>;
+    return w;
+  }
   if (calibration().bf16) {
     w.bf16 = true;
     w.mr = 14, w.nr = 32, w.mc = 168, w.kc = 1024, w.nc = 4096;
@@ -233,6 +277,20 @@ void pack_a_bf16(const float* A, int64_t lda, int64_t m, int64_t kc, int mr, uin
   }
 }
 
+// A[0:m, 0:kc] for the AMX kernel: each row its k-pair words, kd per row (zero past the data), rows
+// up to the next 16 zero: a sliver of 32 rows is then 32·kd words in order, and an edge sliver of
+// at most 16 rows (ukr_amx<1>) reads 16.
+void pack_a_amx(const float* A, int64_t lda, int64_t m, int64_t kc, int64_t kd, uint32_t* dst) {
+  const int64_t kp = (kc + 1) / 2;
+  for (int64_t i = 0; i < m; ++i) {
+    uint32_t* d = dst + i * kd;
+    pair_words(A + i * lda, kc, d);
+    std::memset(d + kp, 0, sizeof(uint32_t) * size_t(kd - kp));
+  }
+  const int64_t rows = round_up(m, 16);
+  if (rows > m) std::memset(dst + m * kd, 0, sizeof(uint32_t) * size_t((rows - m) * kd));
+}
+
 // op(Ŵ)[pc:pc+kc, jc:jc+nc] into NR slivers. NT: b(k, j) = Ŵ(j, k), each sliver's NR rows of W
 // decoded into a staging tile, then transposed; NN: b(k, j) = Ŵ(k, j), row k of W decoded once for
 // the whole panel width and dealt out to the slivers.
@@ -258,10 +316,15 @@ void pack_w_f32(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_t
   }
 }
 
-void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_t kc, int64_t jc, int64_t nc,
-                 uint32_t* dst, float* stage) {
+// Each sliver holds kd >= (kc + 1) / 2 rows of words, those past the data zero (the AMX kernel's
+// depth is a multiple of 16).
+void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_t kc, int64_t kd, int64_t jc,
+                 int64_t nc, uint32_t* dst, float* stage) {
   const int nr = w.nr;
   const int64_t kp = (kc + 1) / 2;
+  const auto pad = [&](int64_t j0) {
+    if (kd > kp) std::memset(dst + j0 * kd + kp * nr, 0, sizeof(uint32_t) * size_t((kd - kp) * nr));
+  };
   if (nt) {
     uint32_t* words = reinterpret_cast<uint32_t*>(stage) + kc + 2;  // after one decoded row
     for (int64_t j0 = 0; j0 < nc; j0 += nr) {
@@ -280,7 +343,8 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
         src = words;
         ld = kp;
       }
-      pack_t()(reinterpret_cast<const float*>(src), ld, rows, nr, kp, reinterpret_cast<float*>(dst + j0 * kp));
+      pack_t()(reinterpret_cast<const float*>(src), ld, rows, nr, kp, reinterpret_cast<float*>(dst + j0 * kd));
+      pad(j0);
     }
     return;
   }
@@ -293,12 +357,13 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
     else
       std::fill(row1, row1 + nc, 0.f);
     for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-      uint32_t* d = dst + j0 * kp + p * nr;
+      uint32_t* d = dst + j0 * kd + p * nr;
       const int64_t cols = std::min<int64_t>(nr, nc - j0);
       interleave_rows(stage + j0, row1 + j0, cols, d);
       for (int64_t j = cols; j < nr; ++j) d[j] = 0;
     }
   }
+  for (int64_t j0 = 0; j0 < nc; j0 += nr) pad(j0);
 }
 
 void store_edge(const float* tile, int nr, float* C, int64_t ldc, int64_t m, int64_t n, float alpha, float beta) {
@@ -319,7 +384,9 @@ void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, i
   const int64_t kslabs = (K + w.kc - 1) / w.kc;
   const int64_t KC = std::min<int64_t>(w.kc, round_up((K + kslabs - 1) / kslabs, 64));
   const int64_t MC = std::min<int64_t>(w.mc, round_up(m, mr)), NC = std::min<int64_t>(w.nc, round_up(n, nr));
-  const int64_t kdepth = w.bf16 ? (KC + 1) / 2 : KC;  // elements per lane of a sliver
+  // Elements per lane of a sliver: k for fp32, k-pairs for bf16, those rounded up to 16 for AMX.
+  const auto depth = [&](int64_t k) { return !w.bf16 ? k : w.amx ? round_up((k + 1) / 2, 16) : (k + 1) / 2; };
+  const int64_t kdepth = depth(KC);
   const int64_t ap_cap = MC * kdepth, bp_cap = NC * kdepth;
   float* ap = scratch(Slot::PackA, size_t(ap_cap));
   float* bp = scratch(Slot::PackB, size_t(bp_cap));
@@ -329,23 +396,28 @@ void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, i
                                                2 * round_up(NC, 16), int64_t(mr) * (KC / 2 + 1)});
   float* stage = scratch(Slot::Vec, size_t(stage_cap));
   alignas(64) float tile[kMaxTile];
+#if FL_X86
+  if (w.amx) amx_begin();
+#endif
 
   for (int64_t jc = 0; jc < n; jc += NC) {
     const int64_t nc = std::min(NC, n - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
-      const int64_t kd = w.bf16 ? (kc + 1) / 2 : kc;
+      const int64_t kd = depth(kc);
       const float beta_eff = pc == 0 ? beta : 1.f;
       FL_DCHECK(round_up(nc, nr) * kd <= bp_cap);
       if (w.bf16)
-        pack_w_bf16(w, nt, W, pc, kc, j0 + jc, nc, reinterpret_cast<uint32_t*>(bp), stage);
+        pack_w_bf16(w, nt, W, pc, kc, kd, j0 + jc, nc, reinterpret_cast<uint32_t*>(bp), stage);
       else
         pack_w_f32(w, nt, W, pc, kc, j0 + jc, nc, bp, stage);
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = std::min(MC, m - ic);
         FL_DCHECK(round_up(mc, mr) * kd <= ap_cap);
         const float* Apc = A + ic * lda + pc;
-        if (w.bf16)
+        if (w.amx)
+          pack_a_amx(Apc, lda, mc, kc, kd, reinterpret_cast<uint32_t*>(ap));
+        else if (w.bf16)
           pack_a_bf16(Apc, lda, mc, kc, mr, reinterpret_cast<uint32_t*>(ap), reinterpret_cast<uint32_t*>(stage));
         else
           pack_a_f32(Apc, lda, mc, kc, mr, ap);
@@ -354,12 +426,13 @@ void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, i
           for (int64_t ir = 0; ir < mc; ir += mr) {
             const int64_t mv = std::min<int64_t>(mr, mc - ir);
             float* c = C + (ic + ir) * ldc + jc + jr;
-            const bool full = mv == mr && nv == nr;
+            const bool half = w.amx && mv <= 16;  // one row tile
+            const bool full = mv == (half ? 16 : mr) && nv == nr;
             float* out = full ? c : tile;
             const int64_t ldo = full ? ldc : nr;
             const float al = full ? alpha : 1.f, be = full ? beta_eff : 0.f;
             if (w.bf16)
-              w.ukr_bf(kd, reinterpret_cast<const uint32_t*>(ap) + ir * kd, reinterpret_cast<const uint32_t*>(bp) + jr * kd,
+              (half ? w.ukr_bf_half : w.ukr_bf)(kd, reinterpret_cast<const uint32_t*>(ap) + ir * kd, reinterpret_cast<const uint32_t*>(bp) + jr * kd,
                        out, ldo, al, be);
             else
               w.ukr(kd, ap + ir * kd, mr, bp + jr * kd, nr, out, ldo, al, be);
@@ -369,12 +442,15 @@ void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, i
       }
     }
   }
+#if FL_X86
+  if (w.amx) amx_end();
+#endif
 }
 
 // The decode path's kernels (wgemv.h): the vdpbf16ps ones where this GEMM's family is, else the
 // fp32 ISA's.
 DecodeKernel decode_kernel(const WKernel& w) {
-  if (w.bf16) return DecodeKernel::Avx512Bf16;
+  if (w.bf16 && (!w.amx || calibration().bf16)) return DecodeKernel::Avx512Bf16;
   const Isa is = isa();
   return is == Isa::Avx512 ? DecodeKernel::Avx512 : is == Isa::Avx2 ? DecodeKernel::Avx2 : DecodeKernel::Generic;
 }
@@ -433,7 +509,10 @@ void wgemm_nn(int64_t M, float alpha, const float* A, int64_t lda, const FrozenW
   builtin::wgemm(false, M, alpha, A, lda, W, beta, C, ldc);
 }
 
-const char* lowp_kernel_name() { return builtin::wkernel().bf16 ? "avx512bf16" : isa_name(isa()); }
+const char* lowp_kernel_name() {
+  const builtin::WKernel& w = builtin::wkernel();
+  return w.amx ? "amx" : w.bf16 ? "avx512bf16" : isa_name(isa());
+}
 const std::string& lowp_kernel_reason() { return builtin::calibration().reason; }
 
 void dequantize_rows(const FrozenW& W, int64_t o0, int64_t o1, float* out) {

@@ -7,8 +7,10 @@
 // One arithmetic on every ISA: activations are rounded to bf16 as they are packed, the weight's
 // values (dequantized in fp32: q·scale, code·absmax) are rounded to bf16, and their products are
 // summed in fp32. A product of two bf16 values is exact in fp32, so the ISAs differ only in the
-// order of the sums: the avx512bf16 kernel (vdpbf16ps, two k per instruction), and the AVX-512F,
-// AVX2 and portable kernels, which widen the bf16 values to fp32 and run the fp32 micro-kernels.
+// order of the sums (and, for the two bf16 dot products, in flushing fp32 denormals to zero): the amx
+// kernel (AMX-BF16 tiles, 32 k per tdpbf16ps), the avx512bf16 kernel (vdpbf16ps, two k per
+// instruction), and the AVX-512F, AVX2 and portable kernels, which widen the bf16 values to fp32 and
+// run the fp32 micro-kernels.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -78,8 +80,10 @@ inline float bf16_value(uint16_t h) {
 // The decode path's row limit, for the tests.
 constexpr int64_t kLowpDecodeMaxRows = 8;
 
-// The micro-kernel family the GEMMs above run: "avx512bf16" (vdpbf16ps on bf16 k-pairs) or the name
-// of the fp32 kernels' ISA (isa.h), widening bf16; and why (FUSED_LORA_ISA, the CPU, or a timing).
+// The micro-kernel family the GEMMs above run: "amx" (AMX-BF16 tiles), "avx512bf16" (vdpbf16ps on
+// bf16 k-pairs) or the name of the fp32 kernels' ISA (isa.h), widening bf16; and why
+// (FUSED_LORA_ISA, the CPU, or a timing). The decode path (M <= 8) runs vdpbf16ps where it timed
+// faster than the fp32 kernel, else the fp32 ISA's kernels, whichever family the blocked GEMM runs.
 const char* lowp_kernel_name();
 const std::string& lowp_kernel_reason();
 
