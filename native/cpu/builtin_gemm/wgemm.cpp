@@ -99,7 +99,7 @@ struct WKernel {
 // avx512bf16, the choice is measured once, at first use: both micro-kernels on the same tile shape
 // and depth, L1-resident, best of three interleaved trials (~2 ms in all); the faster wins.
 struct Calibration {
-  bool bf16 = false;  // vdpbf16ps beats the fp32 kernel (the blocked GEMM's family where AMX is not, and the decode path's)
+  bool bf16 = false;  // vdpbf16ps beats the fp32 kernel (the blocked GEMM's family where AMX is not)
   bool amx = false;   // the AMX tile kernel runs the blocked GEMM
   std::string reason;
 };
@@ -163,7 +163,7 @@ Calibration calibrate() {
   const double gb = 2.0 * 14 * 32 * 256 * 300 / tb / 1e9, gf = 2.0 * 14 * 32 * 256 * 300 / tf / 1e9;
   char buf[240];
   if (ic.amx) {
-    // Forced (FUSED_LORA_ISA=amx) or faster than both vector kernels; the decode path keeps the faster of those.
+    // Forced (FUSED_LORA_ISA=amx) or faster than both vector kernels.
     const double ga = 2.0 * 32 * 32 * 256 * 300 / ta / 1e9;
     c.amx = ic.request == "amx" || ga > std::max(gb, gf);
     std::snprintf(buf, sizeof buf, "%s: the AMX tile kernel %.0f GFLOP/s, the vdpbf16ps kernel %.0f GFLOP/s, the fp32 kernel %.0f GFLOP/s (one core, L1)",
@@ -178,7 +178,11 @@ Calibration calibrate() {
 }
 
 const Calibration& calibration() {
-  static const Calibration c = calibrate();
+  static const Calibration c = [] {
+    Calibration k = calibrate();
+    k.reason += isa_choice().bf16 ? "; the decode path (M <= 8): vdpbf16ps" : "; the decode path (M <= 8): fp32 FMAs";
+    return k;
+  }();
   return c;
 }
 
@@ -257,6 +261,18 @@ __attribute__((target("avx512f"))) void interleave_rows(const float* r0, const f
   }
   for (; j < n; ++j) d[j] = pair(bits_of(r0[j]), bits_of(r1[j]));
 }
+
+// The same from two rows of bf16 words (a bfloat16 W read as it is stored: no decode).
+__attribute__((target("avx512f"))) void interleave_bf16_rows(const uint16_t* r0, const uint16_t* r1, int64_t n,
+                                                             uint32_t* d) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512i a = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + j)));
+    const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + j)));
+    _mm512_storeu_si512(d + j, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+  }
+  for (; j < n; ++j) d[j] = pair(r0[j], r1[j]);
+}
 #else
 void pair_words(const float* a, int64_t kc, uint32_t* s) {
   int64_t p = 0;
@@ -265,6 +281,9 @@ void pair_words(const float* a, int64_t kc, uint32_t* s) {
 }
 void interleave_rows(const float* r0, const float* r1, int64_t n, uint32_t* d) {
   for (int64_t j = 0; j < n; ++j) d[j] = pair(bits_of(r0[j]), bits_of(r1[j]));
+}
+void interleave_bf16_rows(const uint16_t* r0, const uint16_t* r1, int64_t n, uint32_t* d) {
+  for (int64_t j = 0; j < n; ++j) d[j] = pair(r0[j], r1[j]);
 }
 #endif
 
@@ -349,6 +368,23 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
     return;
   }
   float* row1 = stage + round_up(nc, 16);
+  if (W.format == WFormat::BF16) {  // rows k and k + 1 of W interleaved as stored; a zero row past K
+    const uint16_t* zero = reinterpret_cast<const uint16_t*>(row1);
+    std::fill(row1, row1 + (nc + 1) / 2, 0.f);
+    for (int64_t p = 0; p < kp; ++p) {
+      const int64_t k = pc + 2 * p;
+      const uint16_t* r0 = W.bf16 + k * W.I + jc;
+      const uint16_t* r1 = 2 * p + 1 < kc ? r0 + W.I : zero;
+      for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+        uint32_t* d = dst + j0 * kd + p * nr;
+        const int64_t cols = std::min<int64_t>(nr, nc - j0);
+        interleave_bf16_rows(r0 + j0, r1 + j0, cols, d);
+        for (int64_t j = cols; j < nr; ++j) d[j] = 0;
+      }
+    }
+    for (int64_t j0 = 0; j0 < nc; j0 += nr) pad(j0);
+    return;
+  }
   for (int64_t p = 0; p < kp; ++p) {
     const int64_t k = pc + 2 * p;
     w.decode(W, k, jc, nc, stage);
@@ -447,10 +483,14 @@ void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, i
 #endif
 }
 
-// The decode path's kernels (wgemv.h): the vdpbf16ps ones where this GEMM's family is, else the
-// fp32 ISA's.
+// The decode path's kernels (wgemv.h): the vdpbf16ps ones wherever they may run (isa_choice().bf16),
+// else the fp32 ISA's. Decode is bound by W's bytes and the instructions that decode them, not by
+// the dot product's rate: vdpbf16ps takes Ŵ as bf16 words straight from the lookup tables, with no
+// widening, so it needs fewer instructions per value even where it issues at half the FMA's rate
+// (Sapphire Rapids class, 4096², M = 1: nf4 0.61 ms against 1.23 ms with fp32 FMAs; bf16 and int8
+// level or ahead; bench/NOTES.md).
 DecodeKernel decode_kernel(const WKernel& w) {
-  if (w.bf16 && (!w.amx || calibration().bf16)) return DecodeKernel::Avx512Bf16;
+  if (isa_choice().bf16) return DecodeKernel::Avx512Bf16;
   const Isa is = isa();
   return is == Isa::Avx512 ? DecodeKernel::Avx512 : is == Isa::Avx2 ? DecodeKernel::Avx2 : DecodeKernel::Generic;
 }
