@@ -82,8 +82,9 @@ constexpr int64_t kLowpDecodeMaxRows = 8;
 
 // The micro-kernel family the GEMMs above run: "amx" (AMX-BF16 tiles), "avx512bf16" (vdpbf16ps on
 // bf16 k-pairs) or the name of the fp32 kernels' ISA (isa.h), widening bf16; and why
-// (FUSED_LORA_ISA, the CPU, or a timing). The decode path (M <= 8) runs vdpbf16ps where it timed
-// faster than the fp32 kernel, else the fp32 ISA's kernels, whichever family the blocked GEMM runs.
+// (FUSED_LORA_ISA, the CPU, or a timing). The decode path (M <= 8) runs vdpbf16ps wherever the
+// CPU has it and FUSED_LORA_ISA allows it, else the fp32 ISA's kernels, whichever family the blocked
+// GEMM runs.
 const char* lowp_kernel_name();
 const std::string& lowp_kernel_reason();
 
