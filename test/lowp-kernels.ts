@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/backends/cpu/binding';
 import { lowp, WeightArgs } from '../lib/backends/cpu-lowp/binding';
-import { roundToBf16, bf16Bits } from '../lib/io/dtype';
+import { roundToBf16, bf16Bits, bf16FromBits } from '../lib/io/dtype';
 import { describeReport, entries, freivalds, Report } from './freivalds';
 import { randomArray } from './reference';
 
@@ -151,6 +151,28 @@ export function defineLowpSuites(isa: string): void {
         }
         const { w } = makeWeight('bf16', O, I, 3);
         expect(Array.from(dequantized(w, O, I))).toEqual(Array.from(refDequantize(w, O, I)));
+      }
+    });
+
+    it('converts float32 to bf16 and back bit for bit as the reference, specials and ragged ends included', () => {
+      // Random bit patterns (every exponent: NaNs with any payload, infinities, denormals), ties at
+      // both parities, and lengths that leave each vector body's tail.
+      const bits = new Uint32Array(70_000);
+      let s = 12345;
+      for (let i = 0; i < bits.length; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; bits[i] = (s ^ (s << 7)) >>> 0; }
+      bits.set([0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffbfffff, 0x00000001, 0x80000000, 0x3f808000, 0x3f818000, 0x7f7fffff, 0x3f7fffff]);
+      const src = new Float32Array(bits.buffer);
+      for (const n of [bits.length, 1, 15, 16, 17, 33, 65_537]) {
+        const dst = new Uint16Array(n + 1).fill(0xabcd);
+        lowp.toBf16({ src, dst, n });
+        const ref = Array.from(bits.subarray(0, n), (b) => bf16FromBits(b));  // from the bits: no NaN passes through a JS number
+        expect(Array.from(dst.subarray(0, n)), `toBf16 n=${n}`).toEqual(ref);
+        expect(dst[n]).toBe(0xabcd);  // nothing written past n
+        const back = new Float32Array(n + 1).fill(NaN);
+        lowp.fromBf16({ src: dst, dst: back, n });
+        const backBits = new Uint32Array(back.buffer);
+        expect(Array.from(backBits.subarray(0, n)), `fromBf16 n=${n}`).toEqual(ref.map((h) => (h << 16) >>> 0));
+        expect(back[n]).toBeNaN();
       }
     });
 
