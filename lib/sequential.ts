@@ -229,6 +229,8 @@ export interface ApplyMultiLoRAOptions {
   /** The adapters every targeted layer gets, by name (MultiLoRALinear's options.adapters). */
   adapters: Record<string, AdapterOptions>;
   targets?: Targets;
+  /** Quantizes each targeted base as it is wrapped, as ApplyLoRAOptions.quantize. */
+  quantize?: Quantize;
 }
 // One list for both forms, so a typo in either is told the keys of both.
 const APPLY_LORA_KEYS = optionKeys<ApplyLoRAOptions & { adapters?: unknown }>({ ...LINEAR_LORA_KEYS.record, rank: true, targets: true, adapters: true, quantize: true });
@@ -250,20 +252,9 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions | ApplyMu
   // Checked here, not only by LinearLoRA: the per-layer seeds below are computed from it.
   if (opts.seed !== undefined) checkSeed(where, opts.seed);
   const { targets, rank: _r, adapters: _a, quantize, ...layerOptions } = opts;
-  if (quantize !== undefined && quantize !== 'int8' && quantize !== 'nf4') fail('ERR_ARGUMENT', where, 'options.quantize', "'int8' or 'nf4'", quantize);
   const matches = targetMatcher(where, targets);
   const wrapped: Record<string, LinearLoRA> = {};
-  const bases = new Map<string, Linear>();
-  for (const [path, layer] of model.namedModules()) {
-    if (!(layer instanceof Linear) || !matches(path)) continue;
-    if (quantize === 'nf4' && layer.inFeatures % 64 !== 0) {
-      fail('ERR_SHAPE', where, 'options.quantize', 'targets whose inputs are a multiple of 64 for nf4 (its blocks of 64 run along I)',
-        said(`'nf4' for ${path}, a Linear of ${layer.inFeatures} inputs`), 'int8 has no such limit');
-    }
-    bases.set(path, quantize === undefined ? layer : new Linear(layer.inFeatures, layer.outFeatures, {
-      weight: layer.weight, bias: layer.bias ?? undefined, dtype: layer.dtype, quantize,
-    }));
-  }
+  const bases = targetBases(where, model, matches, quantize);
   let k = 0;
   for (const [path, layer] of bases) {
     const lora = new LinearLoRA(layer, rank, { ...layerOptions, seed: layerSeed(layerOptions.seed, ++k) });
@@ -281,10 +272,31 @@ export function applyLoRA(model: Sequential, options: ApplyLoRAOptions | ApplyMu
   return wrapped;
 }
 
+/**
+ * The targeted Linear layers by path, in model order, each the base it will be wrapped around: itself,
+ * or (with `quantize`) a new quantized Linear from its weight and bias in its dtype. All are built
+ * before the caller replaces any, so a refusal (nf4 needs I % 64 === 0) leaves the model as it was.
+ */
+function targetBases(where: string, model: Sequential, matches: (path: string) => boolean, quantize: unknown): Map<string, Linear> {
+  if (quantize !== undefined && quantize !== 'int8' && quantize !== 'nf4') fail('ERR_ARGUMENT', where, 'options.quantize', "'int8' or 'nf4'", quantize);
+  const bases = new Map<string, Linear>();
+  for (const [path, layer] of model.namedModules()) {
+    if (!(layer instanceof Linear) || !matches(path)) continue;
+    if (quantize === 'nf4' && layer.inFeatures % 64 !== 0) {
+      fail('ERR_SHAPE', where, 'options.quantize', 'targets whose inputs are a multiple of 64 for nf4 (its blocks of 64 run along I)',
+        said(`'nf4' for ${path}, a Linear of ${layer.inFeatures} inputs`), 'int8 has no such limit');
+    }
+    bases.set(path, quantize === undefined ? layer : new Linear(layer.inFeatures, layer.outFeatures, {
+      weight: layer.weight, bias: layer.bias ?? undefined, dtype: layer.dtype, quantize,
+    }));
+  }
+  return bases;
+}
+
 /** applyLoRA with options.adapters: every targeted Linear becomes a MultiLoRALinear. */
 function applyMulti(where: string, model: Sequential, opts: Partial<ApplyLoRAOptions & { adapters?: unknown }>): Record<string, MultiLoRALinear> {
   for (const key of Object.keys(opts)) {
-    if (key !== 'adapters' && key !== 'targets' && (opts as Record<string, unknown>)[key] !== undefined) {
+    if (key !== 'adapters' && key !== 'targets' && key !== 'quantize' && (opts as Record<string, unknown>)[key] !== undefined) {
       fail('ERR_ARGUMENT', where, `options.${key}`, 'no layer-wide LoRA option beside options.adapters (each adapter has its own)', (opts as Record<string, unknown>)[key]);
     }
   }
@@ -295,12 +307,14 @@ function applyMulti(where: string, model: Sequential, opts: Partial<ApplyLoRAOpt
     if (seed !== undefined) checkSeed(where, seed);  // the per-layer seeds are computed from it
   }
   const matches = targetMatcher(where, opts.targets);
-  const found = model.namedModules().filter(([path, layer]) => layer instanceof Linear && matches(path));
-  if (found.length === 0) fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targetsText(opts.targets)));
+  if (!model.namedModules().some(([path, layer]) => layer instanceof Linear && matches(path))) {
+    fail('ERR_ARGUMENT', where, 'options.targets', 'a match for at least one Linear of the model', said(targetsText(opts.targets)));
+  }
+  const found = [...targetBases(where, model, matches, opts.quantize)];
   const wrapped: Record<string, MultiLoRALinear> = {};
   found.forEach(([path, layer], k) => {
     const perLayer = Object.fromEntries(Object.entries(adapters).map(([n, a]) => [n, a && typeof a === 'object' ? { ...a, seed: layerSeed(a.seed, k + 1) } : a]));
-    const multi = new MultiLoRALinear(layer as Linear, { adapters: perLayer });
+    const multi = new MultiLoRALinear(layer, { adapters: perLayer });
     model.replace(path, multi);
     wrapped[path] = multi;
   });

@@ -29,6 +29,10 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(dir, 'Q.json'), JSON.stringify({ layers, lora: { rank: 3 }, steps: 40, batchSize: 16, seed: 1 }));
   const x = randomArray(64 * I, 3), y = randomArray(64 * O, 4);
   await writeSafetensors(path.join(dir, 'd.safetensors'), { x: { data: x, shape: [64, I] }, y: { data: y, shape: [64, O] } });
+  // For nf4 (blocks of 64 along a target's inputs): 64 inputs, the first layer the only target.
+  const wide = [{ name: 'fc1', type: 'linear', in: 64, out: H, bias: true }, { name: 'act', type: 'relu' }, { name: 'fc2', type: 'linear', in: H, out: O, bias: false }];
+  fs.writeFileSync(path.join(dir, 'R.json'), JSON.stringify({ layers: wide, lora: { rank: 2, targets: ['fc1'] }, steps: 30, batchSize: 12, seed: 2 }));
+  await writeSafetensors(path.join(dir, 'd64.safetensors'), { x: { data: randomArray(48 * 64, 5), shape: [48, 64] }, y: { data: randomArray(48 * O, 6), shape: [48, O] } });
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -40,6 +44,7 @@ async function trainAll(s: TrainingScheduler, jobs: TrainingJob[]): Promise<Trai
 }
 
 async function expectSameAsAlone(j: TrainingJob): Promise<void> {
+  // runTrain takes the job's dtype and quantize as train's flags.
   const ref = `${j.out}-alone`;
   await runTrain({ ...j, out: ref, progress: false, log: () => {} });
   const a = (await readSafetensors(path.join(j.out, 'adapter_model.safetensors'))).tensors;
@@ -57,6 +62,17 @@ describe('a worker\'s batches', () => {
     const r = await trainAll(new TrainingScheduler({ batchAdapters: 2, maxBatchRows: Infinity, checkpointEvery: 1000 }), jobs);
     // P: p0 and p1 fill a batch of 2, p2 another; Q: q0 and q1 together.
     expect(r.map((x) => x.batchedWith)).toEqual([2, 2, 2, 1, 2]);
+    for (const j of jobs) await expectSameAsAlone(j);
+  });
+
+  it('on bf16 and quantized bases: jobs batch only with jobs of the same dtype and format; each adapter is the job trained alone', async () => {
+    const r64 = (name: string, seed: number): TrainingJob => ({ ...job('R', name, seed), data: path.join(dir, 'd64.safetensors'), quantize: 'nf4' });
+    const jobs: TrainingJob[] = [
+      { ...job('P', 'bf0', 51), dtype: 'bfloat16' }, { ...job('P', 'i8', 52), quantize: 'int8' }, { ...job('P', 'bf1', 53), dtype: 'bfloat16' },
+      job('P', 'f0', 54), r64('nf0', 55), { ...r64('nf-bf', 56), dtype: 'bfloat16' }, r64('nf1', 57),
+    ];
+    const r = await trainAll(new TrainingScheduler({ batchAdapters: 4, maxBatchRows: Infinity, checkpointEvery: 1000 }), jobs);
+    expect(r.map((x) => x.batchedWith)).toEqual([2, 1, 2, 1, 2, 1, 2]);
     for (const j of jobs) await expectSameAsAlone(j);
   });
 
@@ -127,6 +143,11 @@ describe('fused-lora/workers refuses bad arguments before any connection', () =>
     expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: 'd', out: 'o' }))).toBe('ERR_ARGUMENT enqueueTraining: expected a BullMQ Queue for queue but received object');
     expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: '', out: 'o' }))).toBe('ERR_ARGUMENT enqueueTraining: expected a non-empty path for job.data but received string ""');
     expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: 'd', out: 'o', seed: 1.5 }))).toBe('ERR_ARGUMENT enqueueTraining: expected a positive integer for job.seed but received number 1.5');
+    expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: 'd', out: 'o', dtype: 'float16' as never })))
+      .toBe("ERR_ARGUMENT enqueueTraining: expected 'float32' or 'bfloat16' for job.dtype but received string \"float16\"");
+    expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: 'd', out: 'o', quantize: 'int4' as never })))
+      .toBe("ERR_ARGUMENT enqueueTraining: expected 'int8' or 'nf4' for job.quantize but received string \"int4\"");
+    expect(await refusal(() => enqueueTraining({} as never, { model: 'm', data: 'd', out: 'o', dtypes: 'bfloat16' } as never))).toMatch(/^ERR_ARGUMENT enqueueTraining: .*job\.dtypes/);
   });
 
   it('a job that does not fit its model is refused by prepareJob with the file and shape named', async () => {

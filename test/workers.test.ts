@@ -284,6 +284,7 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
       [{ ...good, data: path.join(dir, 'missing.jsonl') }, /ERR_IO: data: .*missing\.jsonl: cannot be read: ENOENT/],
       [{ ...good, data: path.join(dir, 'A.jsonl') }, /ERR_SHAPE: worker: expected 10 features \(layer head\) for data x but received 12/],
       [{ ...good, steps: -1 }, /ERR_ARGUMENT: worker: expected a positive integer for job\.steps but received number -1/],
+      [{ ...good, quantize: 'int4' }, /ERR_ARGUMENT: worker: expected 'int8' or 'nf4' for job\.quantize but received string "int4"/],
       ['not a job', /ERR_ARGUMENT: worker: expected a training job object/],
     ];
     // Added as any client could, past enqueueTraining's checks.
@@ -299,8 +300,8 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     expect((await finished(q, goodJob.id!)).steps).toBe(30);
     expect(w.proc.exitCode).toBe(null);
     // `fused-lora submit --wait`: the adapter's path and the final loss, or the job's failure and exit code 1.
-    const submit = (j: TrainingJob) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const p = spawn(process.execPath, [cli, 'submit', '--redis', `redis://127.0.0.1:${port}`, '--queue', 'bad', '--model', j.model, '--data', j.data, '--out', j.out, '--seed', '5', '--wait', '--no-progress']);
+    const submit = (j: TrainingJob, ...more: string[]) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const p = spawn(process.execPath, [cli, 'submit', '--redis', `redis://127.0.0.1:${port}`, '--queue', 'bad', '--model', j.model, '--data', j.data, '--out', j.out, '--seed', '5', '--wait', '--no-progress', ...more]);
       let stdout = '', stderr = '';
       p.stdout.on('data', (d) => (stdout += d));
       p.stderr.on('data', (d) => (stderr += d));
@@ -313,6 +314,13 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     const alone = await runTrain({ ...viaCli, seed: 5, out: path.join(dir, 'good-cli-alone'), progress: false, log: () => {} });
     expect(ok.stdout).toMatch(new RegExp(`^submitted job \\d+ to queue bad\n`));
     expect(ok.stdout).toContain(`trained 30 steps: loss ${alone.firstLoss.toExponential(3)} -> ${alone.lastLoss.toExponential(3)}; adapter written to ${viaCli.out}\n`);
+    // --dtype and --quantize as train takes them: the same losses as train with the same flags.
+    const lowp = { ...good, out: path.join(dir, 'lowp-cli') };
+    const okLowp = await submit(lowp, '--dtype', 'bfloat16', '--quantize', 'int8');
+    expect(okLowp.stderr).toBe('');
+    const aloneLowp = await runTrain({ ...lowp, seed: 5, dtype: 'bfloat16', quantize: 'int8', out: path.join(dir, 'lowp-cli-alone'), progress: false, log: () => {} });
+    expect(okLowp.stdout).toContain(`trained 30 steps: loss ${aloneLowp.firstLoss.toExponential(3)} -> ${aloneLowp.lastLoss.toExponential(3)}; adapter written to ${lowp.out}\n`);
+    expect(aloneLowp.lastLoss).not.toBe(alone.lastLoss);  // the flags reached the worker
     const no = await submit({ ...good, data: path.join(dir, 'A.jsonl'), out: path.join(dir, 'bad-cli') });
     expect(no.code).toBe(1);
     expect(no.stderr).toMatch(/^fused-lora: ERR_SHAPE: submit: job \d+ failed: worker: expected 10 features/);

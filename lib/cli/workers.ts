@@ -1,6 +1,7 @@
 // `fused-lora worker` and `fused-lora submit`: the training workers of fused-lora/workers from the
 // command line. BullMQ is loaded only when one of them runs.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { DEMO_DTYPES, DEMO_QUANTIZE } from '../demo';
 import type { TrainingProgress } from '../workers';
 
 function int(value: string): number {
@@ -68,6 +69,8 @@ export function registerWorkerCommands(cmd: Command): void {
     .option('--batch-size <n>', 'rows per step', int)
     .option('--lr <x>', 'learning rate', positive)
     .option('--seed <n>', 'seed for the adapters and the order of rows (a base without weights is drawn from the model file\'s seed)', int)
+    .addOption(new Option('--dtype <dtype>', 'the frozen layers\' and activations\' dtype, as train\'s --dtype (jobs batch only with jobs of the same)').choices(DEMO_DTYPES))
+    .addOption(new Option('--quantize <format>', 'the LoRA targets\' W quantized, as train\'s --quantize (jobs batch only with jobs of the same)').choices(DEMO_QUANTIZE))
     .option('--wait', 'follow the job to its end: progress, then the adapter\'s path and final loss')
     .option('--no-progress', 'no progress bar while waiting')
     .action(async (o) => {
@@ -78,7 +81,9 @@ export function registerWorkerCommands(cmd: Command): void {
       const events = o.wait ? new QueueEvents(o.queue, { connection }) : null;
       try {
         await events?.waitUntilReady();  // listening before the job exists, so no event is missed
-        const job = await enqueueTraining(queue, { model: o.model, data: o.data, out: o.out, steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed });
+        const job = await enqueueTraining(queue, {
+          model: o.model, data: o.data, out: o.out, steps: o.steps, batchSize: o.batchSize, lr: o.lr, seed: o.seed, dtype: o.dtype, quantize: o.quantize,
+        });
         console.log(`submitted job ${job.id} to queue ${o.queue}`);
         if (!events) return;
         const { SingleBar } = require('cli-progress') as typeof import('cli-progress');

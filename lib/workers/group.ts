@@ -5,7 +5,10 @@
 // dropout masks and optimizer are those of the same job trained alone by `fused-lora train`: rows
 // from its own sampler, adapter seeds derived per layer as applyLoRA derives them, and the layers'
 // arithmetic per row is independent of the other rows (only fp32 rounding in the frozen GEMM may
-// differ with the batch's size). Members join and leave between steps.
+// differ with the batch's size). Members join and leave between steps. The base is built as the
+// jobs ask (their dtype and quantization are part of the base key, so every member asks the same):
+// bf16 activations go in and out of the model in bf16, each member's loss is taken on its own rows
+// in that dtype, as `train` takes it.
 import { LoraError } from '../errors';
 import { saveAdapter } from '../io/adapter';
 import { loadSafetensors } from '../io/safetensors';
@@ -13,7 +16,7 @@ import type { MultiLoRALinear } from '../multi-lora-linear';
 import { clipGradNorm } from '../optim';
 import { applyLoRA, Sequential } from '../sequential';
 import { layerSeed } from '../targets';
-import { Tensor } from '../tensor';
+import { Tensor, tensor, zeros } from '../tensor';
 import { buildModel } from '../cli/model-spec';
 import { BatchSampler, makeOptimizer, StepRows } from '../cli/train-plan';
 import { fingerprint, loadCheckpoint, removeCheckpoint, saveCheckpoint } from './checkpoint';
@@ -64,6 +67,7 @@ export class BatchGroup {
   #rows = 0;
   #model: Sequential | null = null;
   #layers: Record<string, MultiLoRALinear> | null = null;
+  readonly #dtype: 'float32' | 'bfloat16';
   readonly #ready: Promise<void>;
 
   constructor(first: PreparedJob, capacity: number, maxRows: number, checkpointEvery: number) {
@@ -72,9 +76,10 @@ export class BatchGroup {
     this.maxRows = maxRows;
     this.checkpointEvery = checkpointEvery;
     const { plan } = first;
+    const dtype = (this.#dtype = first.job.dtype ?? 'float32');
     this.#ready = (async () => {
       const weights = plan.weightsFile ? await loadSafetensors(plan.weightsFile) : null;
-      this.#model = buildModel(plan.spec, weights);
+      this.#model = buildModel(plan.spec, weights, dtype);
     })();
     this.#ready.catch(() => {});  // each join awaits it and fails its own job
   }
@@ -143,7 +148,8 @@ export class BatchGroup {
     const options = { rank: spec.lora.rank, alpha: spec.lora.alpha, dropout: spec.lora.dropout, rslora: spec.lora.rslora };
     if (this.#layers === null) {
       // applyLoRA gives layer k (from 1) of its targets the seed layerSeed(seed, k), as the single-adapter form does.
-      this.#layers = applyLoRA(this.#model!, { adapters: { [name]: { ...options, seed } }, targets: spec.lora.targets });
+      const quantize = prep.job.quantize;
+      this.#layers = applyLoRA(this.#model!, { adapters: { [name]: { ...options, seed } }, targets: spec.lora.targets, ...(quantize ? { quantize } : {}) });
     } else {
       Object.values(this.#layers).forEach((layer, k) => layer.addAdapter(name, { ...options, seed: layerSeed(seed, k + 1) }));
     }
@@ -161,7 +167,7 @@ export class BatchGroup {
    */
   #advanceDropout(name: string, steps: number): void {
     for (const layer of Object.values(this.#layers!)) {
-      const x = new Tensor(new Float32Array(layer.base.inFeatures), [1, layer.base.inFeatures]);
+      const x = zeros([1, layer.base.inFeatures], { dtype: this.#dtype });
       for (let s = 0; s < steps; s++) layer.forward(x, { adapterNames: [name] });
       layer.eval();  // an eval forward drops what the last training forward kept for backward
       layer.forward(x, { adapterNames: [name] });
@@ -203,18 +209,28 @@ export class BatchGroup {
       off += m.sampler.B;
       m.batchedWith = Math.max(m.batchedWith, members.length);
     }
-    const out = model.forward(new Tensor(x, [M, I]), { adapterNames: names });
+    const dtype = this.#dtype, f32 = dtype === 'float32';
+    const out = model.forward(f32 ? new Tensor(x, [M, I]) : tensor(x, [M, I], { dtype }), { adapterNames: names });
     const O = out.shape[1];
-    const y = out.hostView('BatchGroup.step', 'the prediction');
+    const y = out.hostView('BatchGroup.step', 'the prediction');  // bf16: widened, exactly
     const dy = new Float32Array(M * O);
     const losses: number[] = [];
     off = 0;
     for (const m of members) {
       const B = m.sampler.B, span = [off * O, (off + B) * O] as const;
-      losses.push(m.rows.loss(new Tensor(y.subarray(...span), [B, O]), new Tensor(dy.subarray(...span), [B, O])).loss);
+      if (f32) {
+        losses.push(m.rows.loss(new Tensor(y.subarray(...span), [B, O]), new Tensor(dy.subarray(...span), [B, O])).loss);
+      } else {
+        // The member's prediction and gradient in bf16 (the prediction's values are bf16 already, so
+        // placing them rounds nothing), the gradient widened into the batch's dy, exactly.
+        const grad = zeros([B, O], { dtype });
+        losses.push(m.rows.loss(tensor(y.subarray(...span), [B, O], { dtype }), grad).loss);
+        dy.set(grad.hostView('BatchGroup.step', 'a member\'s gradient'), span[0]);
+        grad.dispose();
+      }
       off += B;
     }
-    model.backward(new Tensor(dy, [M, O]), { inputGrad: false });
+    model.backward(f32 ? new Tensor(dy, [M, O]) : tensor(dy, [M, O], { dtype }), { inputGrad: false });
     members.forEach((m, i) => {
       const clip = m.prep.plan.spec.clipGradNorm;
       if (clip !== undefined) clipGradNorm(m.params, clip);

@@ -1,5 +1,6 @@
 // A training job: what `fused-lora train` takes (the model file, the data file, the overrides of the
-// model file's steps, batch size, learning rate and seed) and the directory the adapter goes to.
+// model file's steps, batch size, learning rate and seed, the base's dtype and quantization) and the
+// directory the adapter goes to.
 // Paths are the worker's: every worker must see the same files at the same paths (a shared file
 // system), and enqueueTraining makes them absolute. A job is checked twice: its shape when it is
 // queued and again when a worker takes it (a job may come from any client), then in full (model
@@ -22,18 +23,18 @@ export interface TrainingJob {
   batchSize?: number;
   lr?: number;
   seed?: number;
+  /** The frozen layers' and activations' dtype (`--dtype`; default float32). */
+  dtype?: 'float32' | 'bfloat16';
+  /** The LoRA targets' frozen W quantized (`--quantize`; nf4: each target's inputs a multiple of 64). */
+  quantize?: 'int8' | 'nf4';
 }
-export const TRAINING_JOB_KEYS = optionKeys<TrainingJob>({ model: true, data: true, out: true, steps: true, batchSize: true, lr: true, seed: true });
+export const TRAINING_JOB_KEYS = optionKeys<TrainingJob>({
+  model: true, data: true, out: true, steps: true, batchSize: true, lr: true, seed: true, dtype: true, quantize: true,
+});
 
 /** A job's fields, checked: unknown keys, types, ranges (ERR_ARGUMENT naming `arg`.field). */
 export function checkTrainingJob(where: string, raw: unknown, arg = 'job'): TrainingJob {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail('ERR_ARGUMENT', where, arg, 'a training job object { model, data, out, … }', raw);
-  for (const key of ['dtype', 'quantize']) {
-    if (Object.hasOwn(raw, key)) {
-      fail('ERR_ARGUMENT', where, `${arg}.${key}`, 'no such field (jobs train on a float32 base)', (raw as Record<string, unknown>)[key],
-        'a worker batches jobs as adapters of one MultiLoRALinear over a base it builds in float32 only for now; `fused-lora train --dtype/--quantize` trains one alone');
-    }
-  }
   const j = checkOptions(where, raw, TRAINING_JOB_KEYS, arg);
   for (const key of ['model', 'data', 'out'] as const) {
     if (typeof j[key] !== 'string' || j[key] === '') fail('ERR_ARGUMENT', where, `${arg}.${key}`, 'a non-empty path', j[key]);
@@ -43,6 +44,8 @@ export function checkTrainingJob(where: string, raw: unknown, arg = 'job'): Trai
     if (v !== undefined && !(Number.isSafeInteger(v) && v > 0)) fail('ERR_ARGUMENT', where, `${arg}.${key}`, 'a positive integer', v);
   }
   if (j.lr !== undefined && !(typeof j.lr === 'number' && Number.isFinite(j.lr) && j.lr > 0)) fail('ERR_ARGUMENT', where, `${arg}.lr`, 'a finite number > 0', j.lr);
+  if (j.dtype !== undefined && j.dtype !== 'float32' && j.dtype !== 'bfloat16') fail('ERR_ARGUMENT', where, `${arg}.dtype`, "'float32' or 'bfloat16'", j.dtype);
+  if (j.quantize !== undefined && j.quantize !== 'int8' && j.quantize !== 'nf4') fail('ERR_ARGUMENT', where, `${arg}.quantize`, "'int8' or 'nf4'", j.quantize);
   return j as TrainingJob;
 }
 
@@ -53,7 +56,8 @@ export interface PreparedJob {
   data: Dataset;
   /**
    * Jobs with equal keys train in one batch: the same layers and LoRA targets over the same base
-   * weights (the same file, unchanged; or, with no file, the same seeded initialisation).
+   * weights (the same file, unchanged; or, with no file, the same seeded initialisation), held the
+   * same way (dtype, quantization).
    */
   baseKey: string;
 }
@@ -72,7 +76,8 @@ export async function prepareJob(where: string, job: TrainingJob): Promise<Prepa
     }
     weights = { file: plan.weightsFile, size: st.size, mtimeMs: st.mtimeMs };
   }
-  const baseKey = JSON.stringify({ layers: plan.spec.layers, targets: plan.spec.lora.targets ?? null, weights });
+  const format = { dtype: job.dtype ?? 'float32', quantize: job.quantize ?? null };
+  const baseKey = JSON.stringify({ layers: plan.spec.layers, targets: plan.spec.lora.targets ?? null, weights, ...format });
   return { job, plan, data, baseKey };
 }
 
