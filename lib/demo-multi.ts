@@ -3,12 +3,14 @@
 // holds rows of every adapter in each step. Then each adapter's recovered update is checked, a step
 // is timed against the same K adapters trained one by one (K LinearLoRAs in turn on the same rows),
 // side by side, with the outputs and gradients of both compared, and every adapter is saved as its
-// own PEFT directory and reloaded into a fresh layer of many.
+// own PEFT directory and reloaded into a fresh layer of many. The base may be bfloat16 (W and the
+// activations) or hold W quantized, as the single demo's: both sides share it.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { backendInfo } from './backend-info';
-import { DEMO_DEFAULTS, DemoOptions, relErr, trainUntil, updateRelErr } from './demo';
+import { agreementTolerance, DEMO_DEFAULTS, DEMO_DTYPES, DEMO_QUANTIZE, DemoDType, DemoOptions, relErr, trainUntil, updateRelErr } from './demo';
+import type { Quantize } from './linear';
 import { fail } from './errors';
 import { saveAdapter, loadAdapter } from './io/adapter';
 import { Linear } from './linear';
@@ -24,8 +26,8 @@ import { checkOptions, optionKeys } from './validate';
 /** The most adapters the demo trains at once (each needs its own teacher, optimizer and directory). */
 export const MAX_DEMO_ADAPTERS = 64;
 
-/** The single demo's options but its batch and its reduced-precision base (a float32 base only, for now). */
-export interface MultiDemoOptions extends Omit<DemoOptions, 'batch' | 'dtype' | 'quantize'> {
+/** The single demo's options but its batch. */
+export interface MultiDemoOptions extends Omit<DemoOptions, 'batch'> {
   /** K, the adapters trained together. */
   adapters: number;
   /** Rows of each adapter in each step: a step's batch is adapters · rowsPerAdapter rows. */
@@ -34,10 +36,10 @@ export interface MultiDemoOptions extends Omit<DemoOptions, 'batch' | 'dtype' | 
 
 const MULTI_DEMO_KEYS = optionKeys<MultiDemoOptions>({
   inFeatures: true, outFeatures: true, rank: true, samples: true, maxSteps: true, targetDrop: true, lr: true, seed: true,
-  out: true, progress: true, log: true, adapters: true, rowsPerAdapter: true,
+  out: true, progress: true, log: true, adapters: true, rowsPerAdapter: true, dtype: true, quantize: true,
 });
 
-export const MULTI_DEMO_DEFAULTS: MultiDemoOptions = (({ batch: _, dtype: _d, quantize: _q, ...rest }) => ({ ...rest, adapters: 8, rowsPerAdapter: 16 }))(DEMO_DEFAULTS);
+export const MULTI_DEMO_DEFAULTS: MultiDemoOptions = (({ batch: _, ...rest }) => ({ ...rest, adapters: 8, rowsPerAdapter: 16 }))(DEMO_DEFAULTS);
 
 export interface MultiDemoAdapterResult {
   name: string;
@@ -48,6 +50,8 @@ export interface MultiDemoAdapterResult {
 }
 
 export interface MultiDemoResult {
+  dtype: DemoDType;
+  quantize: Quantize | null;
   steps: number;
   initialLoss: number;
   finalLoss: number;
@@ -55,6 +59,8 @@ export interface MultiDemoResult {
   adapters: MultiDemoAdapterResult[];
   /** One batch against the K LinearLoRAs on the same rows: the largest relative error of y, dx, dA and dB. */
   oneByOneRelErr: { y: number; dx: number; dA: number; dB: number };
+  /** The bound oneByOneRelErr is held to: 1e-5, or 2^-7 (one bf16 ulp) where y and dx are bfloat16. */
+  agreementTolerance: number;
   /** Milliseconds per training step (forward + backward with dx) of all K adapters. */
   stepMs: { oneBatch: number; oneByOne: number };
   speedup: number;
@@ -69,6 +75,8 @@ function checkMultiDemo(options: Partial<MultiDemoOptions>): MultiDemoOptions {
     fail('ERR_ARGUMENT', where, 'options.adapters', `an integer from 1 to ${MAX_DEMO_ADAPTERS}`, o.adapters);
   }
   if (!Number.isInteger(o.rowsPerAdapter) || o.rowsPerAdapter < 1) fail('ERR_ARGUMENT', where, 'options.rowsPerAdapter', 'a positive integer', o.rowsPerAdapter);
+  if (!DEMO_DTYPES.includes(o.dtype)) fail('ERR_ARGUMENT', where, 'options.dtype', DEMO_DTYPES.map((d) => `'${d}'`).join(' or '), o.dtype);
+  if (o.quantize !== undefined && !DEMO_QUANTIZE.includes(o.quantize)) fail('ERR_ARGUMENT', where, 'options.quantize', "'int8' or 'nf4'", o.quantize);
   const M = o.adapters * o.rowsPerAdapter;
   if (!Number.isInteger(o.samples) || o.samples < M) {
     fail('ERR_ARGUMENT', where, 'options.samples', `an integer of at least adapters · rowsPerAdapter = ${M} (one step's rows)`, o.samples);
@@ -78,14 +86,17 @@ function checkMultiDemo(options: Partial<MultiDemoOptions>): MultiDemoOptions {
 
 export async function runMultiDemo(options: Partial<MultiDemoOptions> = {}): Promise<MultiDemoResult> {
   const o = checkMultiDemo(options);
-  const { inFeatures: I, outFeatures: O, rank: r, adapters: K, rowsPerAdapter: m, log } = o;
+  const { outFeatures: O, rank: r, adapters: K, rowsPerAdapter: m, dtype, log } = o;
+  const quantize = o.quantize ?? null;
+  const I = quantize === 'nf4' ? Math.ceil(o.inFeatures / 64) * 64 : o.inFeatures;
   const M = K * m;
   const info = backendInfo().cpu;
   log(`fused-lora demo, ${K} adapters on one base, on ${info.blas}${info.blasPath ? ` (${info.blasPath})` : ''}, ${info.threads} threads: ${info.reason}`);
+  if (I !== o.inFeatures) log(`nf4 quantizes W in blocks of 64 along I: I = ${I} instead of ${o.inFeatures}`);
 
   // The pre-trained layer, and K teachers: the same layer plus a hidden rank-r update each.
   const rng = new Random(o.seed);
-  const base = new Linear(I, O, { seed: o.seed, bias: true });
+  const base = new Linear(I, O, { seed: o.seed, bias: true, dtype, ...(quantize ? { quantize } : {}) });
   const names = Array.from({ length: K }, (_, k) => `task${k}`);
   const At = names.map(() => rng.fillUniform(new Float32Array(I * r), 1 / Math.sqrt(I)));
   const Bt = names.map(() => rng.fillUniform(new Float32Array(r * O), 0.5));
@@ -98,12 +109,20 @@ export async function runMultiDemo(options: Partial<MultiDemoOptions> = {}): Pro
   const trainable = layer.numTrainable();
   log(`layer: W ${O} x ${I} + bias = ${layer.numFrozen().toLocaleString('en-US')} frozen parameters, ${K} adapters of rank ${r}: ` +
       `${trainable.toLocaleString('en-US')} trainable (${((100 * trainable) / (O * I)).toFixed(2)} % of W), ${m} rows of each in every step (M = ${M})`);
+  if (quantize || dtype !== 'float32') {
+    const held = base.frozenBytes().weight;
+    log(`base: W in ${quantize ?? dtype}${quantize ? ` (quantized from float32), activations ${dtype}` : ''}: ` +
+        `${(held / 2 ** 20).toFixed(1)} MiB resident, ${(held / (4 * O * I)).toFixed(3)}x of float32's; A, B and AdamW float32`);
+  }
+  // Host rows as tensors of the activations' dtype (their values are exact in it: placing them rounds nothing).
+  const placed = (host: Float32Array, shape: number[]) => (dtype === 'float32' ? new Tensor(host, shape) : tensor(host, shape, { dtype }));
 
   // One pool of inputs; step t takes its next M rows, chunk j of them for adapter (j + pass) mod K, so
   // over K passes every adapter sees every row, and each step holds rows of all K adapters.
-  const x = tensor(rng.fillUniform(new Float32Array(o.samples * I), 1), [o.samples, I]);
+  const x = tensor(rng.fillUniform(new Float32Array(o.samples * I), 1), [o.samples, I], { dtype }).dataSync();
   const batches = Math.floor(o.samples / M);
-  const rowsOf = (b: number) => new Tensor(x.buffer().subarray(b * M * I, (b + 1) * M * I), [M, I]);
+  const xBatches = Array.from({ length: batches }, (_, b) => placed(x.subarray(b * M * I, (b + 1) * M * I), [M, I]));
+  const rowsOf = (b: number) => xBatches[b];
   const namesOf = (pass: number) => Array.from({ length: M }, (_, i) => names[(Math.floor(i / m) + pass) % K]);
   const schedule = Array.from({ length: K }, (_, pass) => namesOf(pass));
 
@@ -134,7 +153,7 @@ export async function runMultiDemo(options: Partial<MultiDemoOptions> = {}): Pro
   // One batch against one by one: the same K adapters as K LinearLoRAs, each stepped on its own rows.
   const single = names.map((_, k) => new LinearLoRA(base, r, { alpha: r, A: trained[k].A, B: trained[k].B }));
   const xb = rowsOf(0), adapterNames = schedule[0];   // grouped: chunk k is adapter k's
-  const chunk = (t: Tensor, width: number, k: number) => new Tensor(t.dataSync().subarray(k * m * width, (k + 1) * m * width), [m, width]);
+  const chunk = (t: Tensor, width: number, k: number) => placed(t.dataSync().subarray(k * m * width, (k + 1) * m * width), [m, width]);
   const dy = mseLoss(layer.forward(xb, { adapterNames }), teacher.forward(xb, { adapterNames })).grad;
   const dx = layer.backward(dy)!;
   const worst = { y: 0, dx: 0, dA: 0, dB: 0 };
@@ -169,15 +188,16 @@ export async function runMultiDemo(options: Partial<MultiDemoOptions> = {}): Pro
   layer.zeroGrad();
   single.forEach((l) => l.dispose());
   const speedup = stepMs.oneByOne / stepMs.oneBatch;
+  const tolerance = agreementTolerance(dtype);
   log(`step of all ${K} adapters (forward + backward, ${m} rows each): one batch ${stepMs.oneBatch.toFixed(1)} ms, ` +
       `one by one ${stepMs.oneByOne.toFixed(1)} ms (${speedup.toFixed(2)}x); y, dx, dA, dB agree to ` +
-      `${Math.max(worst.y, worst.dx, worst.dA, worst.dB).toExponential(1)}`);
+      `${Math.max(worst.y, worst.dx, worst.dA, worst.dB).toExponential(1)} (bound ${tolerance.toExponential(1)})`);
 
   // Each adapter its own PEFT directory, reloaded into a fresh layer of many; the outputs must match.
   const dir = o.out ?? fs.mkdtempSync(path.join(os.tmpdir(), 'fused-lora-demo-multi-'));
   const fresh = new MultiLoRALinear(base, { adapters: specs(12345) });
   for (const n of names) {
-    await saveAdapter(path.join(dir, n), { 'demo.proj': layer }, { adapter: n, baseModel: `fused-lora/demo-${I}x${O}` });
+    await saveAdapter(path.join(dir, n), { 'demo.proj': layer }, { adapter: n, baseModel: `fused-lora/demo-${I}x${O}${quantize ? `-${quantize}` : dtype === 'float32' ? '' : `-${dtype}`}` });
     await loadAdapter(path.join(dir, n), { 'demo.proj': fresh }, { adapter: n });
   }
   fresh.eval();
@@ -187,5 +207,8 @@ export async function runMultiDemo(options: Partial<MultiDemoOptions> = {}): Pro
   for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i] - bOut[i]));
   fresh.dispose();
   log(`${K} adapters saved to ${dir}/{${names.length > 3 ? `${names[0]},...,${names[K - 1]}` : names.join(',')}}; reloaded, the outputs differ by at most ${maxDiff}`);
-  return { steps, initialLoss, finalLoss: loss, drop, adapters, oneByOneRelErr: worst, stepMs, speedup, reloadMaxAbsDiff: maxDiff, adapterDir: dir };
+  return {
+    dtype, quantize, steps, initialLoss, finalLoss: loss, drop, adapters, oneByOneRelErr: worst, agreementTolerance: tolerance, stepMs, speedup,
+    reloadMaxAbsDiff: maxDiff, adapterDir: dir,
+  };
 }

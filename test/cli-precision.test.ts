@@ -61,12 +61,32 @@ describe('fused-lora demo --dtype / --quantize', () => {
   it.each([
     [['--dtype', 'float16'], /^fused-lora: ERR_ARGUMENT: option '--dtype <dtype>' argument 'float16' is invalid\. Allowed choices are float32, bfloat16; see fused-lora demo --help$/],
     [['--quantize', 'int4'], /^fused-lora: ERR_ARGUMENT: option '--quantize <format>' argument 'int4' is invalid\. Allowed choices are int8, nf4; see fused-lora demo --help$/],
-    [['--adapters', '4', '--quantize', 'nf4'], /^fused-lora: ERR_ARGUMENT: demo: expected a float32 base \(no --dtype bfloat16, no --quantize\) for --adapters but received --quantize nf4; the multi-adapter demo runs on a float32 base only/],
-    [['--adapters', '--dtype', 'bfloat16'], /^fused-lora: ERR_ARGUMENT: demo: expected a float32 base .* for --adapters but received --dtype bfloat16; /],
+    [['--adapters', '4', '--quantize', 'nf5'], /^fused-lora: ERR_ARGUMENT: option '--quantize <format>' argument 'nf5' is invalid\. Allowed choices are int8, nf4; see fused-lora demo --help$/],
   ])('%j fails in one line before training', (flags, message) => {
     const res = run('demo', '--no-progress', ...flags);
     expect(oneLine(res)).toMatch(message);
     expect(res.stdout).toBe('');
+  });
+
+  it.each([
+    [['--quantize', 'nf4'], 'nf4', 0.141, 1e-5],
+    [['--dtype', 'bfloat16'], 'bfloat16', 0.5, 2 ** -7],
+    [['--dtype', 'bfloat16', '--quantize', 'int8'], 'int8', 0.251, 2 ** -7],
+  ] as const)('--adapters 3 %j: the adapters train together on that base, one batch agrees with one by one within the bound, each reloads exactly', (flags, format, bytesRatio, bound) => {
+    const dir = workdir();
+    const res = run('demo', '--adapters', '3', '--steps', '60', '--no-progress', '--out', dir, ...flags);
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    const out = res.stdout;
+    expect(out).toMatch(new RegExp(`base: W in ${format}`));
+    expect(number(out, /MiB resident, ([\d.]+)x of float32's/)).toBeCloseTo(bytesRatio, 3);
+    const [, first, last] = /loss ([\d.e+-]+) -> ([\d.e+-]+)/.exec(out)!.map(Number);
+    expect(last).toBeLessThan(first);
+    expect(number(out, /\(bound ([\d.e+-]+)\)/)).toBeCloseTo(bound, 4);  // printed to two digits
+    expect(number(out, /y, dx, dA, dB agree to ([\d.e+-]+) \(bound/)).toBeLessThanOrEqual(bound);
+    expect(out).toMatch(/reloaded, the outputs differ by at most 0$/m);
+    expect(fs.readdirSync(dir).sort()).toEqual(['task0', 'task1', 'task2']);
+    fs.rmSync(dir, { recursive: true });
   });
 
   it('--help lists both flags with their choices', () => {
@@ -138,8 +158,13 @@ describe('fused-lora train --dtype / --quantize', () => {
   });
 });
 
-describe('training jobs take no dtype or quantize', () => {
-  it.each([['dtype', 'bfloat16'], ['quantize', 'nf4']])('a job with %s is refused by name, saying why', (key, value) => {
+describe('training jobs take dtype and quantize, as train does', () => {
+  it('a job with either is accepted as it is', () => {
+    const job = { model: '/m.json', data: '/d.jsonl', out: '/o', dtype: 'bfloat16', quantize: 'nf4' } as const;
+    expect(checkTrainingJob('submit', job)).toEqual(job);
+  });
+
+  it.each([['dtype', 'float16', "'float32' or 'bfloat16'"], ['quantize', 'int4', "'int8' or 'nf4'"]])('a job with %s %j is refused by name, listing the choices', (key, value, choices) => {
     const job = { model: '/m.json', data: '/d.jsonl', out: '/o', [key]: value };
     let err: unknown;
     try {
@@ -149,6 +174,6 @@ describe('training jobs take no dtype or quantize', () => {
     }
     expect(err).toBeInstanceOf(LoraError);
     expect((err as LoraError).code).toBe('ERR_ARGUMENT');
-    expect((err as LoraError).message).toMatch(new RegExp(`^submit: expected no such field \\(jobs train on a float32 base\\) for job\\.${key} but received string "?${value}"?; a worker batches jobs as adapters of one MultiLoRALinear`));
+    expect((err as LoraError).message).toBe(`submit: expected ${choices} for job.${key} but received string "${value}"`);
   });
 });

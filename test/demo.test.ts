@@ -104,6 +104,8 @@ describe('the many-adapter demo (fused-lora demo --adapters K)', () => {
     [{ rowsPerAdapter: 0 }, /expected a positive integer for options\.rowsPerAdapter but received number 0$/],
     [{ adapters: 8, rowsPerAdapter: 16, samples: 100 }, /at least adapters · rowsPerAdapter = 128 \(one step's rows\) for options\.samples but received number 100$/],
     [{ adaptors: 8 }, /adaptors/],  // a typo of a key is an unknown key
+    [{ dtype: 'float16' }, /expected 'float32' or 'bfloat16' for options\.dtype but received string "float16"$/],
+    [{ quantize: 'int4' }, /expected 'int8' or 'nf4' for options\.quantize but received string "int4"$/],
   ])('refuses %j with ERR_ARGUMENT before building anything', async (options, message) => {
     const err = await runMultiDemo({ ...options, progress: false, log: () => {} } as Parameters<typeof runMultiDemo>[0]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LoraError);
