@@ -197,7 +197,7 @@ const cases: Case[] = [
   // Refused before BullMQ is loaded or any connection is made.
   ['createTrainingWorker', unknownKey('createTrainingWorker', 'options', 'connection, queue, concurrency, batchAdapters, maxBatchRows, checkpointEvery, lockDuration, stalledInterval, log, prefix', 'checkpoint_every', 'checkpointEvery'),
     () => createTrainingWorker({ connection: { host: '127.0.0.1', port: 1 }, queue: 'q', checkpoint_every: 10 } as never)],
-  ['a training job (what enqueueTraining and the workers check)', unknownKey('worker', 'job', 'model, data, out, steps, batchSize, lr, seed', 'batch_size', 'batchSize'),
+  ['a training job (what enqueueTraining and the workers check)', unknownKey('worker', 'job', 'model, data, out, steps, batchSize, lr, seed, dtype, quantize', 'batch_size', 'batchSize'),
     () => checkTrainingJob('worker', { model: 'm.json', data: 'd.jsonl', out: 'o', batch_size: 4 })],
   ['loadAdapter', unknownKey('loadAdapter', 'options', 'optimizer, adapter', 'optimiser', 'optimizer'), (w) => loadAdapter(savedDir, { fc: w.fc }, { optimiser: w.opt } as never)],
   ['readSafetensors', unknownKey('readSafetensors', 'options', 'select', 'filter', null), () => readSafetensors(path.join(savedDir, 'adapter_model.safetensors'), { filter: () => true } as never)],
