@@ -69,20 +69,31 @@ describe.each(BACKENDS)('loraLinear on %s equals the composition on cpu', (backe
       }
     });
 
-  it("activation 'relu' with dropout and x of rank 3: the ReLU after the sum, the mask on the LoRA path", async () => {
-    const c = makeCase([4, 3], 20, 11, 3, 15);
-    const p = 0.3, seed = 4, step = 2;
+  /**
+   * tfjs's own composition with dropout on the LoRA path, on the cpu backend: x ⊙ mask / (1 − p) with
+   * the mask ops.loraForward draws for (seed, step) (the kernels' one generator), then the ReLU or not.
+   */
+  async function droppedReference(c: ReturnType<typeof makeCase>, p: number, seed: number, step: number, relu: boolean): Promise<Outcome> {
+    const { I, O, r } = c, M = c.x.length / I;
     const { mask } = ops.loraForward({
-      x: tensor(c.x, [12, 20]), weight: tensor(c.kernel, [20, 11]), A: tensor(c.A, [20, 3]), B: tensor(c.B, [3, 11]), scaling: 1, fanInFanOut: true, dropout: { p, seed, step },
+      x: tensor(c.x, [M, I]), weight: tensor(c.kernel, [I, O]), A: tensor(c.A, [I, r]), B: tensor(c.B, [r, O]), scaling: 1, fanInFanOut: true, dropout: { p, seed, step },
     });
     await use('cpu');
     const keep = tf.tensor(Float32Array.from(mask!, (m) => m / (1 - p)), c.xShape);
     const want = outcome(c, (x, kernel, bias, A, B, scaling) => {
       const [I, O] = kernel.shape;
       const lora = tf.matMul(tf.matMul(tf.reshape(tf.mul(x, keep), [-1, I]), A), B);
-      return tf.relu(tf.reshape(tf.add(tf.add(tf.matMul(tf.reshape(x, [-1, I]), kernel), tf.mul(lora, scaling)), bias!), [...x.shape.slice(0, -1), O]));
+      const y = tf.reshape(tf.add(tf.add(tf.matMul(tf.reshape(x, [-1, I]), kernel), tf.mul(lora, scaling)), bias!), [...x.shape.slice(0, -1), O]);
+      return relu ? tf.relu(y) : y;
     });
     keep.dispose();
+    return want;
+  }
+
+  it("activation 'relu' with dropout and x of rank 3: the ReLU after the sum, the mask on the LoRA path", async () => {
+    const c = makeCase([4, 3], 20, 11, 3, 15);
+    const p = 0.3, seed = 4, step = 2;
+    const want = await droppedReference(c, p, seed, step, true);
     await use(backend);
     const got = outcome(c, (x, kernel, bias, A, B, scaling) => loraLinear(x, kernel, bias, A, B, { scaling, dropout: p, seed, step, activation: 'relu' }));
     expect(got.y.some((v) => v === 0) && got.y.some((v) => v > 0)).toBe(true);
@@ -101,19 +112,7 @@ describe.each(BACKENDS)('loraLinear on %s equals the composition on cpu', (backe
   it('with dropout: the LoRA path sees x ⊙ mask / (1 − p), the mask of (seed, step); training is reproducible', async () => {
     const c = makeCase([4, 3], 20, 11, 3, 5);
     const p = 0.3, seed = 42, step = 7;
-    // The mask ops.loraForward draws for (seed, step): the kernels' one generator.
-    const { mask } = ops.loraForward({
-      x: tensor(c.x, [12, 20]), weight: tensor(c.kernel, [20, 11]), A: tensor(c.A, [20, 3]), B: tensor(c.B, [3, 11]), scaling: 1, fanInFanOut: true, dropout: { p, seed, step },
-    });
-    await use('cpu');
-    const keep = tf.tensor(Float32Array.from(mask!, (m) => m / (1 - p)), c.xShape);
-    const want = outcome(c, (x, kernel, bias, A, B, scaling) => {
-      const [I, O] = kernel.shape;
-      const x2 = tf.reshape(x, [-1, I]);
-      const lora = tf.matMul(tf.matMul(tf.reshape(tf.mul(x, keep), [-1, I]), A), B);
-      return tf.reshape(tf.add(tf.add(tf.matMul(x2, kernel), tf.mul(lora, scaling)), bias!), [...x.shape.slice(0, -1), O]);
-    });
-    keep.dispose();
+    const want = await droppedReference(c, p, seed, step, false);
     await use(backend);
     const got = outcome(c, (x, kernel, bias, A, B, scaling) => loraLinear(x, kernel, bias, A, B, { scaling, dropout: p, seed, step }));
     for (const k of ['y', 'dx', 'dA', 'dB'] as Array<keyof Outcome>) expect(relErr(got[k], want[k]), k).toBeLessThan(TOL);
