@@ -147,9 +147,10 @@ Calibration calibrate() {
                             : std::string("no avx512_bf16 on this CPU: the ") + isa_name(ic.isa) + " fp32 kernels, widening bf16";
     return c;
   }
-  if (ic.request == "avx512bf16") {
+  if (ic.request == "avx512bf16" || (ic.request == "amx" && !ic.amx)) {
+    // Forced; amx on a CPU without the tiles is capped to the next bf16 dot product (isa.cpp's reason).
     c.bf16 = true;
-    c.reason = "FUSED_LORA_ISA=avx512bf16";
+    c.reason = ic.request == "amx" ? ic.reason : "FUSED_LORA_ISA=avx512bf16";
     return c;
   }
 #if FL_X86
