@@ -173,4 +173,26 @@ describe('MultiLoRALinear over a reduced-precision base', () => {
     mq.dispose();
     mb.dispose();
   });
+
+  it('applyLoRA with adapters and quantize quantizes every target first, or refuses and changes nothing', () => {
+    const build = () => new Sequential({ fc1: new Linear(64, 32, { seed: 1, bias: true }), act: new ReLU(), fc2: new Linear(32, 8, { seed: 2 }) });
+    const m = build();
+    const x = tensor(randomArray(3 * 64, 9), [3, 64]);
+    const layers = applyLoRA(m, { adapters: { a: { rank: 2 } }, targets: ['fc1'], quantize: 'int8' });
+    expect(Object.keys(layers)).toEqual(['fc1']);
+    expect(layers.fc1.base.quantize).toBe('int8');
+    // B starts at zero, so the adapted model is the model over the quantized base: close to the original.
+    const plain = build().forward(x).dataSync(), quantized = m.forward(x, { adapterNames: ['a', 'a', 'a'] }).dataSync();
+    expect(relErr(quantized, plain)).toBeGreaterThan(0);
+    expect(relErr(quantized, plain)).toBeLessThan(2e-2);
+    const n = build();
+    const nf4 = () => applyLoRA(n, { adapters: { a: { rank: 2 } }, quantize: 'nf4' });  // fc1 could be, fc2 (32 inputs) cannot
+    expectCode(nf4, 'ERR_SHAPE');
+    expect(nf4).toThrow(/'nf4' for fc2, a Linear of 32 inputs/);
+    expect(Object.keys(n.multiLoRALayers())).toEqual([]);
+    const int4 = () => applyLoRA(n, { adapters: { a: { rank: 2 } }, quantize: 'int4' as never });
+    expectCode(int4, 'ERR_ARGUMENT');
+    expect(int4).toThrow(/'int8' or 'nf4' for options\.quantize/);
+    expect(Object.keys(n.multiLoRALayers())).toEqual([]);
+  });
 });
