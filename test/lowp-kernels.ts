@@ -96,7 +96,11 @@ const rounded = (a: Float32Array) => a.map(roundToBf16);
 
 /** x·Ŵᵀ (forward) and dy·Ŵ (backward) of one shape, checked by Freivalds and sampled entries. */
 export function checkProducts(format: Format, M: number, I: number, O: number, seed: number, samples: { rows: number[]; cols: number[] } = { rows: [], cols: [] }): void {
-  const { w } = makeWeight(format, O, I, seed);
+  checkProductsOf(makeWeight(format, O, I, seed).w, format, M, I, O, seed, samples);
+}
+
+/** The same for a weight given as its codes (any the format can hold, not only what quantize makes). */
+export function checkProductsOf(w: WeightArgs, format: Format, M: number, I: number, O: number, seed: number, samples: { rows: number[]; cols: number[] } = { rows: [], cols: [] }): void {
   const What = dequantized(w, O, I);
   const x = randomArray(M * I, seed + 1), dy = randomArray(M * O, seed + 2);
   const y = new Float32Array(M * O).fill(NaN), dx = new Float32Array(M * I).fill(NaN);
@@ -173,6 +177,19 @@ export function defineLowpSuites(isa: string): void {
         const backBits = new Uint32Array(back.buffer);
         expect(Array.from(backBits.subarray(0, n)), `fromBf16 n=${n}`).toEqual(ref.map((h) => (h << 16) >>> 0));
         expect(back[n]).toBeNaN();
+      }
+    });
+
+    it('int8 codes the quantizer never makes (−128) decode as −128·scale in every path', () => {
+      // The quantizer clamps to ±127, but the kernels take any int8 code: the decode kernels look |q|
+      // up in a 128-entry table and patch −128 in from its own word.
+      for (const [O, I] of [[3, 64], [17, 130], [40, 4096]]) {
+        const q = new Int8Array(O * I).map((_, e) => (e % 5 === 0 ? -128 : ((e * 37) % 256) - 128));
+        const scale = new Float32Array(O).map((_, o) => 1e-3 * (o + 1));
+        const w: WeightArgs = { wFormat: 'int8', W: q, wScale: scale };
+        expect(Array.from(dequantized(w, O, I)), `Ŵ ${O}×${I}`).toEqual(Array.from(refDequantize(w, O, I)));
+        if (!here) continue;  // the products on a capped ISA: its own suite
+        for (const M of [1, 2, 5, 8, 9, 33]) checkProductsOf(w, 'int8', M, I, O, O + M);
       }
     });
 
