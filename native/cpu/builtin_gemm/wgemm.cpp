@@ -263,6 +263,52 @@ __attribute__((target("avx512f"))) void interleave_rows(const float* r0, const f
   for (; j < n; ++j) d[j] = pair(bits_of(r0[j]), bits_of(r1[j]));
 }
 
+// Ŵ(row, c0 .. c0 + n) as bf16 words in order, for int8 and nf4 W: what the bf16 packers need,
+// without the fp32 values decode_row writes and pair_words rounds again. int8: 16 codes widened,
+// × the row's scale, two such vectors rounded into 32 words by vcvtne2ps2bf16; nf4 (a whole block
+// of 64 at a time): bf16(code·absmax) as a 32-word table, both nibbles of each byte looked up with
+// vpermw and the even and odd elements interleaved back into order. vcvtne2ps2bf16 flushes a
+// denormal product to zero where decode_row keeps it; the bf16 kernels (vdpbf16ps, AMX) read a
+// denormal Ŵ as zero anyway, so the products are the same. Returns false where it does not apply
+// (nf4 off a block boundary): the caller decodes through decode_row then.
+alignas(64) constexpr uint16_t kInterleave[2][32] = {
+    {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47},
+    {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63}};
+
+__attribute__((target("avx512f"), always_inline)) inline __m512 scaled_codes(__m128i b, __m512 sc) {
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), sc);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) bool decode_words(const FrozenW& W, int64_t row, int64_t c0,
+                                                                         int64_t n, uint16_t* out) {
+  if (W.format == WFormat::Int8) {
+    const int8_t* q = W.q8 + row * W.I + c0;
+    const __m512 sc = _mm512_set1_ps(W.scale[row]);
+    for (int64_t k = 0; k < n; k += 32) {
+      const int64_t left = std::min<int64_t>(32, n - k);
+      const __mmask32 m = left == 32 ? ~__mmask32(0) : __mmask32((1u << left) - 1);
+      const __m256i b = _mm256_maskz_loadu_epi8(m, q + k);
+      const __m512bh w = _mm512_cvtne2ps_pbh(scaled_codes(_mm256_extracti128_si256(b, 1), sc), scaled_codes(_mm256_castsi256_si128(b), sc));
+      _mm512_mask_storeu_epi16(out + k, m, (__m512i)w);
+    }
+    return true;
+  }
+  if (W.format != WFormat::NF4 || c0 % kNf4Block != 0 || n % kNf4Block != 0) return false;
+  const __m512 codes = _mm512_loadu_ps(kNf4Codes);
+  const __m512i i0 = _mm512_load_si512(kInterleave[0]), i1 = _mm512_load_si512(kInterleave[1]);
+  const int64_t e0 = row * W.I + c0;
+  for (int64_t k = 0; k < n; k += kNf4Block) {
+    const __m512 t = _mm512_mul_ps(codes, _mm512_set1_ps(W.absmax[(e0 + k) / kNf4Block]));
+    const __m512i table = (__m512i)_mm512_cvtne2ps_pbh(t, t);  // word i: bf16(code[i % 16]·absmax)
+    const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(W.q4 + (e0 + k) / 2)));
+    const __m512i even = _mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), table);
+    const __m512i odd = _mm512_permutexvar_epi16(q, table);  // the low nibble indexes (q % 32)
+    _mm512_storeu_si512(out + k, _mm512_permutex2var_epi16(even, i0, odd));
+    _mm512_storeu_si512(out + k + 32, _mm512_permutex2var_epi16(even, i1, odd));
+  }
+  return true;
+}
+
 // The same from two rows of bf16 words (a bfloat16 W read as it is stored: no decode).
 __attribute__((target("avx512f"))) void interleave_bf16_rows(const uint16_t* r0, const uint16_t* r1, int64_t n,
                                                              uint32_t* d) {
@@ -286,6 +332,7 @@ void interleave_rows(const float* r0, const float* r1, int64_t n, uint32_t* d) {
 void interleave_bf16_rows(const uint16_t* r0, const uint16_t* r1, int64_t n, uint32_t* d) {
   for (int64_t j = 0; j < n; ++j) d[j] = pair(r0[j], r1[j]);
 }
+bool decode_words(const FrozenW&, int64_t, int64_t, int64_t, uint16_t*) { return false; }
 #endif
 
 void pack_a_bf16(const float* A, int64_t lda, int64_t m, int64_t kc, int mr, uint32_t* dst, uint32_t* stage) {
@@ -357,8 +404,13 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
         ld = W.I / 2;
       } else {
         for (int64_t j = 0; j < rows; ++j) {
-          w.decode(W, jc + j0 + j, pc, kc, stage);
-          pair_words(stage, kc, words + j * kp);  // exact: the values are bf16 already
+          uint32_t* d = words + j * kp;
+          if (decode_words(W, jc + j0 + j, pc, kc, reinterpret_cast<uint16_t*>(d))) {
+            if (kc % 2 != 0) d[kp - 1] &= 0xffffu;  // the last pair's missing k
+          } else {
+            w.decode(W, jc + j0 + j, pc, kc, stage);
+            pair_words(stage, kc, d);  // exact: the values are bf16 already
+          }
         }
         src = words;
         ld = kp;
@@ -385,6 +437,28 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
     }
     for (int64_t j0 = 0; j0 < nc; j0 += nr) pad(j0);
     return;
+  }
+  {  // int8 and nf4 decoded straight to words where decode_words applies, then interleaved as bf16 W is
+    uint16_t* h0 = reinterpret_cast<uint16_t*>(stage);
+    uint16_t* h1 = reinterpret_cast<uint16_t*>(row1);
+    if (decode_words(W, pc, jc, nc, h0)) {
+      for (int64_t p = 0; p < kp; ++p) {
+        const int64_t k = pc + 2 * p;
+        if (p > 0) decode_words(W, k, jc, nc, h0);
+        if (2 * p + 1 < kc)
+          decode_words(W, k + 1, jc, nc, h1);
+        else
+          std::fill(h1, h1 + nc, uint16_t(0));
+        for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+          uint32_t* d = dst + j0 * kd + p * nr;
+          const int64_t cols = std::min<int64_t>(nr, nc - j0);
+          interleave_bf16_rows(h0 + j0, h1 + j0, cols, d);
+          for (int64_t j = cols; j < nr; ++j) d[j] = 0;
+        }
+      }
+      for (int64_t j0 = 0; j0 < nc; j0 += nr) pad(j0);
+      return;
+    }
   }
   for (int64_t p = 0; p < kp; ++p) {
     const int64_t k = pc + 2 * p;
