@@ -2,7 +2,8 @@
 // op(Ŵ) = Ŵᵀ (the forward, x·Wᵀ: NT) or Ŵ (dx = dy·W: NN). A is always row-major activations.
 //
 // The blocked path is driver.cpp's loop nest with packers that dequantize: each KC×NC panel of Ŵ is
-// decoded (wdecode.h) as it is packed, once per panel and thread, and reused by every MC block of A,
+// decoded (wdecode.h; decode_words below for the bf16 packers) as it is packed, once per panel and
+// thread, and reused by every MC block of A,
 // so the cost of decoding is spread over M and no full-size copy of W ever exists. Two packed
 // formats, for three micro-kernel families:
 //   - bf16 k-pairs for the avx512bf16 kernel (ukr_bf16.h): A rounded to bf16 as it is packed, B's
