@@ -32,6 +32,18 @@ function oneLine(res: ReturnType<typeof run>): string {
 
 const number = (text: string, re: RegExp) => Number(re.exec(text)?.[1]);
 
+/** A demo run that succeeded on a base in `format` holding `bytesRatio` of float32's bytes: its output and its first and last loss. */
+function demoOn(format: string, bytesRatio: number, ...args: string[]): { out: string; first: number; last: number } {
+  const res = run('demo', ...args);
+  expect(res.stderr).toBe('');
+  expect(res.status).toBe(0);
+  const out = res.stdout;
+  expect(out).toMatch(new RegExp(`base: W in ${format}`));
+  expect(number(out, /MiB resident, ([\d.]+)x of float32's/)).toBeCloseTo(bytesRatio, 3);
+  const [, first, last] = /loss ([\d.e+-]+) -> ([\d.e+-]+)/.exec(out)!.map(Number);
+  return { out, first, last };
+}
+
 describe('fused-lora demo --dtype / --quantize', () => {
   it.each([
     [['--dtype', 'bfloat16'], 'bfloat16', 0.5, 2 ** -7],
@@ -40,13 +52,7 @@ describe('fused-lora demo --dtype / --quantize', () => {
     [['--dtype', 'bfloat16', '--quantize', 'nf4'], 'nf4', 0.141, 2 ** -7],
   ] as const)('%j trains (loss falls), reports the format, the resident bytes and the recovered update; fused and unfused agree within the dtype\'s bound; the reload is exact', (flags, format, bytesRatio, bound) => {
     const dir = workdir();
-    const res = run('demo', '--steps', '100', '--no-progress', '--out', dir, ...flags);
-    expect(res.stderr).toBe('');
-    expect(res.status).toBe(0);
-    const out = res.stdout;
-    expect(out).toMatch(new RegExp(`base: W in ${format}`));
-    expect(number(out, /MiB resident, ([\d.]+)x of float32's/)).toBeCloseTo(bytesRatio, 3);
-    const [, first, last] = /loss ([\d.e+-]+) -> ([\d.e+-]+)/.exec(out)!.map(Number);
+    const { out, first, last } = demoOn(format, bytesRatio, '--steps', '100', '--no-progress', '--out', dir, ...flags);
     expect(last).toBeLessThan(first / 4);
     expect(number(out, /\|\|scaling\*A\*B - dW\|\| \/ \|\|dW\|\| = ([\d.e+-]+)/)).toBeLessThan(1);
     const agree = number(out, /outputs agree to ([\d.e+-]+) \(bound/);
@@ -74,13 +80,7 @@ describe('fused-lora demo --dtype / --quantize', () => {
     [['--dtype', 'bfloat16', '--quantize', 'int8'], 'int8', 0.251, 2 ** -7],
   ] as const)('--adapters 3 %j: the adapters train together on that base, one batch agrees with one by one within the bound, each reloads exactly', (flags, format, bytesRatio, bound) => {
     const dir = workdir();
-    const res = run('demo', '--adapters', '3', '--steps', '60', '--no-progress', '--out', dir, ...flags);
-    expect(res.stderr).toBe('');
-    expect(res.status).toBe(0);
-    const out = res.stdout;
-    expect(out).toMatch(new RegExp(`base: W in ${format}`));
-    expect(number(out, /MiB resident, ([\d.]+)x of float32's/)).toBeCloseTo(bytesRatio, 3);
-    const [, first, last] = /loss ([\d.e+-]+) -> ([\d.e+-]+)/.exec(out)!.map(Number);
+    const { out, first, last } = demoOn(format, bytesRatio, '--adapters', '3', '--steps', '60', '--no-progress', '--out', dir, ...flags);
     expect(last).toBeLessThan(first);
     expect(number(out, /\(bound ([\d.e+-]+)\)/)).toBeCloseTo(bound, 4);  // printed to two digits
     expect(number(out, /y, dx, dA, dB agree to ([\d.e+-]+) \(bound/)).toBeLessThanOrEqual(bound);

@@ -422,57 +422,46 @@ void pack_w_bf16(const WKernel& w, bool nt, const FrozenW& W, int64_t pc, int64_
     return;
   }
   float* row1 = stage + round_up(nc, 16);
-  if (W.format == WFormat::BF16) {  // rows k and k + 1 of W interleaved as stored; a zero row past K
-    const uint16_t* zero = reinterpret_cast<const uint16_t*>(row1);
-    std::fill(row1, row1 + (nc + 1) / 2, 0.f);
-    for (int64_t p = 0; p < kp; ++p) {
-      const int64_t k = pc + 2 * p;
-      const uint16_t* r0 = W.bf16 + k * W.I + jc;
-      const uint16_t* r1 = 2 * p + 1 < kc ? r0 + W.I : zero;
-      for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-        uint32_t* d = dst + j0 * kd + p * nr;
-        const int64_t cols = std::min<int64_t>(nr, nc - j0);
-        interleave_bf16_rows(r0 + j0, r1 + j0, cols, d);
-        for (int64_t j = cols; j < nr; ++j) d[j] = 0;
-      }
-    }
-    for (int64_t j0 = 0; j0 < nc; j0 += nr) pad(j0);
-    return;
-  }
-  {  // int8 and nf4 decoded straight to words where decode_words applies, then interleaved as bf16 W is
-    uint16_t* h0 = reinterpret_cast<uint16_t*>(stage);
-    uint16_t* h1 = reinterpret_cast<uint16_t*>(row1);
-    if (decode_words(W, pc, jc, nc, h0)) {
-      for (int64_t p = 0; p < kp; ++p) {
-        const int64_t k = pc + 2 * p;
-        if (p > 0) decode_words(W, k, jc, nc, h0);
-        if (2 * p + 1 < kc)
-          decode_words(W, k + 1, jc, nc, h1);
-        else
-          std::fill(h1, h1 + nc, uint16_t(0));
-        for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-          uint32_t* d = dst + j0 * kd + p * nr;
-          const int64_t cols = std::min<int64_t>(nr, nc - j0);
-          interleave_bf16_rows(h0 + j0, h1 + j0, cols, d);
-          for (int64_t j = cols; j < nr; ++j) d[j] = 0;
-        }
-      }
-      for (int64_t j0 = 0; j0 < nc; j0 += nr) pad(j0);
-      return;
-    }
-  }
-  for (int64_t p = 0; p < kp; ++p) {
-    const int64_t k = pc + 2 * p;
-    w.decode(W, k, jc, nc, stage);
-    if (2 * p + 1 < kc)
-      w.decode(W, k + 1, jc, nc, row1);
-    else
-      std::fill(row1, row1 + nc, 0.f);
+  // Row pair p of the panel (rows pc + 2p and pc + 2p + 1 of W) dealt out to the slivers.
+  const auto deal = [&](int64_t p, auto&& interleave) {
     for (int64_t j0 = 0; j0 < nc; j0 += nr) {
       uint32_t* d = dst + j0 * kd + p * nr;
       const int64_t cols = std::min<int64_t>(nr, nc - j0);
-      interleave_rows(stage + j0, row1 + j0, cols, d);
+      interleave(j0, cols, d);
       for (int64_t j = cols; j < nr; ++j) d[j] = 0;
+    }
+  };
+  // bf16 rows as stored, or int8 and nf4 rows decoded straight to words (decode_words, where it
+  // applies); a zero row past K. Otherwise the rows through decode_row, as fp32.
+  uint16_t* h0 = reinterpret_cast<uint16_t*>(stage);
+  uint16_t* h1 = reinterpret_cast<uint16_t*>(row1);
+  const bool stored = W.format == WFormat::BF16;
+  if (stored || decode_words(W, pc, jc, nc, h0)) {
+    for (int64_t p = 0; p < kp; ++p) {
+      const int64_t k = pc + 2 * p;
+      const uint16_t* r0 = h0;
+      const uint16_t* r1 = h1;
+      if (stored)
+        r0 = W.bf16 + k * W.I + jc;
+      else if (p > 0)
+        decode_words(W, k, jc, nc, h0);
+      if (2 * p + 1 >= kc)
+        std::fill(h1, h1 + nc, uint16_t(0));
+      else if (stored)
+        r1 = r0 + W.I;
+      else
+        decode_words(W, k + 1, jc, nc, h1);
+      deal(p, [&](int64_t j0, int64_t cols, uint32_t* d) { interleave_bf16_rows(r0 + j0, r1 + j0, cols, d); });
+    }
+  } else {
+    for (int64_t p = 0; p < kp; ++p) {
+      const int64_t k = pc + 2 * p;
+      w.decode(W, k, jc, nc, stage);
+      if (2 * p + 1 < kc)
+        w.decode(W, k + 1, jc, nc, row1);
+      else
+        std::fill(row1, row1 + nc, 0.f);
+      deal(p, [&](int64_t j0, int64_t cols, uint32_t* d) { interleave_rows(stage + j0, row1 + j0, cols, d); });
     }
   }
   for (int64_t j0 = 0; j0 < nc; j0 += nr) pad(j0);
