@@ -94,6 +94,41 @@ export function dequantized(w: WeightArgs, O: number, I: number): Float32Array {
 
 const rounded = (a: Float32Array) => a.map(roundToBf16);
 
+/** The decode path takes int8 W on VNNI (backendInfo().lowpInt8Decode) up to this I. */
+export const VNNI_MAX_K = 65536;
+
+/**
+ * x as the VNNI int8 kernel reads it (lowp.h): each row s·(q1 + q2/256), s = max|x|/127, q1 =
+ * round(x·(127/max|x|)), q2 = round((x − q1·s)·256·(127/max|x|)), both clamped to ±127, in float32 as
+ * the kernel rounds them (x − q1·s rounded once, as an FMA). Rows are I apart; the values exact in float64.
+ */
+export function vnniSplit(x: Float32Array, M: number, I: number): Float64Array {
+  const out = new Float64Array(M * I);
+  const clamp = (v: number) => Math.max(-127, Math.min(127, roundEven(v)));
+  for (let m = 0; m < M; m++) {
+    let amax = 0;
+    for (let i = 0; i < I; i++) amax = Math.max(amax, Math.abs(x[m * I + i]));
+    const s = amax > 0 ? f(amax / 127) : 1, inv = amax > 0 ? f(127 / amax) : 1, inv2 = f(inv * 256);
+    for (let i = 0; i < I; i++) {
+      const v = x[m * I + i];
+      const q1 = clamp(f(v * inv));
+      const q2 = clamp(f(f(v - q1 * s) * inv2));  // v − q1·s is exact in float64: one rounding
+      out[m * I + i] = (q1 + q2 / 256) * s;
+    }
+  }
+  return out;
+}
+
+/** int8 Ŵ unrounded: q·scale in float32, as the VNNI kernel multiplies it. */
+function int8Exact(w: WeightArgs & { wFormat: 'int8' }, O: number, I: number): Float32Array {
+  return Float32Array.from(w.W, (q, e) => f(q * w.wScale[Math.floor(e / I)]));
+}
+
+/** Whether x·Ŵᵀ of M rows runs the VNNI int8 kernel here, and so rounds as vnniSplit does. */
+export function vnniDecode(format: string, M: number, I: number): boolean {
+  return format === 'int8' && M <= 8 && I <= VNNI_MAX_K && native.backendInfo().lowpInt8Decode === 'vnni';
+}
+
 /** x·Ŵᵀ (forward) and dy·Ŵ (backward) of one shape, checked by Freivalds and sampled entries. */
 export function checkProducts(format: Format, M: number, I: number, O: number, seed: number, samples: { rows: number[]; cols: number[] } = { rows: [], cols: [] }): void {
   checkProductsOf(makeWeight(format, O, I, seed).w, format, M, I, O, seed, samples);
@@ -106,8 +141,10 @@ export function checkProductsOf(w: WeightArgs, format: Format, M: number, I: num
   const y = new Float32Array(M * O).fill(NaN), dx = new Float32Array(M * I).fill(NaN);
   lowp.linearForward({ M, I, O, act: 'f32', x, ...w, bias: null, y });
   lowp.linearBackward({ M, I, O, act: 'f32', dy, ...w, dx });
-  const xr = rounded(x), dyr = rounded(dy);
-  const fwd = { A: { data: xr, rows: M, cols: I, ld: I, trans: false }, B: { data: What, rows: I, cols: O, ld: I, trans: true }, alpha: 1, extra: null, C: y, ldc: O };
+  const vnni = w.wFormat === 'int8' && vnniDecode(format, M, I);
+  const xr = vnni ? vnniSplit(x, M, I) : rounded(x), dyr = rounded(dy);
+  const Wf = vnni && w.wFormat === 'int8' ? int8Exact(w, O, I) : What;
+  const fwd = { A: { data: xr, rows: M, cols: I, ld: I, trans: false }, B: { data: Wf, rows: I, cols: O, ld: I, trans: true }, alpha: 1, extra: null, C: y, ldc: O };
   const bwd = { A: { data: dyr, rows: M, cols: O, ld: O, trans: false }, B: { data: What, rows: O, cols: I, ld: I, trans: false }, alpha: 1, extra: null, C: dx, ldc: I };
   for (const [name, p, N] of [['x·Ŵᵀ', fwd, O], ['dy·Ŵ', bwd, I]] as const) {
     const r: Report = freivalds(p, seed + 7);
@@ -137,6 +174,12 @@ export function defineLowpSuites(isa: string): void {
         // amx asked of a CPU without the tiles caps to vdpbf16ps, or to the fp32 kernels below it
         if (flags) expect(kernel).toBe(isa === 'amx' && amx ? 'amx' : bf16 ? 'avx512bf16' : builtin);
       }
+      // int8 decode takes VNNI under the vdpbf16ps decode path (the avx512bf16 and amx families) only.
+      const { lowpInt8Decode } = native.backendInfo();
+      let cpu = '';
+      try { cpu = fs.readFileSync('/proc/cpuinfo', 'utf8'); } catch { /* not Linux */ }
+      const vnni = /\bavx512_vnni\b/.test(cpu) && /\bavx512bw\b/.test(cpu);
+      if (cpu) expect(lowpInt8Decode).toBe((kernel === 'amx' || kernel === 'avx512bf16') && vnni ? 'vnni' : 'bf16');
     });
 
     it('quantizes and dequantizes bit for bit as the reference implementation of the formats', () => {
@@ -181,8 +224,8 @@ export function defineLowpSuites(isa: string): void {
     });
 
     it('int8 codes the quantizer never makes (−128) decode as −128·scale in every path', () => {
-      // The quantizer clamps to ±127, but the kernels take any int8 code: the decode kernels look |q|
-      // up in a 128-entry table and patch −128 in from its own word.
+      // The quantizer clamps to ±127, but the kernels take any int8 code: the VNNI decode kernel
+      // flips the sign bit (−128 is then 0 of the unsigned operand), the others widen or look up.
       for (const [O, I] of [[3, 64], [17, 130], [40, 4096]]) {
         const q = new Int8Array(O * I).map((_, e) => (e % 5 === 0 ? -128 : ((e * 37) % 256) - 128));
         const scale = new Float32Array(O).map((_, o) => 1e-3 * (o + 1));
@@ -191,6 +234,34 @@ export function defineLowpSuites(isa: string): void {
         if (!here) continue;  // the products on a capped ISA: its own suite
         for (const M of [1, 2, 5, 8, 9, 33]) checkProductsOf(w, 'int8', M, I, O, O + M);
       }
+    });
+
+    it('int8 decode on VNNI hands what its split cannot hold to the bf16 arithmetic: NaN, infinities, tiny rows, I past its int32 range', () => {
+      if (!(here && vnniDecode('int8', 1, 64))) return;  // no VNNI kernel under this ISA: nothing falls back
+      const O = 37, I = 300;
+      const { w } = makeWeight('int8', O, I, 11);
+      const What = dequantized(w, O, I);
+      // x·Ŵᵀ of the rows `rows` of x against the bf16 arithmetic (x and Ŵ rounded to bf16).
+      const againstBf16 = (x: Float32Array, y: Float32Array, rows: number[], what: string) => {
+        const xs = new Float32Array(rows.length * I), ys = new Float32Array(rows.length * O);
+        rows.forEach((m, i) => { xs.set(x.subarray(m * I, m * I + I), i * I); ys.set(y.subarray(m * O, m * O + O), i * O); });
+        const p = { A: { data: rounded(xs), rows: rows.length, cols: I, ld: I, trans: false }, B: { data: What, rows: I, cols: O, ld: I, trans: true }, alpha: 1, extra: null, C: ys, ldc: O };
+        const r = freivalds(p, 5);
+        entries(p, [0, rows.length - 1], [0, O - 1], r);
+        expect(r.failed, `${what}: ${describeReport(r)}`).toBe(0);
+      };
+      for (const [bad, what] of [[NaN, 'a NaN'], [Infinity, 'an infinity'], [-Infinity, 'a −infinity']] as const) {
+        const x = randomArray(3 * I, 21), y = new Float32Array(3 * O).fill(NaN);
+        x[I + 17] = bad;  // row 1
+        lowp.linearForward({ M: 3, I, O, act: 'f32', x, ...w, bias: null, y });
+        expect(y.subarray(O, 2 * O).every((v) => !Number.isFinite(v)), `${what} reaches its row`).toBe(true);
+        againstBf16(x, y, [0, 2], `${what} in row 1: the other rows`);
+      }
+      const x = randomArray(2 * I, 22), y = new Float32Array(2 * O).fill(NaN);
+      for (let i = 0; i < I; i++) x[I + i] *= 1e-32;  // max|x| < 2^-100: 127 / max|x| would overflow
+      lowp.linearForward({ M: 2, I, O, act: 'f32', x, ...w, bias: null, y });
+      againstBf16(x, y, [0, 1], 'a row of values below 2^-100');
+      checkProducts('int8', 2, VNNI_MAX_K + 64, 5, 3);  // vnniDecode is false past VNNI_MAX_K: checked as bf16
     });
 
     it('holds every NF4 code at its value: a block of the 16 codes times absmax', () => {

@@ -183,6 +183,7 @@ const Calibration& calibration() {
   static const Calibration c = [] {
     Calibration k = calibrate();
     k.reason += isa_choice().bf16 ? "; the decode path (M <= 8): vdpbf16ps" : "; the decode path (M <= 8): fp32 FMAs";
+    if (std::strcmp(lowp_int8_decode_name(), "vnni") == 0) k.reason += ", int8 W by VNNI integer dot products";
     return k;
   }();
   return c;
@@ -554,7 +555,7 @@ void wgemm_serial(const WKernel& w, bool nt, int64_t m, int64_t n, int64_t j0, i
 // widening, so it needs fewer instructions per value even where it issues at half the FMA's rate
 // (Sapphire Rapids class, 4096², M = 1: nf4 0.61 ms against 1.23 ms with fp32 FMAs; bf16 and int8
 // level or ahead; bench/NOTES.md).
-DecodeKernel decode_kernel(const WKernel& w) {
+DecodeKernel decode_kernel() {
   if (isa_choice().bf16) return DecodeKernel::Avx512Bf16;
   const Isa is = isa();
   return is == Isa::Avx512 ? DecodeKernel::Avx512 : is == Isa::Avx2 ? DecodeKernel::Avx2 : DecodeKernel::Generic;
@@ -576,7 +577,7 @@ void wgemm(bool nt, int64_t M, float alpha, const float* A, int64_t lda, const F
   }
   if (nt && M <= kLowpDecodeMaxRows) {
     const WKernel& w = wkernel();
-    wgemv_nt(decode_kernel(w), w.decode, M, alpha, A, lda, W, beta, C, ldc);
+    wgemv_nt(decode_kernel(), w.decode, M, alpha, A, lda, W, beta, C, ldc);
     return;
   }
   const WKernel& w = wkernel();
@@ -618,6 +619,10 @@ const char* lowp_kernel_name() {
   const builtin::WKernel& w = builtin::wkernel();
   return w.amx ? "amx" : w.bf16 ? "avx512bf16" : isa_name(isa());
 }
+const char* lowp_int8_decode_name() {
+  return builtin::int8_vnni(builtin::decode_kernel(), WFormat::Int8) ? "vnni" : "bf16";
+}
+
 const std::string& lowp_kernel_reason() { return builtin::calibration().reason; }
 
 void dequantize_rows(const FrozenW& W, int64_t o0, int64_t o1, float* out) {

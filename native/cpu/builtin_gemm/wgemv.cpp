@@ -10,10 +10,13 @@
 // What they round: exactly what the blocked path multiplies. x is rounded to bf16 (nearest even)
 // once per call; Ŵ is the weight's value rounded to bf16 (lowp.h: q·scale, code·absmax in fp32,
 // then to nearest even); the products, exact in fp32, are summed in fp32. Only the order of the sums
-// differs between the kernels:
+// differs between the kernels, save one (int8 on VNNI, which rounds less):
+//   - int8 on VNNI (beside avx512bf16): integer dot products, vpdpbusd on the int8 codes against x
+//     split into two int8 parts (vnni_int8_rows). Measured on a Sapphire Rapids-class Xeon, 4096²,
+//     M = 1: 0.39 ms, where looking bf16(q·scale) up for vdpbf16ps (vpermi2b tables, about 12
+//     instructions per 64 values against 3) took 0.75 and fp32 W 1.56 (bench/NOTES.md).
 //   - avx512bf16 (vdpbf16ps, 32 multiply-adds per instruction): bf16 W is read as k-pair words with
-//     no conversion at all; int8 is widened, scaled by its row's scale and rounded two vectors into
-//     one by vcvtne2ps2bf16; nf4 takes, per 64-value block, a 32-word table of bf16(code·absmax)
+//     no conversion at all; nf4 takes, per 64-value block, a 32-word table of bf16(code·absmax)
 //     (one multiply and one vcvtne2ps2bf16) and looks both nibbles of 32 bytes up in it with vpermw
 //     (the odd elements by the low nibble, the even ones by the byte shifted right by 4). x is laid
 //     out once per call in the order those words come out in. vcvtne2ps2bf16 flushes a
@@ -47,18 +50,17 @@ constexpr int rows_per_pass(int MM) { return MM <= 2 ? 4 : MM <= 4 ? 2 : 1; }
 
 // x as the kernels read it, each row padded with zeros to Kx = round_up(K, 64) k:
 //   Floats: fp32 values (the FMA kernels);
-//   Pairs: k-pair words (bf16 x[2p], bf16 x[2p+1]) (vdpbf16ps on bf16 and int8 W);
+//   Pairs: k-pair words (bf16 x[2p], bf16 x[2p+1]) (vdpbf16ps on bf16 W);
 //   Nf4Pairs: per 64-value block, the 16 words (x[4d], x[4d+2]) and then (x[4d+1], x[4d+3]): the
-//   pairs vpermw makes of the block's even and odd elements;
-//   Int8Pairs: per 64 values, the 16 words (x[16L + 2i], x[16L + 2i + 1]) for lanes L < 4, i < 4,
-//   and then the same 8 further on in each lane: the order vpunpck{l,h}bw interleaves bytes in.
-enum class XLayout { Floats, Pairs, Nf4Pairs, Int8Pairs };
+//   pairs vpermw makes of the block's even and odd elements.
+// (int8 on VNNI reads x split into int8 instead: split_x.)
+enum class XLayout { Floats, Pairs, Nf4Pairs };
 
-// The int8 lookup (bf16_int8_rows) needs vpermi2b; a CPU with avx512_bf16 but not AVX512_VBMI
-// (Cooper Lake) runs int8 on the AVX-512F kernel instead.
-bool cpu_vbmi() {
+// int8 runs on VNNI (vnni_int8_rows) wherever the decode kernel is the avx512bf16 one and the CPU
+// has AVX512-VNNI (every CPU with avx512_bf16 so far: Cooper Lake, Sapphire Rapids, Zen 4 and 5).
+bool cpu_vnni() {
 #if FL_X86
-  static const bool v = __builtin_cpu_supports("avx512vbmi");
+  static const bool v = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
   return v;
 #else
   return false;
@@ -67,7 +69,7 @@ bool cpu_vbmi() {
 
 XLayout layout_of(DecodeKernel kernel, WFormat f) {
   if (kernel != DecodeKernel::Avx512Bf16 || f == WFormat::F32) return XLayout::Floats;
-  if (f == WFormat::Int8) return cpu_vbmi() ? XLayout::Int8Pairs : XLayout::Floats;
+  if (f == WFormat::Int8) return XLayout::Floats;  // the widening kernel, where VNNI does not run
   return f == WFormat::NF4 ? XLayout::Nf4Pairs : XLayout::Pairs;
 }
 
@@ -95,19 +97,76 @@ void prepare_x(XLayout layout, int64_t M, const float* A, int64_t lda, int64_t K
           }
         }
         break;
-      case XLayout::Int8Pairs:
-        for (int64_t b = 0; b < Kx / 64; ++b) {
-          const uint16_t* s = h + 64 * b;
-          for (int i = 0; i < 16; ++i) {
-            const int e = 16 * (i / 4) + 2 * (i % 4);
-            d[32 * b + i] = uint32_t(s[e]) | uint32_t(s[e + 1]) << 16;
-            d[32 * b + 16 + i] = uint32_t(s[e + 8]) | uint32_t(s[e + 9]) << 16;
-          }
-        }
-        break;
     }
   }
 }
+
+// x for the VNNI int8 kernel: row m ≈ s[m]·(q1 + q2/256), q1 = round(x·127/max|x|) and q2 = round
+// of the remainder × 256 (both clamped to ±127), each a row of Kx bytes, zero past K; sum1, sum2:
+// Σ q1 and Σ q2 over the row.
+struct SplitX {
+  float s[kLowpDecodeMaxRows];
+  int32_t sum1[kLowpDecodeMaxRows], sum2[kLowpDecodeMaxRows];
+};
+
+// The VNNI kernel's sums stay exact in int32 up to this K: |Σ (q + 128)·q1| <= 255·127·K < 2^31.
+constexpr int64_t kVnniMaxK = 65536;
+
+#if FL_X86
+// The sum of v's lanes, through memory (as hsum, below).
+__attribute__((target("avx512f"), always_inline)) inline int32_t hsum_epi32(__m512i v) {
+  alignas(64) int32_t t[16];
+  _mm512_store_si512(t, v);
+  int32_t s = 0;
+  for (int l = 0; l < 16; ++l) s += t[l];
+  return s;
+}
+
+// Splits the M rows of x (A, lda) into q (row m at q + 2·Kx·m: q1, then q2) and sx. False, with q
+// unspecified, where the split cannot stand for x: a NaN or an infinity (the widening kernel carries
+// them into y as every other kernel does) or a row whose largest value is below 2^-100 but not zero
+// (127 / max|x| would overflow).
+__attribute__((target("avx512f,avx512bw"))) bool split_x(int64_t M, const float* A, int64_t lda, int64_t K, int8_t* q,
+                                                         SplitX& sx) {
+  const int64_t Kx = round_up(K, 64);
+  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = A + m * lda;
+    __m512 mx = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 lm = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1u);
+      const __m512 v = _mm512_abs_ps(_mm512_maskz_loadu_ps(lm, a + k));
+      bad |= _mm512_cmp_ps_mask(v, inf, _CMP_NLT_UQ);  // NaN or ±inf
+      mx = _mm512_max_ps(mx, v);
+    }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, mx);
+    float amax = 0.f;
+    for (const float l : lanes) amax = std::max(amax, l);
+    if (bad != 0 || (amax != 0.f && amax < 0x1p-100f)) return false;
+    const float s = amax > 0.f ? amax / 127.f : 1.f, inv = amax > 0.f ? 127.f / amax : 1.f;
+    const __m512 sv = _mm512_set1_ps(s), inv1 = _mm512_set1_ps(inv), inv2 = _mm512_set1_ps(inv * 256.f);
+    int8_t* q1 = q + 2 * Kx * m;
+    int8_t* q2 = q1 + Kx;
+    __m512i t1 = _mm512_setzero_si512(), t2 = _mm512_setzero_si512();
+    for (int64_t k = 0; k < Kx; k += 16) {
+      const __mmask16 lm = k >= K ? __mmask16(0) : K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1u);
+      const __m512 v = _mm512_maskz_loadu_ps(lm, a + k);
+      const __m512i c1 = _mm512_max_epi32(nlim, _mm512_min_epi32(lim, _mm512_cvtps_epi32(_mm512_mul_ps(v, inv1))));
+      const __m512 rem = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(c1), sv, v);  // v − c1·s, rounded once
+      const __m512i c2 = _mm512_max_epi32(nlim, _mm512_min_epi32(lim, _mm512_cvtps_epi32(_mm512_mul_ps(rem, inv2))));
+      t1 = _mm512_add_epi32(t1, c1), t2 = _mm512_add_epi32(t2, c2);
+      _mm_store_si128(reinterpret_cast<__m128i*>(q1 + k), _mm512_cvtepi32_epi8(c1));
+      _mm_store_si128(reinterpret_cast<__m128i*>(q2 + k), _mm512_cvtepi32_epi8(c2));
+    }
+    sx.s[m] = s;
+    sx.sum1[m] = hsum_epi32(t1), sx.sum2[m] = hsum_epi32(t2);
+  }
+  return true;
+}
+#endif
 
 // Everything a kernel needs for rows [o0, o1) of the output.
 struct Job {
@@ -120,6 +179,7 @@ struct Job {
   float* C;
   int64_t ldc;
   float* row;  // this thread's buffer, R·kSeg floats
+  const SplitX* split = nullptr;  // the VNNI int8 kernel's x (then x holds the int8 rows)
 };
 
 inline void store(const Job& j, int64_t o, int R, int MM, const float* s) {
@@ -427,97 +487,64 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows(const Job&
     for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]);
 }
 
-// int8: Ŵ = bf16(q·scale) takes at most 256 values per row, so it is looked up rather than
-// computed: the high and the low bytes of bf16(u·scale) for u = |q| < 128 make two 128-byte tables
-// each (vpermi2b's reach with a 7-bit index), and the sign goes back on the high byte (rounding to
-// nearest even is symmetric); q = −128, whose |q| does not fit, is patched in from its own word.
-// Building the tables is about 40 instructions per row; looking 64 values up about 10, where
-// widening, scaling and rounding them with vcvtne2ps2bf16 takes about 18.
-struct Int8Table {
-  __m512i hi0, hi1, lo0, lo1, hi128, lo128;
-};
-
-// Byte 2i of a pair of registers: the low bytes of their 64 words (+1: the high bytes).
-alignas(64) constexpr uint8_t kEvenBytes[64] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62, 64, 66, 68, 70, 72, 74, 76, 78, 80, 82, 84, 86, 88, 90, 92, 94, 96, 98, 100, 102, 104, 106, 108, 110, 112, 114, 116, 118, 120, 122, 124, 126};
-
-__attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi"), always_inline)) inline Int8Table int8_table(float scale) {
-  const __m512 sc = _mm512_set1_ps(scale);
-  const __m512 iota = _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  __m512i w[4];  // words u = 32i .. 32i + 31: bf16(u·scale)
-  for (int i = 0; i < 4; ++i) {
-    const __m512 a = _mm512_mul_ps(_mm512_add_ps(iota, _mm512_set1_ps(float(32 * i))), sc);
-    const __m512 b = _mm512_mul_ps(_mm512_add_ps(iota, _mm512_set1_ps(float(32 * i + 16))), sc);
-    w[i] = (__m512i)_mm512_cvtne2ps_pbh(b, a);
-  }
-  const __m512i even = _mm512_load_si512(kEvenBytes), odd = _mm512_add_epi8(even, _mm512_set1_epi8(1));
-  Int8Table t;
-  t.lo0 = _mm512_permutex2var_epi8(w[0], even, w[1]), t.lo1 = _mm512_permutex2var_epi8(w[2], even, w[3]);
-  t.hi0 = _mm512_permutex2var_epi8(w[0], odd, w[1]), t.hi1 = _mm512_permutex2var_epi8(w[2], odd, w[3]);
-  alignas(64) uint16_t w128[32];  // bf16(−128·scale), rounded as the table is
-  _mm512_store_si512(w128, (__m512i)_mm512_cvtne2ps_pbh(sc, _mm512_mul_ps(_mm512_set1_ps(-128.f), sc)));
-  t.hi128 = _mm512_set1_epi8(char(w128[0] >> 8)), t.lo128 = _mm512_set1_epi8(char(w128[0] & 0xff));
-  return t;
-}
-
+// int8 on VNNI: exact integer dot products. Each row of x is split once per call into two int8
+// vectors, x ≈ s·(q1 + q2/256) with s = max|x|/127 (SplitX), and vpdpbusd multiplies 64 bytes of W
+// against each: 128 multiply-adds per row per 64 values in two instructions, with nothing to decode
+// (the int8 codes are the operand; the sign bit flipped makes them the unsigned one, q + 128, and
+// 128·Σq takes the offset back out). What it rounds differs from the other kernels, as lowp.h says:
+// x to ~16 bits against its row's largest value, Ŵ = q·scale not at all, the sums exact in int32
+// (K <= kVnniMaxK), then y = scale·s·(Σ q1·q + Σ q2·q / 256) in fp32.
 template <int MM, int R>
-__attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi"))) void bf16_int8_rows(const Job& j, int64_t o, float* s) {
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_int8_rows(const Job& j, int64_t o, float* s) {
   const FrozenW& W = *j.W;
-  const int64_t K = j.K;
-  __m512 acc[R][MM];
+  const int64_t K = j.K, Kx = round_up(K, 64);
+  const int8_t* xq = reinterpret_cast<const int8_t*>(j.x);
+  const int64_t xs = 4 * j.xs;  // bytes per row of x: q1 (Kx bytes), then q2
+  __m512i a1[R][MM], a2[R][MM];
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
-  Int8Table t[R];
-  for (int r = 0; r < R; ++r) t[r] = int8_table(W.scale[o + r]);
-  const __m512i sign = _mm512_set1_epi8(char(0x80));
+    for (int m = 0; m < MM; ++m) a1[r][m] = _mm512_setzero_si512(), a2[r][m] = _mm512_setzero_si512();
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
   for (int64_t k = 0; k < K; k += 64) {
     const int64_t n = std::min<int64_t>(64, K - k);
-    __m512bh x0[MM], x1[MM];
-    for (int m = 0; m < MM; ++m) x0[m] = x_words(j, m, k / 2), x1[m] = x_words(j, m, k / 2 + 16);
+    __m512i x1[MM], x2[MM];
+    for (int m = 0; m < MM; ++m)
+      x1[m] = _mm512_load_si512(xq + m * xs + k), x2[m] = _mm512_load_si512(xq + m * xs + Kx + k);
     for (int r = 0; r < R; ++r) {
       const int8_t* p = W.q8 + (o + r) * W.I + k;
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
       const __m512i q = n == 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(__mmask64(~uint64_t(0) >> (64 - n)), p);
-      const __m512i a = _mm512_abs_epi8(q);  // −128 stays 0x80 and indexes entry 0: patched below
-      const __mmask64 m128 = _mm512_cmpeq_epi8_mask(q, sign);
-      __m512i hi = _mm512_permutex2var_epi8(t[r].hi0, a, t[r].hi1);
-      __m512i lo = _mm512_permutex2var_epi8(t[r].lo0, a, t[r].lo1);
-      hi = _mm512_ternarylogic_epi32(hi, q, sign, 0xf8);  // hi | (q & 0x80)
-      hi = _mm512_mask_mov_epi8(hi, m128, t[r].hi128);
-      lo = _mm512_mask_mov_epi8(lo, m128, t[r].lo128);
-      const __m512bh w0 = (__m512bh)_mm512_unpacklo_epi8(lo, hi), w1 = (__m512bh)_mm512_unpackhi_epi8(lo, hi);
+      const __m512i u = _mm512_xor_si512(q, flip);  // q + 128; past n: 128 against x's zero padding
       for (int m = 0; m < MM; ++m) {
-        acc[r][m] = _mm512_dpbf16_ps(acc[r][m], w0, x0[m]);
-        acc[r][m] = _mm512_dpbf16_ps(acc[r][m], w1, x1[m]);
+        a1[r][m] = _mm512_dpbusd_epi32(a1[r][m], u, x1[m]);
+        a2[r][m] = _mm512_dpbusd_epi32(a2[r][m], u, x2[m]);
       }
     }
   }
+  const SplitX& sx = *j.split;
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]);
+    for (int m = 0; m < MM; ++m) {
+      const int32_t d1 = hsum_epi32(a1[r][m]) - 128 * sx.sum1[m], d2 = hsum_epi32(a2[r][m]) - 128 * sx.sum2[m];
+      s[r * MM + m] = (float(d1) + float(d2) * (1.f / 256.f)) * (W.scale[o + r] * sx.s[m]);
+    }
 }
+
 #undef FL_BF16_TARGET
 
 using RowsFn = void (*)(const Job&, int64_t, float*);
 
-// The kernel of R rows: int8 on a bf16 CPU without VBMI takes the AVX-512F kernel (layout_of agrees).
+// The kernel of R rows: int8 beside avx512bf16 where VNNI does not take it (wgemv_nt) widens, as on
+// the AVX-512F kernel (layout_of agrees).
 template <bool Bf16, WFormat F, int MM, int R>
 RowsFn rows_fn() {
-  if constexpr (Bf16 && F == WFormat::Int8)
-    return cpu_vbmi() ? &bf16_int8_rows<MM, R> : &avx512_rows<F, MM, R>;
-  else if constexpr (Bf16)
+  if constexpr (Bf16 && F != WFormat::Int8)
     return &bf16_rows<F, MM, R>;
   else
     return &avx512_rows<F, MM, R>;
 }
 
-// Rows per pass: the int8 lookup holds 6 table registers per row, so it takes 2 where others take 4.
-template <bool Bf16, WFormat F>
-constexpr int rows_per_pass_of(int MM) {
-  return Bf16 && F == WFormat::Int8 ? (MM <= 4 ? 2 : 1) : rows_per_pass(MM);
-}
-
 template <bool Bf16, WFormat F, int MM>
 void range_regs(const Job& j, int64_t o0, int64_t o1) {
-  constexpr int R = rows_per_pass_of<Bf16, F>(MM);
+  constexpr int R = rows_per_pass(MM);
   const RowsFn full = rows_fn<Bf16, F, MM, R>(), one = rows_fn<Bf16, F, MM, 1>();
   float s[R * MM];
   int64_t o = o0;
@@ -529,6 +556,21 @@ template <bool Bf16, WFormat F, int MM = int(kLowpDecodeMaxRows)>
 void range_regs_m(const Job& j, int64_t o0, int64_t o1) {
   if (j.M == MM) return range_regs<Bf16, F, MM>(j, o0, o1);
   if constexpr (MM > 1) range_regs_m<Bf16, F, MM - 1>(j, o0, o1);
+}
+
+template <int MM>
+void range_vnni(const Job& j, int64_t o0, int64_t o1) {
+  constexpr int R = rows_per_pass(MM);
+  float s[R * MM];
+  int64_t o = o0;
+  for (; o + R <= o1; o += R) vnni_int8_rows<MM, R>(j, o, s), store(j, o, R, MM, s);
+  for (; o < o1; ++o) vnni_int8_rows<MM, 1>(j, o, s), store(j, o, 1, MM, s);
+}
+
+template <int MM = int(kLowpDecodeMaxRows)>
+void range_vnni_m(const Job& j, int64_t o0, int64_t o1) {
+  if (j.M == MM) return range_vnni<MM>(j, o0, o1);
+  if constexpr (MM > 1) range_vnni_m<MM - 1>(j, o0, o1);
 }
 
 template <bool Bf16>
@@ -558,15 +600,34 @@ RangeFn range_fn(DecodeKernel kernel) {
 
 }  // namespace
 
+bool int8_vnni(DecodeKernel kernel, WFormat format) {
+  return kernel == DecodeKernel::Avx512Bf16 && format == WFormat::Int8 && cpu_vnni();
+}
+
 void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, const float* A, int64_t lda,
               const FrozenW& W, float beta, float* C, int64_t ldc) {
   const int64_t K = W.I, N = W.O;
-  const XLayout layout = layout_of(kernel, W.format);
-  const int64_t Kx = round_up(K, 64), stride = layout == XLayout::Floats ? Kx : Kx / 2;
-  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
-  uint16_t* h = reinterpret_cast<uint16_t*>(scratch(Slot::PackB, size_t(Kx / 2)));
-  prepare_x(layout, M, A, lda, K, h, xp, stride);
-  const RangeFn fn = range_fn(kernel);
+  const int64_t Kx = round_up(K, 64);
+  SplitX sx;
+  const SplitX* split = nullptr;
+  uint32_t* xp = nullptr;
+  int64_t stride = 0;
+  RangeFn fn = nullptr;
+#if FL_X86
+  if (int8_vnni(kernel, W.format) && K <= kVnniMaxK) {
+    stride = Kx / 2;  // 2·Kx bytes per row
+    xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
+    if (split_x(M, A, lda, K, reinterpret_cast<int8_t*>(xp), sx)) split = &sx, fn = &range_vnni_m<>;
+  }
+#endif
+  if (split == nullptr) {
+    const XLayout layout = layout_of(kernel, W.format);
+    stride = layout == XLayout::Floats ? Kx : Kx / 2;
+    xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
+    uint16_t* h = reinterpret_cast<uint16_t*>(scratch(Slot::PackB, size_t(Kx / 2)));
+    prepare_x(layout, M, A, lda, K, h, xp, stride);
+    fn = range_fn(kernel);
+  }
   const double bytes = double(W.resident_bytes());
   const int64_t blocks = (N + 15) / 16;
   const int64_t threads = std::max<int64_t>(
@@ -574,7 +635,7 @@ void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, con
   parallel_for(blocks, (blocks + threads - 1) / threads, [&](int64_t b0, int64_t b1) {
     const int64_t o0 = b0 * 16, o1 = std::min(N, b1 * 16);
     if (o0 >= o1) return;
-    const Job j{decode, &W, M, K, xp, stride, alpha, beta, C, ldc, scratch(Slot::Vec, size_t(4 * kSeg))};
+    const Job j{decode, &W, M, K, xp, stride, alpha, beta, C, ldc, scratch(Slot::Vec, size_t(4 * kSeg)), split};
     fn(j, o0, o1);
   });
 }

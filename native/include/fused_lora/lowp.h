@@ -11,6 +11,15 @@
 // kernel (AMX-BF16 tiles, 32 k per tdpbf16ps), the avx512bf16 kernel (vdpbf16ps, two k per
 // instruction), and the AVX-512F, AVX2 and portable kernels, which widen the bf16 values to fp32 and
 // run the fp32 micro-kernels.
+//
+// One exception, which rounds less: int8 W in the decode path (x·Ŵᵀ, M <= 8) where that path runs
+// vdpbf16ps and the CPU has AVX512-VNNI (lowp_int8_decode_name() "vnni"). There decode is bound by
+// the instructions that turn codes into bf16, not by W's bytes, and VNNI multiplies the codes as they
+// are: each row of x is split into s·(q1 + q2/256), s = max|x|/127, q1 and q2 int8 (an error of at
+// most s/512 per value, where bf16 rounds |x|·2^-9), the sums Σ q1·q and Σ q2·q are exact in int32,
+// and y = scale·s·(Σ q1·q + Σ q2·q / 256) in fp32, with Ŵ = q·scale unrounded. A row with a NaN or
+// an infinity, one whose largest value is below 2^-100 (but not zero), or I > 65536 send the call to
+// the bf16 arithmetic above.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -87,5 +96,8 @@ constexpr int64_t kLowpDecodeMaxRows = 8;
 // GEMM runs.
 const char* lowp_kernel_name();
 const std::string& lowp_kernel_reason();
+// int8 weights in the decode path: "vnni" (integer dot products, where the decode path runs
+// vdpbf16ps and the CPU has AVX512-VNNI) or "bf16" (the arithmetic above).
+const char* lowp_int8_decode_name();
 
 }  // namespace fused_lora
