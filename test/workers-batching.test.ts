@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoraError, readSafetensors, writeSafetensors } from '../lib/index';
-import { runTrain } from '../lib/cli/train';
+import { DRAWN_BASE, runTrain } from '../lib/cli/train';
 import { HandBack } from '../lib/workers/group';
 import { prepareJob, TrainingJob, TrainingResult } from '../lib/workers/job';
 import { TrainingScheduler } from '../lib/workers/scheduler';
@@ -43,10 +43,21 @@ async function trainAll(s: TrainingScheduler, jobs: TrainingJob[]): Promise<Trai
   return Promise.all(preps.map((p, i) => s.train(p, `job-${i}`, hooks)));
 }
 
-async function expectSameAsAlone(j: TrainingJob): Promise<void> {
+async function expectSameAsAlone(j: TrainingJob, r?: TrainingResult): Promise<void> {
   // runTrain takes the job's dtype and quantize as train's flags.
   const ref = `${j.out}-alone`;
-  await runTrain({ ...j, out: ref, progress: false, log: () => {} });
+  const alone = await runTrain({ ...j, out: ref, progress: false, log: () => {} });
+  // A base drawn from the model file's seed is written beside the adapter, as train writes it; one
+  // from a weights file is that file.
+  if (alone.base.startsWith(ref)) {
+    const file = path.join(j.out, DRAWN_BASE);
+    if (r) expect(r.base).toBe(file);
+    expect(fs.readFileSync(file).equals(fs.readFileSync(alone.base)), `${file}: train's file, byte for byte`).toBe(true);
+    expect(Object.keys((await readSafetensors(file)).tensors).length).toBeGreaterThan(0);
+  } else {
+    expect(fs.existsSync(path.join(j.out, DRAWN_BASE))).toBe(false);
+    if (r) expect(r.base).toBe(alone.base);
+  }
   const a = (await readSafetensors(path.join(j.out, 'adapter_model.safetensors'))).tensors;
   const b = (await readSafetensors(path.join(ref, 'adapter_model.safetensors'))).tensors;
   for (const k of Object.keys(b)) {
@@ -62,7 +73,7 @@ describe('a worker\'s batches', () => {
     const r = await trainAll(new TrainingScheduler({ batchAdapters: 2, maxBatchRows: Infinity, checkpointEvery: 1000 }), jobs);
     // P: p0 and p1 fill a batch of 2, p2 another; Q: q0 and q1 together.
     expect(r.map((x) => x.batchedWith)).toEqual([2, 2, 2, 1, 2]);
-    for (const j of jobs) await expectSameAsAlone(j);
+    for (const [i, j] of jobs.entries()) await expectSameAsAlone(j, r[i]);
   });
 
   it('on bf16 and quantized bases: jobs batch only with jobs of the same dtype and format; each adapter is the job trained alone', async () => {
@@ -73,7 +84,7 @@ describe('a worker\'s batches', () => {
     ];
     const r = await trainAll(new TrainingScheduler({ batchAdapters: 4, maxBatchRows: Infinity, checkpointEvery: 1000 }), jobs);
     expect(r.map((x) => x.batchedWith)).toEqual([2, 1, 2, 1, 2, 1, 2]);
-    for (const j of jobs) await expectSameAsAlone(j);
+    for (const [i, j] of jobs.entries()) await expectSameAsAlone(j, r[i]);
   });
 
   it('keep within maxBatchRows: a job that would pass it starts a batch of its own', async () => {

@@ -313,13 +313,16 @@ describe.skipIf(!HAVE_REDIS)('training workers over Redis (BullMQ)', () => {
     expect(ok.code).toBe(0);
     const alone = await runTrain({ ...viaCli, seed: 5, out: path.join(dir, 'good-cli-alone'), progress: false, log: () => {} });
     expect(ok.stdout).toMatch(new RegExp(`^submitted job \\d+ to queue bad\n`));
-    expect(ok.stdout).toContain(`trained 30 steps: loss ${alone.firstLoss.toExponential(3)} -> ${alone.lastLoss.toExponential(3)}; adapter written to ${viaCli.out}\n`);
+    // B1 draws its base from its seed: written beside the adapter, the file train writes.
+    const drawn = path.join(viaCli.out, 'base.safetensors');
+    expect(ok.stdout).toContain(`trained 30 steps: loss ${alone.firstLoss.toExponential(3)} -> ${alone.lastLoss.toExponential(3)}; adapter written to ${viaCli.out}, with the base it drew as ${drawn}\n`);
+    expect(fs.readFileSync(drawn).equals(fs.readFileSync(alone.base))).toBe(true);
     // --dtype and --quantize as train takes them: the same losses as train with the same flags.
     const lowp = { ...good, out: path.join(dir, 'lowp-cli') };
     const okLowp = await submit(lowp, '--dtype', 'bfloat16', '--quantize', 'int8');
     expect(okLowp.stderr).toBe('');
     const aloneLowp = await runTrain({ ...lowp, seed: 5, dtype: 'bfloat16', quantize: 'int8', out: path.join(dir, 'lowp-cli-alone'), progress: false, log: () => {} });
-    expect(okLowp.stdout).toContain(`trained 30 steps: loss ${aloneLowp.firstLoss.toExponential(3)} -> ${aloneLowp.lastLoss.toExponential(3)}; adapter written to ${lowp.out}\n`);
+    expect(okLowp.stdout).toContain(`trained 30 steps: loss ${aloneLowp.firstLoss.toExponential(3)} -> ${aloneLowp.lastLoss.toExponential(3)}; adapter written to ${lowp.out}, with the base it drew as ${path.join(lowp.out, 'base.safetensors')}\n`);
     expect(aloneLowp.lastLoss).not.toBe(alone.lastLoss);  // the flags reached the worker
     const no = await submit({ ...good, data: path.join(dir, 'A.jsonl'), out: path.join(dir, 'bad-cli') });
     expect(no.code).toBe(1);

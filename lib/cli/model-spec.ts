@@ -9,8 +9,11 @@
 //     "loss": "mse",                                   // or "cross_entropy"
 //     "optimizer": { "type": "adamw", "lr": 0.001, "weightDecay": 0 },
 //     "steps": 200, "batchSize": 32, "clipGradNorm": 1.0, "seed": 1, "baseModel": "my-model" }
+import fs from 'node:fs';
+import path from 'node:path';
 import { GELU, ReLU } from '../activations';
 import { fail, said } from '../errors';
+import { writeSafetensors } from '../io/safetensors';
 import { Linear } from '../linear';
 import { ADAMW_KEYS, AdamWOptions, SGD_KEYS, SGDOptions } from '../optim';
 import { Sequential } from '../sequential';
@@ -130,4 +133,35 @@ export function buildModel(spec: ModelSpec, weights: Record<string, Tensor> | nu
     layers[l.name] = new Linear(l.in, l.out, { weight: host(w), bias: host(b) ?? (weights ? false : l.bias), seed: spec.seed * 1000 + i, dtype });
   }
   return new Sequential(layers);
+}
+
+/** The base file written beside an adapter whose spec has no `weights` (the layers drawn from `seed`). */
+export const DRAWN_BASE = 'base.safetensors';
+
+export type BaseTensors = Record<string, { data: Float32Array; shape: readonly number[] }>;
+
+/**
+ * The frozen Linear layers' weights by PyTorch's names ("fc1.weight", "fc1.bias"), as `weights` files
+ * hold them, in float32 (a bfloat16 layer's values widen exactly, and are written back as BF16). Taken
+ * before any quantization: quantizing them again gives the same codes.
+ */
+export function drawnBase(model: Sequential): BaseTensors {
+  const out: BaseTensors = {};
+  for (const [name, layer] of model.namedModules()) {
+    if (!(layer instanceof Linear)) continue;
+    out[`${name}.weight`] = { data: layer.weight.dataSync(), shape: layer.weight.shape };
+    if (layer.bias) out[`${name}.bias`] = { data: layer.bias.dataSync(), shape: layer.bias.shape };
+  }
+  return out;
+}
+
+/**
+ * Writes a drawn base as `<dir>/base.safetensors`, so an adapter is never tied to a base that exists
+ * nowhere (a spec's `"weights": "<dir>/base.safetensors"` reuses it); returns the file.
+ */
+export async function writeDrawnBase(dir: string, base: BaseTensors, dtype: 'float32' | 'bfloat16', seed: number): Promise<string> {
+  const file = path.join(dir, DRAWN_BASE);
+  fs.mkdirSync(dir, { recursive: true });
+  await writeSafetensors(file, base, { dtype: dtype === 'bfloat16' ? 'BF16' : 'F32', metadata: { drawn_from_seed: String(seed) } });
+  return file;
 }

@@ -8,14 +8,16 @@ import { saveAdapter } from '../io/adapter';
 import fs from 'node:fs';
 import path from 'node:path';
 import { errorAt, fail } from '../errors';
-import { loadSafetensors, writeSafetensors } from '../io/safetensors';
+import { loadSafetensors } from '../io/safetensors';
 import { Linear, Quantize } from '../linear';
 import { LinearLoRA } from '../linear-lora';
 import { clipGradNorm } from '../optim';
 import { applyLoRA } from '../sequential';
 import { Tensor, tensor } from '../tensor';
 import { loadDataset } from './data';
-import { buildModel } from './model-spec';
+import { buildModel, DRAWN_BASE, drawnBase, writeDrawnBase } from './model-spec';
+
+export { DRAWN_BASE };
 import { BatchSampler, checkDataset, makeOptimizer, planTraining, StepRows, TrainSettings } from './train-plan';
 
 export interface TrainOptions extends TrainSettings {
@@ -37,8 +39,6 @@ export interface TrainResult {
   base: string;
 }
 
-/** The base file written beside the adapter when the spec has no `weights` (the layers drawn from `seed`). */
-export const DRAWN_BASE = 'base.safetensors';
 
 /**
  * --out must be a directory we can write (or one we can create), checked before the first step rather
@@ -53,20 +53,6 @@ function checkOutDir(dir: string): void {
   } catch (e) {
     throw errorAt('ERR_IO', 'train', `--out ${dir} is not a directory that can be written`, e);
   }
-}
-
-/**
- * The frozen Linear layers' weights by PyTorch's names ("fc1.weight", "fc1.bias"), as `weights` files
- * hold them, in float32 (a bfloat16 layer's values widen exactly, and are written back as BF16).
- */
-function baseTensors(model: ReturnType<typeof buildModel>): Record<string, { data: Float32Array; shape: readonly number[] }> {
-  const out: Record<string, { data: Float32Array; shape: readonly number[] }> = {};
-  for (const [name, layer] of model.namedModules()) {
-    if (!(layer instanceof Linear)) continue;
-    out[`${name}.weight`] = { data: layer.weight.dataSync(), shape: layer.weight.shape };
-    if (layer.bias) out[`${name}.bias`] = { data: layer.bias.dataSync(), shape: layer.bias.shape };
-  }
-  return out;
 }
 
 /** What the frozen layers hold: each Linear's dtype or format, and their resident bytes against float32's. */
@@ -91,7 +77,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   const weights = plan.weightsFile ? await loadSafetensors(plan.weightsFile) : null;
   const model = buildModel(spec, weights, dtype);
   // The base as drawn, before any quantization: quantizing it again gives the same codes.
-  const drawn = weights ? null : baseTensors(model);
+  const drawn = weights ? null : drawnBase(model);
   const layers = applyLoRA(model, {
     rank: spec.lora.rank, alpha: spec.lora.alpha, targets: spec.lora.targets, dropout: spec.lora.dropout, rslora: spec.lora.rslora, seed,
     ...(o.quantize ? { quantize: o.quantize } : {}),
@@ -134,10 +120,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   // adapter, so the adapter is never tied to a base that exists nowhere ("weights":
   // "<out>/base.safetensors" reuses it).
   const base = plan.weightsFile ?? path.join(o.out, DRAWN_BASE);
-  if (drawn) {
-    fs.mkdirSync(o.out, { recursive: true });
-    await writeSafetensors(base, drawn, { dtype: dtype === 'bfloat16' ? 'BF16' : 'F32', metadata: { drawn_from_seed: String(spec.seed) } });
-  }
+  if (drawn) await writeDrawnBase(o.out, drawn, dtype, spec.seed);
   await saveAdapter(o.out, layers, { baseModel: plan.baseModel });
   log(`trained ${steps} steps: loss ${firstLoss.toExponential(3)} -> ${lastLoss.toExponential(3)}; adapter written to ${o.out}` +
     (drawn ? `, with the base it drew from seed ${spec.seed} as ${base}` : ''));

@@ -1,7 +1,9 @@
 // `fused-lora worker` and `fused-lora submit`: the training workers of fused-lora/workers from the
 // command line. BullMQ is loaded only when one of them runs.
+import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DEMO_DTYPES, DEMO_QUANTIZE } from '../demo';
+import { DRAWN_BASE } from './model-spec';
 import type { TrainingProgress } from '../workers';
 
 function int(value: string): number {
@@ -98,7 +100,7 @@ export function registerWorkerCommands(cmd: Command): void {
         try {
           const r = await waitForTraining(job, events, onProgress);
           bar?.stop();
-          console.log(`trained ${r.steps} steps${r.resumedFrom ? ` (resumed from step ${r.resumedFrom})` : ''}: loss ${r.firstLoss.toExponential(3)} -> ${r.lastLoss.toExponential(3)}; adapter written to ${r.adapter}`);
+          console.log(`trained ${r.steps} steps${r.resumedFrom ? ` (resumed from step ${r.resumedFrom})` : ''}: loss ${r.firstLoss.toExponential(3)} -> ${r.lastLoss.toExponential(3)}; adapter written to ${r.adapter}${r.base === path.join(r.adapter, DRAWN_BASE) ? `, with the base it drew as ${r.base}` : ''}`);
         } catch (e) {
           bar?.stop();
           // The job's reason carries the worker's error code ("ERR_SHAPE: worker: ..."): the CLI's one-line form.

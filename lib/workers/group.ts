@@ -17,7 +17,7 @@ import { clipGradNorm } from '../optim';
 import { applyLoRA, Sequential } from '../sequential';
 import { layerSeed } from '../targets';
 import { Tensor, tensor, zeros } from '../tensor';
-import { buildModel } from '../cli/model-spec';
+import { BaseTensors, buildModel, drawnBase, writeDrawnBase } from '../cli/model-spec';
 import { BatchSampler, makeOptimizer, StepRows } from '../cli/train-plan';
 import { fingerprint, loadCheckpoint, removeCheckpoint, saveCheckpoint } from './checkpoint';
 import type { PreparedJob, TrainingResult } from './job';
@@ -68,6 +68,8 @@ export class BatchGroup {
   #model: Sequential | null = null;
   #layers: Record<string, MultiLoRALinear> | null = null;
   readonly #dtype: 'float32' | 'bfloat16';
+  /** The base as drawn from the spec's seed, before quantization (null: it came from a weights file). */
+  #drawn: BaseTensors | null = null;
   readonly #ready: Promise<void>;
 
   constructor(first: PreparedJob, capacity: number, maxRows: number, checkpointEvery: number) {
@@ -80,6 +82,8 @@ export class BatchGroup {
     this.#ready = (async () => {
       const weights = plan.weightsFile ? await loadSafetensors(plan.weightsFile) : null;
       this.#model = buildModel(plan.spec, weights, dtype);
+      // Drawn from the spec's seed: written beside each adapter, as train does.
+      if (!weights) this.#drawn = drawnBase(this.#model);
     })();
     this.#ready.catch(() => {});  // each join awaits it and fails its own job
   }
@@ -252,10 +256,11 @@ export class BatchGroup {
 
   async #finish(m: Member): Promise<void> {
     const { job, plan } = m.prep;
+    const base = this.#drawn ? await writeDrawnBase(job.out, this.#drawn, this.#dtype, plan.spec.seed) : plan.weightsFile!;
     await saveAdapter(job.out, this.#layers!, { adapter: m.name, baseModel: plan.baseModel });
     await removeCheckpoint(job);
     this.#leave(m);
-    m.resolve({ adapter: job.out, steps: m.step, firstLoss: m.firstLoss, lastLoss: m.lastLoss, resumedFrom: m.resumedFrom, batchedWith: m.batchedWith });
+    m.resolve({ adapter: job.out, base, steps: m.step, firstLoss: m.firstLoss, lastLoss: m.lastLoss, resumedFrom: m.resumedFrom, batchedWith: m.batchedWith });
   }
 
   #fail(m: Member, e: unknown): void {

@@ -92,6 +92,11 @@ export interface TrainingProgress {
 export interface TrainingResult {
   /** The adapter directory written (the job's out). */
   adapter: string;
+  /**
+   * The base weights file the adapter belongs to: the model file's `weights`, or, where the layers were
+   * drawn from its seed, `<out>/base.safetensors`, written beside the adapter as `train` writes it.
+   */
+  base: string;
   steps: number;
   firstLoss: number;
   lastLoss: number;
