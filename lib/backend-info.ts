@@ -33,11 +33,11 @@ export interface BackendInfo {
     /** Why: FUSED_LORA_ISA, the CPU's features, or (where it has avx512_bf16) the kernels timed at first use. */
     lowpKernelReason: string;
     /**
-     * int8 weights at M <= 8 rows: "vnni" (exact integer dot products against x split into two int8
+     * int8 and nf4 weights at M <= 8 rows: "vnni" (integer dot products against x split into two int8
      * parts, where the decode path runs vdpbf16ps and the CPU has AVX512-VNNI) or "bf16" (x and the
      * weight's values rounded to bf16, as every other product of a reduced-precision base).
      */
-    lowpInt8Decode: 'vnni' | 'bf16';
+    lowpQuantDecode: 'vnni' | 'bf16';
   };
   cuda: {
     /** The CUDA addon (a local build-cuda/Release build, or the prebuilt binary in prebuilds/) loaded. */
@@ -62,7 +62,7 @@ export function backendInfo(): BackendInfo {
       blas: n.blas.name, blasPath: n.blas.path, request: n.blas.request, reason: n.blas.reason, tried: n.blas.tried,
       threads: n.threads, blasThreads: n.blas.threads, builtinKernel: n.builtinKernel,
       builtinKernelReason: n.builtinKernelReason, lowpKernel: n.lowpKernel, lowpKernelReason: n.lowpKernelReason,
-      lowpInt8Decode: n.lowpInt8Decode,
+      lowpQuantDecode: n.lowpQuantDecode,
     },
     cuda: cudaInfo(),
   };

@@ -94,7 +94,7 @@ export function dequantized(w: WeightArgs, O: number, I: number): Float32Array {
 
 const rounded = (a: Float32Array) => a.map(roundToBf16);
 
-/** The decode path takes int8 W on VNNI (backendInfo().lowpInt8Decode) up to this I. */
+/** The decode path takes int8 W on VNNI (backendInfo().lowpQuantDecode) up to this I (nf4: any). */
 export const VNNI_MAX_K = 65536;
 
 /**
@@ -119,14 +119,22 @@ export function vnniSplit(x: Float32Array, M: number, I: number): Float64Array {
   return out;
 }
 
-/** int8 Ŵ unrounded: q·scale in float32, as the VNNI kernel multiplies it. */
-function int8Exact(w: WeightArgs & { wFormat: 'int8' }, O: number, I: number): Float32Array {
-  return Float32Array.from(w.W, (q, e) => f(q * w.wScale[Math.floor(e / I)]));
+/**
+ * Ŵ as the VNNI kernels multiply it, in float64: int8 q·scale (in float32, unrounded to bf16); nf4
+ * round(code·16383)/16383·absmax.
+ */
+function vnniWeight(w: WeightArgs, O: number, I: number): Float64Array {
+  if (w.wFormat === 'int8') return Float64Array.from(w.W, (q, e) => f(q * w.wScale[Math.floor(e / I)]));
+  if (w.wFormat !== 'nf4') throw new Error(`no VNNI kernel for ${w.wFormat}`);
+  const c16 = NF4.map((c) => roundEven(f(c * 16383)));
+  const out = new Float64Array(O * I);
+  for (let e = 0; e < O * I; e++) out[e] = (c16[e % 2 === 0 ? w.W[e >> 1] >> 4 : w.W[e >> 1] & 15] / 16383) * w.wAbsmax[Math.floor(e / 64)];
+  return out;
 }
 
-/** Whether x·Ŵᵀ of M rows runs the VNNI int8 kernel here, and so rounds as vnniSplit does. */
+/** Whether x·Ŵᵀ of M rows runs a VNNI kernel here, and so rounds as vnniSplit and vnniWeight do. */
 export function vnniDecode(format: string, M: number, I: number): boolean {
-  return format === 'int8' && M <= 8 && I <= VNNI_MAX_K && native.backendInfo().lowpInt8Decode === 'vnni';
+  return (format === 'nf4' || (format === 'int8' && I <= VNNI_MAX_K)) && M <= 8 && native.backendInfo().lowpQuantDecode === 'vnni';
 }
 
 /** x·Ŵᵀ (forward) and dy·Ŵ (backward) of one shape, checked by Freivalds and sampled entries. */
@@ -141,9 +149,9 @@ export function checkProductsOf(w: WeightArgs, format: Format, M: number, I: num
   const y = new Float32Array(M * O).fill(NaN), dx = new Float32Array(M * I).fill(NaN);
   lowp.linearForward({ M, I, O, act: 'f32', x, ...w, bias: null, y });
   lowp.linearBackward({ M, I, O, act: 'f32', dy, ...w, dx });
-  const vnni = w.wFormat === 'int8' && vnniDecode(format, M, I);
+  const vnni = vnniDecode(format, M, I);
   const xr = vnni ? vnniSplit(x, M, I) : rounded(x), dyr = rounded(dy);
-  const Wf = vnni && w.wFormat === 'int8' ? int8Exact(w, O, I) : What;
+  const Wf = vnni ? vnniWeight(w, O, I) : What;
   const fwd = { A: { data: xr, rows: M, cols: I, ld: I, trans: false }, B: { data: Wf, rows: I, cols: O, ld: I, trans: true }, alpha: 1, extra: null, C: y, ldc: O };
   const bwd = { A: { data: dyr, rows: M, cols: O, ld: O, trans: false }, B: { data: What, rows: O, cols: I, ld: I, trans: false }, alpha: 1, extra: null, C: dx, ldc: I };
   for (const [name, p, N] of [['x·Ŵᵀ', fwd, O], ['dy·Ŵ', bwd, I]] as const) {
@@ -174,12 +182,12 @@ export function defineLowpSuites(isa: string): void {
         // amx asked of a CPU without the tiles caps to vdpbf16ps, or to the fp32 kernels below it
         if (flags) expect(kernel).toBe(isa === 'amx' && amx ? 'amx' : bf16 ? 'avx512bf16' : builtin);
       }
-      // int8 decode takes VNNI under the vdpbf16ps decode path (the avx512bf16 and amx families) only.
-      const { lowpInt8Decode } = native.backendInfo();
+      // int8 and nf4 decode take VNNI under the vdpbf16ps decode path (the avx512bf16 and amx families) only.
+      const { lowpQuantDecode } = native.backendInfo();
       let cpu = '';
       try { cpu = fs.readFileSync('/proc/cpuinfo', 'utf8'); } catch { /* not Linux */ }
       const vnni = /\bavx512_vnni\b/.test(cpu) && /\bavx512bw\b/.test(cpu);
-      if (cpu) expect(lowpInt8Decode).toBe((kernel === 'amx' || kernel === 'avx512bf16') && vnni ? 'vnni' : 'bf16');
+      if (cpu) expect(lowpQuantDecode).toBe((kernel === 'amx' || kernel === 'avx512bf16') && vnni ? 'vnni' : 'bf16');
     });
 
     it('quantizes and dequantizes bit for bit as the reference implementation of the formats', () => {
@@ -236,32 +244,35 @@ export function defineLowpSuites(isa: string): void {
       }
     });
 
-    it('int8 decode on VNNI hands what its split cannot hold to the bf16 arithmetic: NaN, infinities, tiny rows, I past its int32 range', () => {
-      if (!(here && vnniDecode('int8', 1, 64))) return;  // no VNNI kernel under this ISA: nothing falls back
-      const O = 37, I = 300;
-      const { w } = makeWeight('int8', O, I, 11);
-      const What = dequantized(w, O, I);
-      // x·Ŵᵀ of the rows `rows` of x against the bf16 arithmetic (x and Ŵ rounded to bf16).
-      const againstBf16 = (x: Float32Array, y: Float32Array, rows: number[], what: string) => {
-        const xs = new Float32Array(rows.length * I), ys = new Float32Array(rows.length * O);
-        rows.forEach((m, i) => { xs.set(x.subarray(m * I, m * I + I), i * I); ys.set(y.subarray(m * O, m * O + O), i * O); });
-        const p = { A: { data: rounded(xs), rows: rows.length, cols: I, ld: I, trans: false }, B: { data: What, rows: I, cols: O, ld: I, trans: true }, alpha: 1, extra: null, C: ys, ldc: O };
-        const r = freivalds(p, 5);
-        entries(p, [0, rows.length - 1], [0, O - 1], r);
-        expect(r.failed, `${what}: ${describeReport(r)}`).toBe(0);
-      };
-      for (const [bad, what] of [[NaN, 'a NaN'], [Infinity, 'an infinity'], [-Infinity, 'a −infinity']] as const) {
-        const x = randomArray(3 * I, 21), y = new Float32Array(3 * O).fill(NaN);
-        x[I + 17] = bad;  // row 1
-        lowp.linearForward({ M: 3, I, O, act: 'f32', x, ...w, bias: null, y });
-        expect(y.subarray(O, 2 * O).every((v) => !Number.isFinite(v)), `${what} reaches its row`).toBe(true);
-        againstBf16(x, y, [0, 2], `${what} in row 1: the other rows`);
+    it('int8 and nf4 decode on VNNI hand what the split of x cannot hold to the bf16 arithmetic: NaN, infinities, tiny rows, int8 I past its int32 range', () => {
+      if (!(here && vnniDecode('int8', 1, 64))) return;  // no VNNI kernels under this ISA: nothing falls back
+      for (const format of ['int8', 'nf4'] as const) {
+        const O = 37, I = 320;
+        const { w } = makeWeight(format, O, I, 11);
+        const What = dequantized(w, O, I);
+        // x·Ŵᵀ of the rows `rows` of x against the bf16 arithmetic (x and Ŵ rounded to bf16).
+        const againstBf16 = (x: Float32Array, y: Float32Array, rows: number[], what: string) => {
+          const xs = new Float32Array(rows.length * I), ys = new Float32Array(rows.length * O);
+          rows.forEach((m, i) => { xs.set(x.subarray(m * I, m * I + I), i * I); ys.set(y.subarray(m * O, m * O + O), i * O); });
+          const p = { A: { data: rounded(xs), rows: rows.length, cols: I, ld: I, trans: false }, B: { data: What, rows: I, cols: O, ld: I, trans: true }, alpha: 1, extra: null, C: ys, ldc: O };
+          const r = freivalds(p, 5);
+          entries(p, [0, rows.length - 1], [0, O - 1], r);
+          expect(r.failed, `${format}, ${what}: ${describeReport(r)}`).toBe(0);
+        };
+        for (const [bad, what] of [[NaN, 'a NaN'], [Infinity, 'an infinity'], [-Infinity, 'a −infinity']] as const) {
+          const x = randomArray(3 * I, 21), y = new Float32Array(3 * O).fill(NaN);
+          x[I + 17] = bad;  // row 1
+          lowp.linearForward({ M: 3, I, O, act: 'f32', x, ...w, bias: null, y });
+          expect(y.subarray(O, 2 * O).every((v) => !Number.isFinite(v)), `${format}: ${what} reaches its row`).toBe(true);
+          againstBf16(x, y, [0, 2], `${what} in row 1: the other rows`);
+        }
+        const x = randomArray(2 * I, 22), y = new Float32Array(2 * O).fill(NaN);
+        for (let i = 0; i < I; i++) x[I + i] *= 1e-32;  // max|x| < 2^-100: 127 / max|x| would overflow
+        lowp.linearForward({ M: 2, I, O, act: 'f32', x, ...w, bias: null, y });
+        againstBf16(x, y, [0, 1], 'a row of values below 2^-100');
       }
-      const x = randomArray(2 * I, 22), y = new Float32Array(2 * O).fill(NaN);
-      for (let i = 0; i < I; i++) x[I + i] *= 1e-32;  // max|x| < 2^-100: 127 / max|x| would overflow
-      lowp.linearForward({ M: 2, I, O, act: 'f32', x, ...w, bias: null, y });
-      againstBf16(x, y, [0, 1], 'a row of values below 2^-100');
       checkProducts('int8', 2, VNNI_MAX_K + 64, 5, 3);  // vnniDecode is false past VNNI_MAX_K: checked as bf16
+      checkProducts('nf4', 2, VNNI_MAX_K + 64, 5, 3);  // nf4 has no such limit: checked as VNNI
     });
 
     it('holds every NF4 code at its value: a block of the 16 codes times absmax', () => {

@@ -31,7 +31,7 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   out.Set("builtinKernelReason", isa_choice().reason);
   out.Set("lowpKernel", lowp_kernel_name());
   out.Set("lowpKernelReason", lowp_kernel_reason());
-  out.Set("lowpInt8Decode", lowp_int8_decode_name());
+  out.Set("lowpQuantDecode", lowp_quant_decode_name());
   out.Set("threads", num_threads());
   return out;
 }

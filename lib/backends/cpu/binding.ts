@@ -19,7 +19,7 @@ export interface NativeBackendInfo {
   builtinKernelReason: string;
   lowpKernel: 'amx' | 'avx512bf16' | 'avx512' | 'avx2' | 'generic';
   lowpKernelReason: string;
-  lowpInt8Decode: 'vnni' | 'bf16';
+  lowpQuantDecode: 'vnni' | 'bf16';
   threads: number;
 }
 

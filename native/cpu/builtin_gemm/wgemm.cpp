@@ -183,7 +183,7 @@ const Calibration& calibration() {
   static const Calibration c = [] {
     Calibration k = calibrate();
     k.reason += isa_choice().bf16 ? "; the decode path (M <= 8): vdpbf16ps" : "; the decode path (M <= 8): fp32 FMAs";
-    if (std::strcmp(lowp_int8_decode_name(), "vnni") == 0) k.reason += ", int8 W by VNNI integer dot products";
+    if (std::strcmp(lowp_quant_decode_name(), "vnni") == 0) k.reason += ", int8 and nf4 W by VNNI integer dot products";
     return k;
   }();
   return c;
@@ -619,8 +619,8 @@ const char* lowp_kernel_name() {
   const builtin::WKernel& w = builtin::wkernel();
   return w.amx ? "amx" : w.bf16 ? "avx512bf16" : isa_name(isa());
 }
-const char* lowp_int8_decode_name() {
-  return builtin::int8_vnni(builtin::decode_kernel(), WFormat::Int8) ? "vnni" : "bf16";
+const char* lowp_quant_decode_name() {
+  return builtin::quant_vnni(builtin::decode_kernel(), WFormat::Int8) ? "vnni" : "bf16";
 }
 
 const std::string& lowp_kernel_reason() { return builtin::calibration().reason; }

@@ -10,11 +10,14 @@
 // What they round: exactly what the blocked path multiplies. x is rounded to bf16 (nearest even)
 // once per call; Ŵ is the weight's value rounded to bf16 (lowp.h: q·scale, code·absmax in fp32,
 // then to nearest even); the products, exact in fp32, are summed in fp32. Only the order of the sums
-// differs between the kernels, save one (int8 on VNNI, which rounds less):
+// differs between the kernels, save two (int8 and nf4 on VNNI, which round less):
 //   - int8 on VNNI (beside avx512bf16): integer dot products, vpdpbusd on the int8 codes against x
 //     split into two int8 parts (vnni_int8_rows). Measured on a Sapphire Rapids-class Xeon, 4096²,
 //     M = 1: 0.39 ms, where looking bf16(q·scale) up for vdpbf16ps (vpermi2b tables, about 12
 //     instructions per 64 values against 3) took 0.75 and fp32 W 1.56 (bench/NOTES.md).
+//   - nf4 on VNNI: the code book as 16-bit integers looked up by vpermw, vpmaddwd + vpdpwssd against
+//     x as 16-bit integers, one convert and FMA per block for its absmax (vnni_nf4_rows): 0.36-0.39
+//     ms there, against 0.54 for the bf16 table per block and vdpbf16ps, which issues at half rate.
 //   - avx512bf16 (vdpbf16ps, 32 multiply-adds per instruction): bf16 W is read as k-pair words with
 //     no conversion at all; nf4 takes, per 64-value block, a 32-word table of bf16(code·absmax)
 //     (one multiply and one vcvtne2ps2bf16) and looks both nibbles of 32 bytes up in it with vpermw
@@ -167,6 +170,30 @@ __attribute__((target("avx512f,avx512bw"))) bool split_x(int64_t M, const float*
   return true;
 }
 #endif
+
+// nf4 on VNNI: the split x as 16-bit integers, 256·q1 + q2 (within ±32639), each 64-value block as
+// its 32 even elements, then its 32 odd ones: the order vpermw makes of a block's high and low
+// nibbles. d: rows Kx words apart.
+__attribute__((target("avx512f,avx512bw"))) void x16_nf4(int64_t M, const int8_t* q, int64_t Kx, int16_t* d) {
+  alignas(64) int16_t ev[32], od[32];
+  for (int i = 0; i < 32; ++i) ev[i] = int16_t(2 * i), od[i] = int16_t(2 * i + 1);
+  const __m512i ie = _mm512_load_si512(ev), io = _mm512_load_si512(od);
+  for (int64_t m = 0; m < M; ++m) {
+    const int8_t* q1 = q + 2 * Kx * m;
+    const int8_t* q2 = q1 + Kx;
+    int16_t* dm = d + Kx * m;
+    for (int64_t b = 0; b < Kx; b += 64) {
+      __m512i w[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m512i a = _mm512_cvtepi8_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(q1 + b + 32 * h)));
+        const __m512i c = _mm512_cvtepi8_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(q2 + b + 32 * h)));
+        w[h] = _mm512_add_epi16(_mm512_slli_epi16(a, 8), c);
+      }
+      _mm512_store_si512(dm + b, _mm512_permutex2var_epi16(w[0], ie, w[1]));
+      _mm512_store_si512(dm + b + 32, _mm512_permutex2var_epi16(w[0], io, w[1]));
+    }
+  }
+}
 
 // Everything a kernel needs for rows [o0, o1) of the output.
 struct Job {
@@ -558,6 +585,70 @@ void range_regs_m(const Job& j, int64_t o0, int64_t o1) {
   if constexpr (MM > 1) range_regs_m<Bf16, F, MM - 1>(j, o0, o1);
 }
 
+// nf4 on VNNI: the code book as 16-bit integers, round(code·16383) (within 3.1e-5 of each code;
+// bf16(code·absmax) rounds to 2^-9 of the value), looked up by vpermw as the bf16 tables are, and
+// multiplied against the 16-bit x by vpmaddwd and vpdpwssd: a block's four products per lane stay
+// within 4·16383·32639 < 2^31. Each block's sum is converted and multiplied by its absmax in fp32.
+constexpr float kNf4Scale16 = 16383.f;
+
+struct Nf4Words {
+  alignas(64) int16_t w[32];
+  Nf4Words() {
+    for (int i = 0; i < 32; ++i) w[i] = int16_t(__builtin_lrintf(kNf4Codes[i % 16] * kNf4Scale16));
+  }
+};
+
+template <int MM, int R>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_nf4_rows(const Job& j, int64_t o, float* s) {
+  static const Nf4Words words;
+  const FrozenW& W = *j.W;
+  const int64_t K = j.K;  // a multiple of 64
+  const int16_t* x = reinterpret_cast<const int16_t*>(j.x);
+  const int64_t xs = 2 * j.xs;  // words per row of x
+  const __m512i table = _mm512_load_si512(words.w);
+  __m512 acc[R][MM];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) acc[r][m] = _mm512_setzero_ps();
+  const int64_t nb = K / kNf4Block;  // blocks per row
+  const uint8_t* q4 = W.q4 + o * (K / 2);
+  const float* am = W.absmax + o * nb;
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i xe[MM], xo[MM];
+    for (int m = 0; m < MM; ++m)
+      xe[m] = _mm512_load_si512(x + m * xs + 64 * b), xo[m] = _mm512_load_si512(x + m * xs + 64 * b + 32);
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(am[r * nb + b]);
+      const uint8_t* p = q4 + r * (K / 2) + 32 * b;
+      if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+      const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      const __m512i even = _mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), table);
+      const __m512i odd = _mm512_permutexvar_epi16(q, table);  // index q % 32: the low nibble, + 16 or not
+      for (int m = 0; m < MM; ++m) {
+        const __m512i t = _mm512_dpwssd_epi32(_mm512_madd_epi16(even, xe[m]), odd, xo[m]);
+        acc[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), a, acc[r][m]);
+      }
+    }
+  }
+  const SplitX& sx = *j.split;
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]) * (sx.s[m] / (256.f * kNf4Scale16));
+}
+
+template <int MM>
+void range_vnni_nf4(const Job& j, int64_t o0, int64_t o1) {
+  constexpr int R = rows_per_pass(MM);
+  float s[R * MM];
+  int64_t o = o0;
+  for (; o + R <= o1; o += R) vnni_nf4_rows<MM, R>(j, o, s), store(j, o, R, MM, s);
+  for (; o < o1; ++o) vnni_nf4_rows<MM, 1>(j, o, s), store(j, o, 1, MM, s);
+}
+
+template <int MM = int(kLowpDecodeMaxRows)>
+void range_vnni_nf4_m(const Job& j, int64_t o0, int64_t o1) {
+  if (j.M == MM) return range_vnni_nf4<MM>(j, o0, o1);
+  if constexpr (MM > 1) range_vnni_nf4_m<MM - 1>(j, o0, o1);
+}
+
 template <int MM>
 void range_vnni(const Job& j, int64_t o0, int64_t o1) {
   constexpr int R = rows_per_pass(MM);
@@ -600,8 +691,8 @@ RangeFn range_fn(DecodeKernel kernel) {
 
 }  // namespace
 
-bool int8_vnni(DecodeKernel kernel, WFormat format) {
-  return kernel == DecodeKernel::Avx512Bf16 && format == WFormat::Int8 && cpu_vnni();
+bool quant_vnni(DecodeKernel kernel, WFormat format) {
+  return kernel == DecodeKernel::Avx512Bf16 && (format == WFormat::Int8 || format == WFormat::NF4) && cpu_vnni();
 }
 
 void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, const float* A, int64_t lda,
@@ -614,10 +705,18 @@ void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, con
   int64_t stride = 0;
   RangeFn fn = nullptr;
 #if FL_X86
-  if (int8_vnni(kernel, W.format) && K <= kVnniMaxK) {
+  if (quant_vnni(kernel, W.format) && W.format == WFormat::Int8 && K <= kVnniMaxK) {
     stride = Kx / 2;  // 2·Kx bytes per row
     xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
     if (split_x(M, A, lda, K, reinterpret_cast<int8_t*>(xp), sx)) split = &sx, fn = &range_vnni_m<>;
+  } else if (quant_vnni(kernel, W.format) && W.format == WFormat::NF4) {
+    stride = Kx / 2;
+    uint32_t* q = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
+    if (split_x(M, A, lda, K, reinterpret_cast<int8_t*>(q), sx)) {
+      xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackB, size_t(M * stride)));  // Kx words per row
+      x16_nf4(M, reinterpret_cast<const int8_t*>(q), Kx, reinterpret_cast<int16_t*>(xp));
+      split = &sx, fn = &range_vnni_nf4_m<>;
+    }
   }
 #endif
   if (split == nullptr) {

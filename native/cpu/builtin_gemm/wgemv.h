@@ -13,9 +13,9 @@ namespace builtin {
 // avx512bf16 one), or fp32 FMAs on widened values per ISA.
 enum class DecodeKernel { Generic, Avx2, Avx512, Avx512Bf16 };
 
-// Whether int8 decode runs on the VNNI kernel (integer dot products, its own rounding: lowp.h) with
-// this decode kernel: the avx512bf16 one, on a CPU with AVX512-VNNI.
-bool int8_vnni(DecodeKernel kernel, WFormat format);
+// Whether int8 or nf4 W (`format`) decodes on the VNNI kernels (integer dot products, their own
+// rounding: lowp.h) with this decode kernel: the avx512bf16 one, on a CPU with AVX512-VNNI.
+bool quant_vnni(DecodeKernel kernel, WFormat format);
 
 // `decode` reads the rows the kernels do not decode in registers (tails, the portable kernels).
 void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, const float* A, int64_t lda,

@@ -12,14 +12,16 @@
 // instruction), and the AVX-512F, AVX2 and portable kernels, which widen the bf16 values to fp32 and
 // run the fp32 micro-kernels.
 //
-// One exception, which rounds less: int8 W in the decode path (x·Ŵᵀ, M <= 8) where that path runs
-// vdpbf16ps and the CPU has AVX512-VNNI (lowp_int8_decode_name() "vnni"). There decode is bound by
-// the instructions that turn codes into bf16, not by W's bytes, and VNNI multiplies the codes as they
-// are: each row of x is split into s·(q1 + q2/256), s = max|x|/127, q1 and q2 int8 (an error of at
-// most s/512 per value, where bf16 rounds |x|·2^-9), the sums Σ q1·q and Σ q2·q are exact in int32,
-// and y = scale·s·(Σ q1·q + Σ q2·q / 256) in fp32, with Ŵ = q·scale unrounded. A row with a NaN or
-// an infinity, one whose largest value is below 2^-100 (but not zero), or I > 65536 send the call to
-// the bf16 arithmetic above.
+// One exception, which rounds less: int8 and nf4 W in the decode path (x·Ŵᵀ, M <= 8) where that
+// path runs vdpbf16ps and the CPU has AVX512-VNNI (lowp_quant_decode_name() "vnni"). There decode is
+// bound by the instructions that turn codes into bf16, not by W's bytes, and VNNI multiplies
+// integers as they are: each row of x is split into s·(q1 + q2/256), s = max|x|/127, q1 and q2 int8
+// (an error of at most s/512 per value, where bf16 rounds |x|·2^-9). int8: the sums Σ q1·q and
+// Σ q2·q are exact in int32 and y = scale·s·(Σ q1·q + Σ q2·q / 256) in fp32, Ŵ = q·scale unrounded.
+// nf4: the code book is held as round(code·16383) (within 3.1e-5 of each code), each block's sum of
+// those against 256·q1 + q2 is exact in int32, and the blocks' sums are scaled by their absmax and
+// summed in fp32. A row of x with a NaN or an infinity, or whose largest value is below 2^-100 (but
+// not zero), and int8 with I > 65536, send the call to the bf16 arithmetic above.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -96,8 +98,8 @@ constexpr int64_t kLowpDecodeMaxRows = 8;
 // GEMM runs.
 const char* lowp_kernel_name();
 const std::string& lowp_kernel_reason();
-// int8 weights in the decode path: "vnni" (integer dot products, where the decode path runs
+// int8 and nf4 weights in the decode path: "vnni" (integer dot products, where the decode path runs
 // vdpbf16ps and the CPU has AVX512-VNNI) or "bf16" (the arithmetic above).
-const char* lowp_int8_decode_name();
+const char* lowp_quant_decode_name();
 
 }  // namespace fused_lora
