@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { getEventListeners } from 'node:events';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import * as lib from '../lib/index';
 import { Linear, LinearLoRA, LoraError, Tensor, tensor } from '../lib/index';
@@ -248,5 +249,35 @@ describe('several layers on the libuv pool', () => {
       expect(par[k].lora.A.grad!.dataSync()).toEqual(l.lora.A.grad!.dataSync());
     }
     if (baseline !== null) expect(maxThreads).toBe(baseline);
+  });
+
+  it('the pool\'s poll before sleeping (FUSED_LORA_SPIN_US: 0 never polls, a long poll, a malformed value the default) changes no result', () => {
+    // A child process per setting: steps on layers large enough to run on the pool, the bits hashed.
+    const root = path.resolve(__dirname, '..');
+    const script = `
+      const { Linear, LinearLoRA, tensor } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+      const crypto = require('node:crypto');
+      const h = crypto.createHash('sha256');
+      const rnd = (n, s) => Float32Array.from({ length: n }, (_, i) => Math.sin(s * 7919 + i * 12.9898) * 0.5);
+      for (const [M, I, O, q] of [[1, 4096, 512, 'nf4'], [3, 1024, 1024, 'int8'], [64, 256, 384, null]]) {
+        const l = new LinearLoRA(new Linear(I, O, { seed: 1, ...(q ? { quantize: q } : {}) }), 4, { seed: 2, B: rnd(4 * O, 3) });
+        for (let s = 0; s < 3; s++) {
+          const y = l.forward(tensor(rnd(M * I, s), [M, I])).dataSync();
+          const dx = l.backward(tensor(rnd(M * O, s + 9), [M, O])).dataSync();
+          h.update(Buffer.from(y.buffer)); h.update(Buffer.from(dx.buffer));
+        }
+        h.update(Buffer.from(l.lora.A.grad.dataSync().buffer));
+      }
+      process.stdout.write(h.digest('hex'));`;
+    const run = (spin: string | undefined) => {
+      const env = { ...process.env };
+      if (spin === undefined) delete env.FUSED_LORA_SPIN_US; else env.FUSED_LORA_SPIN_US = spin;
+      const r = spawnSync(process.execPath, ['-e', script], { env, encoding: 'utf8', timeout: 120_000 });
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    const digest = run(undefined);
+    expect(digest).toMatch(/^[0-9a-f]{64}$/);
+    for (const spin of ['0', '100000', 'abc', '-5']) expect(run(spin), `FUSED_LORA_SPIN_US=${spin}`).toBe(digest);
   });
 });
