@@ -206,7 +206,7 @@ struct Job {
   float* C;
   int64_t ldc;
   float* row;  // this thread's buffer, R·kSeg floats
-  const SplitX* split = nullptr;  // the VNNI int8 kernel's x (then x holds the int8 rows)
+  const SplitX* split = nullptr;  // the VNNI kernels' x (x then holds its int8 or 16-bit rows)
 };
 
 inline void store(const Job& j, int64_t o, int R, int MM, const float* s) {
@@ -634,34 +634,28 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_nf4_rows(const 
     for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]) * (sx.s[m] / (256.f * kNf4Scale16));
 }
 
-template <int MM>
-void range_vnni_nf4(const Job& j, int64_t o0, int64_t o1) {
-  constexpr int R = rows_per_pass(MM);
-  float s[R * MM];
-  int64_t o = o0;
-  for (; o + R <= o1; o += R) vnni_nf4_rows<MM, R>(j, o, s), store(j, o, R, MM, s);
-  for (; o < o1; ++o) vnni_nf4_rows<MM, 1>(j, o, s), store(j, o, 1, MM, s);
+// R rows of the VNNI kernel for W's format.
+template <WFormat F, int MM, int R>
+void vnni_rows(const Job& j, int64_t o, float* s) {
+  if constexpr (F == WFormat::Int8)
+    vnni_int8_rows<MM, R>(j, o, s);
+  else
+    vnni_nf4_rows<MM, R>(j, o, s);
 }
 
-template <int MM = int(kLowpDecodeMaxRows)>
-void range_vnni_nf4_m(const Job& j, int64_t o0, int64_t o1) {
-  if (j.M == MM) return range_vnni_nf4<MM>(j, o0, o1);
-  if constexpr (MM > 1) range_vnni_nf4_m<MM - 1>(j, o0, o1);
-}
-
-template <int MM>
+template <WFormat F, int MM>
 void range_vnni(const Job& j, int64_t o0, int64_t o1) {
   constexpr int R = rows_per_pass(MM);
   float s[R * MM];
   int64_t o = o0;
-  for (; o + R <= o1; o += R) vnni_int8_rows<MM, R>(j, o, s), store(j, o, R, MM, s);
-  for (; o < o1; ++o) vnni_int8_rows<MM, 1>(j, o, s), store(j, o, 1, MM, s);
+  for (; o + R <= o1; o += R) vnni_rows<F, MM, R>(j, o, s), store(j, o, R, MM, s);
+  for (; o < o1; ++o) vnni_rows<F, MM, 1>(j, o, s), store(j, o, 1, MM, s);
 }
 
-template <int MM = int(kLowpDecodeMaxRows)>
+template <WFormat F, int MM = int(kLowpDecodeMaxRows)>
 void range_vnni_m(const Job& j, int64_t o0, int64_t o1) {
-  if (j.M == MM) return range_vnni<MM>(j, o0, o1);
-  if constexpr (MM > 1) range_vnni_m<MM - 1>(j, o0, o1);
+  if (j.M == MM) return range_vnni<F, MM>(j, o0, o1);
+  if constexpr (MM > 1) range_vnni_m<F, MM - 1>(j, o0, o1);
 }
 
 template <bool Bf16>
@@ -705,17 +699,19 @@ void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, con
   int64_t stride = 0;
   RangeFn fn = nullptr;
 #if FL_X86
-  if (quant_vnni(kernel, W.format) && W.format == WFormat::Int8 && K <= kVnniMaxK) {
-    stride = Kx / 2;  // 2·Kx bytes per row
-    xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
-    if (split_x(M, A, lda, K, reinterpret_cast<int8_t*>(xp), sx)) split = &sx, fn = &range_vnni_m<>;
-  } else if (quant_vnni(kernel, W.format) && W.format == WFormat::NF4) {
-    stride = Kx / 2;
-    uint32_t* q = reinterpret_cast<uint32_t*>(scratch(Slot::PackA, size_t(M * stride)));
-    if (split_x(M, A, lda, K, reinterpret_cast<int8_t*>(q), sx)) {
-      xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackB, size_t(M * stride)));  // Kx words per row
-      x16_nf4(M, reinterpret_cast<const int8_t*>(q), Kx, reinterpret_cast<int16_t*>(xp));
-      split = &sx, fn = &range_vnni_nf4_m<>;
+  if (quant_vnni(kernel, W.format) && (W.format == WFormat::NF4 || K <= kVnniMaxK)) {
+    stride = Kx / 2;  // int8 reads the split as it is (q1, q2: 2·Kx bytes a row), nf4 as Kx 16-bit values
+    int8_t* q = reinterpret_cast<int8_t*>(scratch(Slot::PackA, size_t(M * stride)));
+    if (split_x(M, A, lda, K, q, sx)) {
+      split = &sx;
+      if (W.format == WFormat::Int8) {
+        xp = reinterpret_cast<uint32_t*>(q);
+        fn = &range_vnni_m<WFormat::Int8>;
+      } else {
+        xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackB, size_t(M * stride)));
+        x16_nf4(M, q, Kx, reinterpret_cast<int16_t*>(xp));
+        fn = &range_vnni_m<WFormat::NF4>;
+      }
     }
   }
 #endif
