@@ -34,6 +34,7 @@
 #include "wgemv.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "fused_lora/threads.h"
 #include "kernels.h"
@@ -115,15 +116,19 @@ struct SplitX {
 // The VNNI kernel's sums stay exact in int32 up to this K: |Σ (q + 128)·q1| <= 255·127·K < 2^31.
 constexpr int64_t kVnniMaxK = 65536;
 
-#if FL_X86
-// The sum of v's lanes, through memory (as hsum, below).
-__attribute__((target("avx512f"), always_inline)) inline int32_t hsum_epi32(__m512i v) {
-  alignas(64) int32_t t[16];
-  _mm512_store_si512(t, v);
-  int32_t s = 0;
-  for (int l = 0; l < 16; ++l) s += t[l];
+// The sum of a vector's lanes of T (float, int32_t), in lane order, through memory: once per row,
+// and GCC 12's reduce intrinsics (_mm512_reduce_add_ps, extracts) trip -Wuninitialized inside their
+// own headers here.
+template <typename T, typename V>
+__attribute__((always_inline)) inline T lane_sum(const V& v) {
+  T t[sizeof(V) / sizeof(T)];
+  std::memcpy(t, &v, sizeof(V));
+  T s = 0;
+  for (const T l : t) s += l;
   return s;
 }
+
+#if FL_X86
 
 // Splits the M rows of x (A, lda) into q (row m at q + 2·Kx·m: q1, then q2) and sx. False, with q
 // unspecified, where the split cannot stand for x: a NaN or an infinity (the widening kernel carries
@@ -165,7 +170,7 @@ __attribute__((target("avx512f,avx512bw"))) bool split_x(int64_t M, const float*
       _mm_store_si128(reinterpret_cast<__m128i*>(q2 + k), _mm512_cvtepi32_epi8(c2));
     }
     sx.s[m] = s;
-    sx.sum1[m] = hsum_epi32(t1), sx.sum2[m] = hsum_epi32(t2);
+    sx.sum1[m] = lane_sum<int32_t>(t1), sx.sum2[m] = lane_sum<int32_t>(t2);
   }
   return true;
 }
@@ -218,6 +223,24 @@ inline void store(const Job& j, int64_t o, int R, int MM, const float* s) {
     }
 }
 
+// Rows [o0, o1) of the output through the kernel Rows: Rows::pass(MM) output rows at a time, then
+// one at a time, for the job's M (1 .. kLowpDecodeMaxRows, a template argument so that the kernels
+// unroll over it).
+template <typename Rows, int MM>
+void range_of(const Job& j, int64_t o0, int64_t o1) {
+  constexpr int R = Rows::pass(MM);
+  float s[R * MM];
+  int64_t o = o0;
+  for (; o + R <= o1; o += R) Rows::template run<MM, R>(j, o, s), store(j, o, R, MM, s);
+  for (; o < o1; ++o) Rows::template run<MM, 1>(j, o, s), store(j, o, 1, MM, s);
+}
+
+template <typename Rows, int MM = int(kLowpDecodeMaxRows)>
+void range_any_m(const Job& j, int64_t o0, int64_t o1) {
+  if (j.M == MM) return range_of<Rows, MM>(j, o0, o1);
+  if constexpr (MM > 1) range_any_m<Rows, MM - 1>(j, o0, o1);
+}
+
 // ---- portable: R rows decoded a run at a time, then R·M dot products of L lanes each ----
 
 template <int R, int L>
@@ -267,14 +290,6 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 to_bf16(__m256 
   return _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(int(0xffff0000u))));
 }
 
-// The sum of v's lanes, through memory (as hsum below, for the same reason).
-__attribute__((target("avx2,fma"), always_inline)) inline float hsum(__m256 v) {
-  alignas(32) float t[8];
-  _mm256_store_ps(t, v);
-  float s = 0.f;
-  for (int l = 0; l < 8; ++l) s += t[l];
-  return s;
-}
 
 // R output rows against MM rows of fp32 x. bf16: widened by a shift; int8: widened, × the row's
 // scale, rounded; nf4: per 64-value block, the code book × absmax rounded to bf16 as two 8-entry
@@ -325,7 +340,7 @@ __attribute__((target("avx2,fma"))) void avx2_rows(const Job& j, int64_t o, floa
       }
     }
     for (int r = 0; r < R; ++r)
-      for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(A == 2 ? _mm256_add_ps(acc[r][m], acc2[r][m]) : acc[r][m]);
+      for (int m = 0; m < MM; ++m) s[r * MM + m] = lane_sum<float>(A == 2 ? _mm256_add_ps(acc[r][m], acc2[r][m]) : acc[r][m]);
     return;
   } else {
     __m256 sc[R];
@@ -345,7 +360,7 @@ __attribute__((target("avx2,fma"))) void avx2_rows(const Job& j, int64_t o, floa
     for (int r = 0; r < R; ++r) {
       if (tail > 0) j.decode(W, o + r, K8, tail, j.row);
       for (int m = 0; m < MM; ++m) {
-        float t = hsum(acc[r][m]);
+        float t = lane_sum<float>(acc[r][m]);
         for (int64_t k = 0; k < tail; ++k) t += xf[m * j.xs + K8 + k] * j.row[k];
         s[r * MM + m] = t;
       }
@@ -359,20 +374,12 @@ constexpr int avx2_rows_per_pass(int MM) {
   return F == WFormat::NF4 ? (MM == 1 ? 2 : 1) : rows_per_pass(MM);
 }
 
-template <WFormat F, int MM>
-void avx2_range_m(const Job& j, int64_t o0, int64_t o1) {
-  constexpr int R = avx2_rows_per_pass<F>(MM);
-  float s[R * MM];
-  int64_t o = o0;
-  for (; o + R <= o1; o += R) avx2_rows<F, MM, R>(j, o, s), store(j, o, R, MM, s);
-  for (; o < o1; ++o) avx2_rows<F, MM, 1>(j, o, s), store(j, o, 1, MM, s);
-}
-
-template <WFormat F, int MM = int(kLowpDecodeMaxRows)>
-void avx2_range_any_m(const Job& j, int64_t o0, int64_t o1) {
-  if (j.M == MM) return avx2_range_m<F, MM>(j, o0, o1);
-  if constexpr (MM > 1) avx2_range_any_m<F, MM - 1>(j, o0, o1);
-}
+template <WFormat F>
+struct Avx2Rows {
+  static constexpr int pass(int MM) { return avx2_rows_per_pass<F>(MM); }
+  template <int MM, int R>
+  static void run(const Job& j, int64_t o, float* s) { avx2_rows<F, MM, R>(j, o, s); }
+};
 
 __attribute__((target("avx2,fma"))) void range_avx2_portable(const Job& j, int64_t o0, int64_t o1) {
   portable_range<16>(j, o0, o1);
@@ -380,9 +387,9 @@ __attribute__((target("avx2,fma"))) void range_avx2_portable(const Job& j, int64
 
 void range_avx2(const Job& j, int64_t o0, int64_t o1) {
   switch (j.W->format) {
-    case WFormat::BF16: return avx2_range_any_m<WFormat::BF16>(j, o0, o1);
-    case WFormat::Int8: return avx2_range_any_m<WFormat::Int8>(j, o0, o1);
-    case WFormat::NF4: return avx2_range_any_m<WFormat::NF4>(j, o0, o1);
+    case WFormat::BF16: return range_any_m<Avx2Rows<WFormat::BF16>>(j, o0, o1);
+    case WFormat::Int8: return range_any_m<Avx2Rows<WFormat::Int8>>(j, o0, o1);
+    case WFormat::NF4: return range_any_m<Avx2Rows<WFormat::NF4>>(j, o0, o1);
     case WFormat::F32: return range_avx2_portable(j, o0, o1);
   }
 }
@@ -391,15 +398,6 @@ __attribute__((target("avx512f"))) void range_avx512_portable(const Job& j, int6
   portable_range<32>(j, o0, o1);
 }
 
-// The sum of v's lanes, through memory: once per row, and GCC 12's shuffle intrinsics
-// (_mm512_reduce_add_ps, extracts) trip -Wuninitialized inside their own headers here.
-__attribute__((target("avx512f"), always_inline)) inline float hsum(__m512 v) {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, v);
-  float s = 0.f;
-  for (int l = 0; l < 16; ++l) s += t[l];
-  return s;
-}
 
 // ---- AVX-512F: 16 values per step, decoded in registers, fp32 FMAs ----
 
@@ -444,7 +442,7 @@ __attribute__((target("avx512f,avx512bw"))) void avx512_rows(const Job& j, int64
   for (int r = 0; r < R; ++r) {
     if (tail > 0) j.decode(W, o + r, K16, tail, j.row);
     for (int m = 0; m < MM; ++m) {
-      float t = hsum(acc[r][m]);
+      float t = lane_sum<float>(acc[r][m]);
       for (int64_t k = 0; k < tail; ++k) t += xf[m * j.xs + K16 + k] * j.row[k];
       s[r * MM + m] = t;
     }
@@ -511,7 +509,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows(const Job&
     if (K32 < K) bf16_step<MM, R>(j, o, K32, K - K32, acc);
   }
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]);
+    for (int m = 0; m < MM; ++m) s[r * MM + m] = lane_sum<float>(acc[r][m]);
 }
 
 // int8 on VNNI: exact integer dot products. Each row of x is split once per call into two int8
@@ -550,40 +548,26 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_int8_rows(const
   const SplitX& sx = *j.split;
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MM; ++m) {
-      const int32_t d1 = hsum_epi32(a1[r][m]) - 128 * sx.sum1[m], d2 = hsum_epi32(a2[r][m]) - 128 * sx.sum2[m];
+      const int32_t d1 = lane_sum<int32_t>(a1[r][m]) - 128 * sx.sum1[m], d2 = lane_sum<int32_t>(a2[r][m]) - 128 * sx.sum2[m];
       s[r * MM + m] = (float(d1) + float(d2) * (1.f / 256.f)) * (W.scale[o + r] * sx.s[m]);
     }
 }
 
 #undef FL_BF16_TARGET
 
-using RowsFn = void (*)(const Job&, int64_t, float*);
-
-// The kernel of R rows: int8 beside avx512bf16 where VNNI does not take it (wgemv_nt) widens, as on
-// the AVX-512F kernel (layout_of agrees).
-template <bool Bf16, WFormat F, int MM, int R>
-RowsFn rows_fn() {
-  if constexpr (Bf16 && F != WFormat::Int8)
-    return &bf16_rows<F, MM, R>;
-  else
-    return &avx512_rows<F, MM, R>;
-}
-
-template <bool Bf16, WFormat F, int MM>
-void range_regs(const Job& j, int64_t o0, int64_t o1) {
-  constexpr int R = rows_per_pass(MM);
-  const RowsFn full = rows_fn<Bf16, F, MM, R>(), one = rows_fn<Bf16, F, MM, 1>();
-  float s[R * MM];
-  int64_t o = o0;
-  for (; o + R <= o1; o += R) full(j, o, s), store(j, o, R, MM, s);
-  for (; o < o1; ++o) one(j, o, s), store(j, o, 1, MM, s);
-}
-
-template <bool Bf16, WFormat F, int MM = int(kLowpDecodeMaxRows)>
-void range_regs_m(const Job& j, int64_t o0, int64_t o1) {
-  if (j.M == MM) return range_regs<Bf16, F, MM>(j, o0, o1);
-  if constexpr (MM > 1) range_regs_m<Bf16, F, MM - 1>(j, o0, o1);
-}
+// The AVX-512 kernels of R rows: vdpbf16ps (Bf16) for bf16 and nf4 W; int8 beside avx512bf16, where
+// VNNI does not take it (wgemv_nt), widens as on the AVX-512F kernel (layout_of agrees).
+template <bool Bf16, WFormat F>
+struct RegRows {
+  static constexpr int pass(int MM) { return rows_per_pass(MM); }
+  template <int MM, int R>
+  static void run(const Job& j, int64_t o, float* s) {
+    if constexpr (Bf16 && F != WFormat::Int8)
+      bf16_rows<F, MM, R>(j, o, s);
+    else
+      avx512_rows<F, MM, R>(j, o, s);
+  }
+};
 
 // nf4 on VNNI: the code book as 16-bit integers, round(code·16383) (within 3.1e-5 of each code;
 // bf16(code·absmax) rounds to 2^-9 of the value), looked up by vpermw as the bf16 tables are, and
@@ -631,39 +615,28 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_nf4_rows(const 
   }
   const SplitX& sx = *j.split;
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MM; ++m) s[r * MM + m] = hsum(acc[r][m]) * (sx.s[m] / (256.f * kNf4Scale16));
+    for (int m = 0; m < MM; ++m) s[r * MM + m] = lane_sum<float>(acc[r][m]) * (sx.s[m] / (256.f * kNf4Scale16));
 }
 
-// R rows of the VNNI kernel for W's format.
-template <WFormat F, int MM, int R>
-void vnni_rows(const Job& j, int64_t o, float* s) {
-  if constexpr (F == WFormat::Int8)
-    vnni_int8_rows<MM, R>(j, o, s);
-  else
-    vnni_nf4_rows<MM, R>(j, o, s);
-}
-
-template <WFormat F, int MM>
-void range_vnni(const Job& j, int64_t o0, int64_t o1) {
-  constexpr int R = rows_per_pass(MM);
-  float s[R * MM];
-  int64_t o = o0;
-  for (; o + R <= o1; o += R) vnni_rows<F, MM, R>(j, o, s), store(j, o, R, MM, s);
-  for (; o < o1; ++o) vnni_rows<F, MM, 1>(j, o, s), store(j, o, 1, MM, s);
-}
-
-template <WFormat F, int MM = int(kLowpDecodeMaxRows)>
-void range_vnni_m(const Job& j, int64_t o0, int64_t o1) {
-  if (j.M == MM) return range_vnni<F, MM>(j, o0, o1);
-  if constexpr (MM > 1) range_vnni_m<F, MM - 1>(j, o0, o1);
-}
+// The VNNI kernels of R rows, by W's format.
+template <WFormat F>
+struct VnniRows {
+  static constexpr int pass(int MM) { return rows_per_pass(MM); }
+  template <int MM, int R>
+  static void run(const Job& j, int64_t o, float* s) {
+    if constexpr (F == WFormat::Int8)
+      vnni_int8_rows<MM, R>(j, o, s);
+    else
+      vnni_nf4_rows<MM, R>(j, o, s);
+  }
+};
 
 template <bool Bf16>
 void range_regs_any(const Job& j, int64_t o0, int64_t o1) {
   switch (j.W->format) {
-    case WFormat::BF16: return range_regs_m<Bf16, WFormat::BF16>(j, o0, o1);
-    case WFormat::Int8: return range_regs_m<Bf16, WFormat::Int8>(j, o0, o1);
-    case WFormat::NF4: return range_regs_m<Bf16, WFormat::NF4>(j, o0, o1);
+    case WFormat::BF16: return range_any_m<RegRows<Bf16, WFormat::BF16>>(j, o0, o1);
+    case WFormat::Int8: return range_any_m<RegRows<Bf16, WFormat::Int8>>(j, o0, o1);
+    case WFormat::NF4: return range_any_m<RegRows<Bf16, WFormat::NF4>>(j, o0, o1);
     case WFormat::F32: return range_avx512_portable(j, o0, o1);
   }
 }
@@ -706,11 +679,11 @@ void wgemv_nt(DecodeKernel kernel, DecodeRow decode, int64_t M, float alpha, con
       split = &sx;
       if (W.format == WFormat::Int8) {
         xp = reinterpret_cast<uint32_t*>(q);
-        fn = &range_vnni_m<WFormat::Int8>;
+        fn = &range_any_m<VnniRows<WFormat::Int8>>;
       } else {
         xp = reinterpret_cast<uint32_t*>(scratch(Slot::PackB, size_t(M * stride)));
         x16_nf4(M, q, Kx, reinterpret_cast<int16_t*>(xp));
-        fn = &range_vnni_m<WFormat::NF4>;
+        fn = &range_any_m<VnniRows<WFormat::NF4>>;
       }
     }
   }
