@@ -3,7 +3,8 @@
 # sync and async, two worker_threads, a few hundred random calls into the addon) under valgrind's
 # memcheck against build/Release, and fails on a definite leak or a memory error whose stack passes
 # through fused_lora.node. Node's own allocations are not ours to judge: V8 keeps a lot until exit
-# ("still reachable"), which is not a leak. Slow (about 40 s on 2 cores): valgrind runs ~50x slower.
+# ("still reachable"), which is not a leak. Slow: about 10 minutes on 2 cores with the wide layers
+# (570-580 s on a Sapphire Rapids-class VM, with or without the pool's poll, FUSED_LORA_SPIN_US=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f dist/index.js ] || npm run build:ts >/dev/null
