@@ -16,9 +16,10 @@ import { applyLoRA } from '../sequential';
 import { Tensor, tensor } from '../tensor';
 import { loadDataset } from './data';
 import { buildModel, DRAWN_BASE, drawnBase, writeDrawnBase } from './model-spec';
-
-export { DRAWN_BASE };
 import { BatchSampler, checkDataset, makeOptimizer, planTraining, StepRows, TrainSettings } from './train-plan';
+
+/** The base file written beside the adapter when the spec has no `weights` (model-spec.ts writes it). */
+export { DRAWN_BASE };
 
 export interface TrainOptions extends TrainSettings {
   out: string;
@@ -38,7 +39,6 @@ export interface TrainResult {
   /** The base weights file the adapter belongs to: the spec's `weights`, or the one written beside the adapter. */
   base: string;
 }
-
 
 /**
  * --out must be a directory we can write (or one we can create), checked before the first step rather
