@@ -121,24 +121,32 @@ void widen_generic(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_value(src[i]);
 }
 
-}  // namespace
+template <typename S, typename D>
+using Convert = void (*)(const S*, D*, int64_t);
 
-void f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
-  void (*f)(const float*, uint16_t*, int64_t) = &round_generic;
-#if FL_X86
-  if (isa() == Isa::Avx512) f = &round_avx512;
-  if (isa() == Isa::Avx2) f = &round_avx2;
-#endif
+// n elements through the ISA's body (the portable one without AVX), in parallel chunks of 64 Ki.
+template <typename S, typename D>
+void convert(const S* src, D* dst, int64_t n, Convert<S, D> generic, Convert<S, D> avx2, Convert<S, D> avx512) {
+  Convert<S, D> f = isa() == Isa::Avx512 ? avx512 : isa() == Isa::Avx2 ? avx2 : generic;
   parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { f(src + b, dst + b, e - b); });
 }
 
-void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
-  void (*f)(const uint16_t*, float*, int64_t) = &widen_generic;
+}  // namespace
+
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
 #if FL_X86
-  if (isa() == Isa::Avx512) f = &widen_avx512;
-  if (isa() == Isa::Avx2) f = &widen_avx2;
+  convert<float, uint16_t>(src, dst, n, &round_generic, &round_avx2, &round_avx512);
+#else
+  convert<float, uint16_t>(src, dst, n, &round_generic, &round_generic, &round_generic);
 #endif
-  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { f(src + b, dst + b, e - b); });
+}
+
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+#if FL_X86
+  convert<uint16_t, float>(src, dst, n, &widen_generic, &widen_avx2, &widen_avx512);
+#else
+  convert<uint16_t, float>(src, dst, n, &widen_generic, &widen_generic, &widen_generic);
+#endif
 }
 
 }  // namespace fused_lora
