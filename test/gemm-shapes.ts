@@ -89,12 +89,14 @@ export function blockingTags(c: GemmCase, p: NativeGemmPlan, k: { mr: number; nr
   if (c.M % k.mr !== 0) tags.push('a partial A sliver');
   if (c.N % k.nr !== 0) tags.push('a partial B sliver');
   tags.push(p.directA ? 'A read in place' : 'A packed', p.directB ? 'B read in place' : 'B packed');
+  if (!p.directB) tags.push(p.lazyB ? 'B packed a sliver at a time' : 'B packed a panel at a time');
   return tags;
 }
 
 export const REQUIRED_TAGS = [
   'several N panels', 'N exactly one panel', 'a partial last N panel', 'several M blocks', 'M exactly one block',
   'several K slabs', 'a partial A sliver', 'a partial B sliver', 'A read in place', 'A packed', 'B read in place', 'B packed',
+  'B packed a sliver at a time', 'B packed a panel at a time',
 ];
 
 /**
@@ -140,7 +142,7 @@ export function boundaryCases(table: NativeKernelTable): { cases: GemmCase[]; ex
     const note = (tags: string[], ok: boolean) => tags.forEach((tag) => reached.set(tag, (reached.get(tag) ?? false) || ok));
     Ms.forEach((m, i) => {
       const ok = find('M', m, Ks[i % Ks.length]);
-      if (m > mc) note(['several M blocks'], ok);
+      if (m > mc) note(['several M blocks', 'B packed a panel at a time'], ok);  // one block packs B a sliver at a time
       if (m === mc) note(['M exactly one block'], ok);
     });
     Ns.forEach((n, i) => {

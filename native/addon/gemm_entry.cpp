@@ -79,6 +79,7 @@ Napi::Value GemmPlan(const Napi::CallbackInfo& info) {
     out.Set("KC", static_cast<double>(p.KC));
     out.Set("directA", p.direct_a);
     out.Set("directB", p.direct_b);
+    out.Set("lazyB", p.lazy_b);
     return out;
   });
 }

@@ -48,7 +48,7 @@ export interface NativeGemmPlan {
   kernel: number;
   tm: number; tn: number;
   MC: number; NC: number; KC: number;
-  directA: boolean; directB: boolean;
+  directA: boolean; directB: boolean; lazyB: boolean;
 }
 
 export interface LinearForwardArgs {

@@ -4,6 +4,9 @@
 //       ic: M in MC-tall blocks   -> pack op(A)[ic:ic+MC, pc:pc+KC] into MR-tall slivers
 //         jr: NR slivers of the B panel (one sliver stays in L1 across the ir loop)
 //           ir: MR slivers of the A block (the A block stays in L2) -> MR×NR micro-kernel
+// When all of m is one MC block, the B panel serves that block alone, so each sliver is packed at
+// the top of its jr iteration instead (lazy_b): it is used while it is still in L1/L2, where a whole
+// panel (KC×NC, 4 MiB at 512×2048) would be written out to L3 and read back.
 // Transposes are absorbed by the packing routines, so one micro-kernel serves all four cases, and
 // partial slivers are zero-padded so the micro-kernel never branches on sizes; partial C tiles go
 // through a small stack tile and only their valid part is written back.
@@ -51,6 +54,10 @@ Blocking blocking(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, in
   // slivers go direct; a partial one is still packed (zero padding keeps the kernel branch-free).
   b.direct_a = ta == Trans::T && n <= 2 * kr.nr;
   b.direct_b = tb == Trans::N && m <= 2 * kr.mr;
+  // Measured on a Sapphire Rapids-class Xeon, 2 threads, 4096² W: x·Wᵀ at M = 16 / 64 / 128 in
+  // 3.8 / 8.9 / 15.5 ms against 5.4 / 10.1 / 16.5 packing whole panels; dy·W level (its sliver pack
+  // reads KC rows ldb apart either way).
+  b.lazy_b = !b.direct_b && m <= b.MC;
   return b;
 }
 
@@ -63,9 +70,9 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
   const int mr = kr.mr, nr = kr.nr;
   const Blocking bl = blocking(kr, ta, tb, m, n, K);
   const int64_t MC = bl.MC, NC = bl.NC, KC = bl.KC;
-  const bool direct_a = bl.direct_a, direct_b = bl.direct_b;
+  const bool direct_a = bl.direct_a, direct_b = bl.direct_b, lazy_b = bl.lazy_b;
   // The packing buffers are sized from this call's blocking; every pack below is checked against them.
-  const int64_t ap_cap = (direct_a ? mr : MC) * KC, bp_cap = (direct_b ? nr : NC) * KC;
+  const int64_t ap_cap = (direct_a ? mr : MC) * KC, bp_cap = (direct_b || lazy_b ? nr : NC) * KC;
   float* ap = scratch(Slot::PackA, size_t(ap_cap));
   float* bp = scratch(Slot::PackB, size_t(bp_cap));
   alignas(64) float tile[kMaxTile];
@@ -76,7 +83,7 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
       const int64_t kc = std::min(KC, K - pc);
       const float beta_eff = pc == 0 ? beta : 1.f;  // later K slabs accumulate onto the first
       const float* Bpc = tb == Trans::N ? B + pc * ldb + jc : B + jc * ldb + pc;
-      if (!direct_b) {
+      if (!direct_b && !lazy_b) {
         FL_DCHECK(round_up(nc, nr) * kc <= bp_cap);
         pack_b(tb, Bpc, ldb, kc, nc, nr, bp);
       }
@@ -95,7 +102,12 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
           const int64_t nv = std::min<int64_t>(nr, nc - jr);
           const float* bs;
           int64_t bstride;
-          if (!direct_b) {
+          if (lazy_b) {
+            FL_DCHECK(nr * kc <= bp_cap);
+            pack_b(tb, tb == Trans::N ? Bpc + jr : Bpc + jr * ldb, ldb, kc, nv, nr, bp);
+            bs = bp;
+            bstride = nr;
+          } else if (!direct_b) {
             bs = bp + jr * kc;
             bstride = nr;
           } else if (nv == nr) {

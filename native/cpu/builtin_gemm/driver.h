@@ -14,6 +14,7 @@ namespace builtin {
 struct Blocking {
   int64_t MC, NC, KC;
   bool direct_a, direct_b;  // the operand is read in place, not packed
+  bool lazy_b;              // B packed one sliver at a time, just before its micro-kernels (m <= MC)
 };
 
 // MC, NC, KC and which operands are read in place, for one thread's m×n share.

@@ -99,7 +99,7 @@ Plan plan_call(const KernelSet& ks, Trans ta, Trans tb, int64_t M, int64_t N, in
     const Part first = part_of(0, p.tm, p.tn, kr, M, N);
     const Blocking b = blocking(kr, ta, tb, first.i1 - first.i0, first.j1 - first.j0, K);
     p.MC = b.MC, p.NC = b.NC, p.KC = b.KC;
-    p.direct_a = b.direct_a, p.direct_b = b.direct_b;
+    p.direct_a = b.direct_a, p.direct_b = b.direct_b, p.lazy_b = b.lazy_b;
   }
   return p;
 }

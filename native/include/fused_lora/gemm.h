@@ -48,6 +48,7 @@ struct Plan {
   int64_t tm = 1, tn = 1;          // Blocked: the grid of threads over C
   int64_t MC = 0, NC = 0, KC = 0;  // Blocked: the blocking of the first thread's share of C
   bool direct_a = false, direct_b = false;  // Blocked: that operand is read in place, not packed
+  bool lazy_b = false;                      // Blocked: B packed a sliver at a time (one block of A rows)
 };
 // The plan sgemm above follows for these sizes (with the current thread count).
 Plan plan(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha);
