@@ -221,7 +221,7 @@ export const README_LAYER = { I: 1000, O: 10000, r: 10 } as const;
  * a cache line), and dx's LoRA term through rank_r_product past its threshold.
  */
 export function loraPathCases(): Array<{ name: string; M: number; I: number; O: number; r: number }> {
-  const { rankRTileRows: mb, rankRTileCols: nb, rankRStreamBytes, dxRankRMinBytes } = native.builtinKernels().lora;
+  const { rankRTileRows: mb, rankRTileCols: nb, rankRStreamBytes, dxRankRMinBytes, frozenBuiltinMaxRows: rows } = native.builtinKernels().lora;
   const streamRows = Math.ceil(rankRStreamBytes / (4 * 4096));
   const dxRows = Math.ceil(dxRankRMinBytes / (4 * 4096));
   return [
@@ -232,6 +232,11 @@ export function loraPathCases(): Array<{ name: string; M: number; I: number; O: 
     { name: 'rank-r past the threshold, rows not line-aligned', M: streamRows + 1, I: 48, O: 4100, r: 3 },
     { name: "dx's LoRA term through rank_r_product, from its threshold", M: dxRows, I: 4096, O: 64, r: 16 },
     { name: "dx's LoRA term, just below", M: dxRows - 1, I: 4096, O: 48, r: 64 },
+    // Beside a BLAS the frozen GEMMs run built-in up to these rows (x·Wᵀ form, dy·W form), then on the BLAS.
+    { name: 'x·Wᵀ on the built-in GEMM, its last row count', M: rows.nt, I: 768, O: 3072, r: 16 },
+    { name: 'x·Wᵀ on the BLAS, one row past', M: rows.nt + 1, I: 3072, O: 768, r: 8 },
+    { name: 'dy·W on the built-in GEMM, its last row count', M: rows.nn, I: 4096, O: 1100, r: 16 },
+    { name: 'dy·W on the BLAS, one row past', M: rows.nn + 1, I: 1100, O: 4096, r: 4 },
   ];
 }
 

@@ -57,8 +57,16 @@ const float* lora_input(const float* x, const Dropout& d) { return d.p > 0.0f ? 
 //    fused path writes them with rank_r_product, faster than either);
 //  - OpenBLAS's GEMV (M = 1) reads W on one thread: 4-10x slower than the built-in GEMV, and its
 //    M <= 8 GEMMs are 1.2-2.4x slower than ours.
-// So those go to the built-in kernel even when a BLAS is loaded; the frozen-size products from
-// M = 9 up stay on the BLAS (level with ours at M >= 512 on this machine, well ahead at 32-256).
+// So those go to the built-in kernel even when a BLAS is loaded. The frozen-size products from M = 9
+// up are a closer call, settled per form and kernel by bench/routes.mjs (OpenBLAS 0.3.21 against the
+// built-in GEMM, 1 and 2 threads, I = O = 1024 and 4096, 4096 -> 11008):
+//  - AVX-512, on a Sapphire Rapids-class Xeon (results/2026-12-03-spr-routes.json): the NT form
+//    (x·Wᵀ, a B sliver packed by transposing W's rows, one at a time while all of M is one block)
+//    1.03-1.7x faster than OpenBLAS at M = 9-128, level from 256; the NN form (dy·W) 1.06-2.4x at
+//    M = 9-16, 0.89-1.12x at 32-128. So NT up to 128 rows, NN up to 16.
+//  - AVX2 and the portable kernel: up to 8 rows, as measured on Zen 3 (bench/NOTES.md: OpenBLAS 11
+//    against our 18 ms at M = 16, 4096², before B was packed a sliver at a time), the NN form
+//    0.8-0.9x of OpenBLAS's Haswell kernels at M = 9-128 on the Xeon as well.
 
 void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -71,18 +79,25 @@ void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, floa
 
 // dx = ds·Aᵀ through rank_r_product from this size of dx (lora_term_dx).
 constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
-Route frozen_route(int64_t M) { return M <= kBuiltinMaxRowsFrozen ? Route::Builtin : Route::Any; }
+FrozenRows builtin_max_rows_frozen() {
+  if (isa() == Isa::Avx512) return {128, 16};
+  return {8, 8};
+}
+Route frozen_route(int64_t M, Trans tb) {
+  const FrozenRows rows = builtin_max_rows_frozen();
+  return M <= (tb == T ? rows.nt : rows.nn) ? Route::Builtin : Route::Any;
+}
 
 // The frozen products in fp32, for W (O, I) as nn.Linear stores it or W (I, O) (fan_in_fan_out, as
 // tf.layers.dense stores its kernel): the same product with the other transpose flag and leading
 // dimension, so neither layout is copied. y (M, O) = x·Wᵀ + beta·y (NT), or x·W (NN).
 void frozen_forward(const float* x, const float* W, bool io, float beta, float* y, int64_t M, int64_t I, int64_t O) {
-  gemm(frozen_route(M), N, io ? N : T, M, O, I, 1.0f, x, I, W, io ? O : I, beta, y, O);
+  gemm(frozen_route(M, io ? N : T), N, io ? N : T, M, O, I, 1.0f, x, I, W, io ? O : I, beta, y, O);
 }
 
 // dx (M, I) = dy·W + beta·dx (NN), or dy·Wᵀ for W stored (I, O) (NT).
 void frozen_backward(const float* dy, const float* W, bool io, float beta, float* dx, int64_t M, int64_t I, int64_t O) {
-  gemm(frozen_route(M), N, io ? T : N, M, I, O, 1.0f, dy, O, W, io ? O : I, beta, dx, I);
+  gemm(frozen_route(M, io ? T : N), N, io ? T : N, M, I, O, 1.0f, dy, O, W, io ? O : I, beta, dx, I);
 }
 
 void frozen_forward(const float* x, const FrozenW& W, float beta, float* y, int64_t M) {
@@ -177,7 +192,8 @@ void decode_forward(const ForwardArgs& a) {
 }  // namespace
 
 LoraPaths lora_paths() {
-  return {kBuiltinMaxRowsFrozen, kRankRMinBytes, kRankRStreamBytes, kRankRTileRows, kRankRTileCols, rank_r_isa()};
+  const FrozenRows rows = builtin_max_rows_frozen();
+  return {rows.nt, rows.nn, kRankRMinBytes, kRankRStreamBytes, kRankRTileRows, kRankRTileCols, rank_r_isa()};
 }
 
 namespace {
