@@ -62,8 +62,8 @@ const float* lora_input(const float* x, const Dropout& d) { return d.p > 0.0f ? 
 // built-in GEMM, 1 and 2 threads, I = O = 1024 and 4096, 4096 -> 11008):
 //  - AVX-512, on a Sapphire Rapids-class Xeon (results/2026-12-03-spr-routes.json): the NT form
 //    (x·Wᵀ, a B sliver packed by transposing W's rows, one at a time while all of M is one block)
-//    1.03-1.7x faster than OpenBLAS at M = 9-128, level from 256; the NN form (dy·W) 1.06-2.4x at
-//    M = 9-16, 0.89-1.12x at 32-128. So NT up to 128 rows, NN up to 16.
+//    1.05-1.77x faster than OpenBLAS at M = 9-64, 0.96-1.16x at 128, 0.85-1.04x from 256; the NN
+//    form (dy·W) 1.10-2.45x at M = 9-16, 0.93-1.15x at 32-128. So NT up to 128 rows, NN up to 16.
 //  - AVX2 and the portable kernel: up to 8 rows, as measured on Zen 3 (bench/NOTES.md: OpenBLAS 11
 //    against our 18 ms at M = 16, 4096², before B was packed a sliver at a time), the NN form
 //    0.8-0.9x of OpenBLAS's Haswell kernels at M = 9-128 on the Xeon as well.
