@@ -102,9 +102,13 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
           const int64_t nv = std::min<int64_t>(nr, nc - jr);
           const float* bs;
           int64_t bstride;
+          // A full B sliver of the plain (not transposed) form is packed by the first micro-kernel
+          // that reads it in place, when the kernel has one that does.
+          bool pack_in_ukr = false;
           if (lazy_b) {
             FL_DCHECK(nr * kc <= bp_cap);
-            pack_b(tb, tb == Trans::N ? Bpc + jr : Bpc + jr * ldb, ldb, kc, nv, nr, bp);
+            pack_in_ukr = tb == Trans::N && kr.ukr_pack_b != nullptr && nv == nr && mc >= mr;
+            if (!pack_in_ukr) pack_b(tb, tb == Trans::N ? Bpc + jr : Bpc + jr * ldb, ldb, kc, nv, nr, bp);
             bs = bp;
             bstride = nr;
           } else if (!direct_b) {
@@ -132,6 +136,10 @@ void gemm_serial(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, int
               }
             }
             float* c = C + (ic + ir) * ldc + jc + jr;
+            if (pack_in_ukr && ir == 0) {  // a full tile: mc >= mr and nv == nr
+              kr.ukr_pack_b(kc, as, astride, Bpc + jr, ldb, bp, c, ldc, alpha, beta_eff);
+              continue;
+            }
             const Ukr ukr = bstride == nr ? kr.ukr : kr.ukr_direct_b;
             if (mv == mr && nv == nr) {
               ukr(kc, as, astride, bs, bstride, c, ldc, alpha, beta_eff);

@@ -34,9 +34,9 @@ namespace {
 // dot path (A transposed), 8×48 for short-M outputs (r×N LoRA gradients, M = r = 8/16/...) so
 // neither pays for zero padding.
 constexpr KernelSet kAvx512 = {Isa::Avx512,
-                               {{14, 32, 168, 512, 4096, &ukr_avx512<14, 2>, &ukr_avx512<14, 2, true>},
-                                {24, 16, 192, 512, 4096, &ukr_avx512<24, 1>, &ukr_avx512<24, 1, true>},
-                                {8, 48, 128, 512, 4080, &ukr_avx512<8, 3>, &ukr_avx512<8, 3, true>}},
+                               {{14, 32, 168, 512, 4096, &ukr_avx512<14, 2>, &ukr_avx512<14, 2, true>, &ukr_avx512_pack_b<14, 2>},
+                                {24, 16, 192, 512, 4096, &ukr_avx512<24, 1>, &ukr_avx512<24, 1, true>, &ukr_avx512_pack_b<24, 1>},
+                                {8, 48, 128, 512, 4080, &ukr_avx512<8, 3>, &ukr_avx512<8, 3, true>, &ukr_avx512_pack_b<8, 3>}},
                                3,
                                &pack_t_avx512,
                                &gemv_rows_avx512,

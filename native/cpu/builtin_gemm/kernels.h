@@ -26,6 +26,10 @@ namespace builtin {
 // source's leading dimension when a skinny operand is read in place (see gemm_serial).
 using Ukr = void (*)(int64_t kc, const float* a, int64_t as, const float* b, int64_t bs, float* c,
                      int64_t ldc, float alpha, float beta);
+// The same product with B read in place (bs its leading dimension), writing the sliver it reads to
+// bp packed (bp[k*NR + j] = b(k, j)) for the micro-kernels after it.
+using UkrPackB = void (*)(int64_t kc, const float* a, int64_t as, const float* b, int64_t bs, float* bp, float* c,
+                          int64_t ldc, float alpha, float beta);
 // d[k*R + i] = s[i*ld + k] for i < rows, zero for rows <= i < R: the transposing half of packing.
 using PackT = void (*)(const float* s, int64_t ld, int64_t rows, int R, int64_t kc, float* d);
 // GEMV over outputs [n0, n1) (gemv.h): rows layout W(n, k) = W[n*ldw + k], cols layout W[k*ldw + n].
@@ -43,6 +47,7 @@ struct Kernel {
   int mc, kc, nc;  // cache blocking for this kernel's tile shape
   Ukr ukr;
   Ukr ukr_direct_b;  // the same, for B read in place (may prefetch it)
+  UkrPackB ukr_pack_b = nullptr;  // B read in place and packed on the way (null: driver packs first)
 };
 
 constexpr int kMaxTile = 24 * 48;  // >= MR*NR of every kernel (the edge-tile scratch; checked below)
