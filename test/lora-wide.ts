@@ -232,11 +232,10 @@ export function loraPathCases(): Array<{ name: string; M: number; I: number; O: 
     { name: 'rank-r past the threshold, rows not line-aligned', M: streamRows + 1, I: 48, O: 4100, r: 3 },
     { name: "dx's LoRA term through rank_r_product, from its threshold", M: dxRows, I: 4096, O: 64, r: 16 },
     { name: "dx's LoRA term, just below", M: dxRows - 1, I: 4096, O: 48, r: 64 },
-    // Beside a BLAS the frozen GEMMs run built-in up to these rows (x·Wᵀ form, dy·W form), then on the BLAS.
-    { name: 'x·Wᵀ on the built-in GEMM, its last row count', M: rows.nt, I: 768, O: 3072, r: 16 },
-    { name: 'x·Wᵀ on the BLAS, one row past', M: rows.nt + 1, I: 3072, O: 768, r: 8 },
-    { name: 'dy·W on the built-in GEMM, its last row count', M: rows.nn, I: 4096, O: 1100, r: 16 },
-    { name: 'dy·W on the BLAS, one row past', M: rows.nn + 1, I: 1100, O: 4096, r: 4 },
+    // Beside a BLAS the frozen GEMMs run built-in up to this many rows, then on the BLAS.
+    { name: 'frozen GEMMs on the built-in GEMM, its last row count', M: rows, I: 768, O: 3072, r: 16 },
+    { name: 'frozen GEMMs on the BLAS, one row past', M: rows + 1, I: 3072, O: 768, r: 8 },
+    { name: 'frozen GEMMs, a wide layer at the last row count', M: rows, I: 4096, O: 1100, r: 4 },
   ];
 }
 

@@ -120,10 +120,7 @@ Napi::Value BuiltinKernels(const Napi::CallbackInfo& info) {
   out.Set("threads", num_threads());
   const LoraPaths lp = lora_paths();
   Napi::Object lora = Napi::Object::New(env);
-  Napi::Object rows = Napi::Object::New(env);
-  rows.Set("nt", static_cast<double>(lp.frozen_builtin_max_rows_nt));
-  rows.Set("nn", static_cast<double>(lp.frozen_builtin_max_rows_nn));
-  lora.Set("frozenBuiltinMaxRows", rows);
+  lora.Set("frozenBuiltinMaxRows", static_cast<double>(lp.frozen_builtin_max_rows));
   lora.Set("dxRankRMinBytes", lp.dx_rank_r_min_bytes);
   lora.Set("rankRStreamBytes", lp.rank_r_stream_bytes);
   lora.Set("rankRTileRows", lp.rank_r_tile_rows);

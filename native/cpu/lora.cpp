@@ -60,13 +60,12 @@ const float* lora_input(const float* x, const Dropout& d) { return d.p > 0.0f ? 
 // So those go to the built-in kernel even when a BLAS is loaded. The frozen-size products from M = 9
 // up are a closer call, settled per form and kernel by bench/routes.mjs (OpenBLAS 0.3.21 against the
 // built-in GEMM, 1 and 2 threads, I = O = 1024 and 4096, 4096 -> 11008):
-//  - AVX-512, on a Sapphire Rapids-class Xeon (results/2026-12-03-spr-routes.json): the NT form
-//    (x·Wᵀ, a B sliver packed by transposing W's rows, one at a time while all of M is one block)
-//    1.05-1.77x faster than OpenBLAS at M = 9-64, 0.96-1.16x at 128, 0.85-1.04x from 256; the NN
-//    form (dy·W) 1.10-2.45x at M = 9-16, 0.93-1.15x at 32-128. So NT up to 128 rows, NN up to 16.
+//  - AVX-512, on a Sapphire Rapids-class Xeon (results/2026-12-03-spr-routes.json; B packed a sliver
+//    at a time while all of M is one block, driver.cpp): x·Wᵀ 1.02-1.77x faster than OpenBLAS at
+//    M = 9-128 and dy·W 1.00-2.46x, both 0.89-1.08x from M = 256. So up to 128 rows.
 //  - AVX2 and the portable kernel: up to 8 rows, as measured on Zen 3 (bench/NOTES.md: OpenBLAS 11
-//    against our 18 ms at M = 16, 4096², before B was packed a sliver at a time), the NN form
-//    0.8-0.9x of OpenBLAS's Haswell kernels at M = 9-128 on the Xeon as well.
+//    against our 18 ms at M = 16, 4096², before B was packed a sliver at a time); dy·W was also
+//    0.8-0.9x of OpenBLAS's Haswell kernels at M = 9-128 on the Xeon.
 
 void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -79,25 +78,19 @@ void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, floa
 
 // dx = ds·Aᵀ through rank_r_product from this size of dx (lora_term_dx).
 constexpr double kRankRMinBytes = 8.0 * 1024 * 1024;
-FrozenRows builtin_max_rows_frozen() {
-  if (isa() == Isa::Avx512) return {128, 16};
-  return {8, 8};
-}
-Route frozen_route(int64_t M, Trans tb) {
-  const FrozenRows rows = builtin_max_rows_frozen();
-  return M <= (tb == T ? rows.nt : rows.nn) ? Route::Builtin : Route::Any;
-}
+int64_t builtin_max_rows_frozen() { return isa() == Isa::Avx512 ? 128 : 8; }
+Route frozen_route(int64_t M) { return M <= builtin_max_rows_frozen() ? Route::Builtin : Route::Any; }
 
 // The frozen products in fp32, for W (O, I) as nn.Linear stores it or W (I, O) (fan_in_fan_out, as
 // tf.layers.dense stores its kernel): the same product with the other transpose flag and leading
 // dimension, so neither layout is copied. y (M, O) = x·Wᵀ + beta·y (NT), or x·W (NN).
 void frozen_forward(const float* x, const float* W, bool io, float beta, float* y, int64_t M, int64_t I, int64_t O) {
-  gemm(frozen_route(M, io ? N : T), N, io ? N : T, M, O, I, 1.0f, x, I, W, io ? O : I, beta, y, O);
+  gemm(frozen_route(M), N, io ? N : T, M, O, I, 1.0f, x, I, W, io ? O : I, beta, y, O);
 }
 
 // dx (M, I) = dy·W + beta·dx (NN), or dy·Wᵀ for W stored (I, O) (NT).
 void frozen_backward(const float* dy, const float* W, bool io, float beta, float* dx, int64_t M, int64_t I, int64_t O) {
-  gemm(frozen_route(M, io ? T : N), N, io ? T : N, M, I, O, 1.0f, dy, O, W, io ? O : I, beta, dx, I);
+  gemm(frozen_route(M), N, io ? T : N, M, I, O, 1.0f, dy, O, W, io ? O : I, beta, dx, I);
 }
 
 void frozen_forward(const float* x, const FrozenW& W, float beta, float* y, int64_t M) {
@@ -192,8 +185,7 @@ void decode_forward(const ForwardArgs& a) {
 }  // namespace
 
 LoraPaths lora_paths() {
-  const FrozenRows rows = builtin_max_rows_frozen();
-  return {rows.nt, rows.nn, kRankRMinBytes, kRankRStreamBytes, kRankRTileRows, kRankRTileCols, rank_r_isa()};
+  return {builtin_max_rows_frozen(), kRankRMinBytes, kRankRStreamBytes, kRankRTileRows, kRankRTileCols, rank_r_isa()};
 }
 
 namespace {

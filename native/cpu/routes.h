@@ -11,20 +11,16 @@ namespace fused_lora {
 
 enum class Route : uint8_t { Any, Builtin };
 
-// Frozen-size GEMMs of up to this many rows run on the built-in GEMM even beside a BLAS (lora.cpp
-// has the measurements), by the product's form: NT (op(B) = Wᵀ: x·Wᵀ for W (O, I), dy·Wᵀ for W stored
-// (I, O)) or NN (dy·W, x·W), and by the built-in kernel's ISA (isa.h).
-struct FrozenRows {
-  int64_t nt, nn;
-};
-FrozenRows builtin_max_rows_frozen();
+// Frozen-size GEMMs of up to this many rows run on the built-in GEMM even beside a BLAS, by the
+// built-in kernel's ISA (isa.h); lora.cpp has the measurements.
+int64_t builtin_max_rows_frozen();
 // Every product with r as one of its dimensions.
 constexpr Route kRankRoute = Route::Builtin;
 
 // sgemm() on the route: Builtin takes the built-in GEMM even where a BLAS is loaded.
 void gemm(Route route, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
-Route frozen_route(int64_t M, Trans tb);
+Route frozen_route(int64_t M);
 
 // y (M, O) = x·Wᵀ + beta·y for W (O, I), or x·W for W stored (I, O) (io).
 void frozen_forward(const float* x, const float* W, bool io, float beta, float* y, int64_t M, int64_t I, int64_t O);

@@ -36,7 +36,7 @@ export interface NativeKernelTable {
   /** x·Wᵀ (A row-major, B transposed) for 2 up to this many rows is one GEMV over the rows ('gemv-multi'). */
   gemvMaxRows: number;
   threads: number;
-  lora: { frozenBuiltinMaxRows: { nt: number; nn: number }; dxRankRMinBytes: number; rankRStreamBytes: number; rankRTileRows: number; rankRTileCols: number; rankRIsa: string };
+  lora: { frozenBuiltinMaxRows: number; dxRankRMinBytes: number; rankRStreamBytes: number; rankRTileRows: number; rankRTileCols: number; rankRIsa: string };
 }
 
 export interface GemmPlanArgs { transA: boolean; transB: boolean; M: number; N: number; K: number; alpha?: number }

@@ -90,8 +90,7 @@ void lora_backward_unfused(const BackwardArgs& a);
 
 // The sizes at which the LoRA kernels change path, for the tests that place shapes on both sides.
 struct LoraPaths {
-  // beside a BLAS, frozen-size GEMMs of up to this many rows run built-in: x·Wᵀ-form (NT), dy·W-form (NN)
-  int64_t frozen_builtin_max_rows_nt, frozen_builtin_max_rows_nn;
+  int64_t frozen_builtin_max_rows;  // beside a BLAS, frozen-size GEMMs of up to this many rows run built-in
   double dx_rank_r_min_bytes;       // dx's LoRA term goes through rank_r_product from this size of dx
   double rank_r_stream_bytes;       // rank_r_product streams its stores from this size of C (AVX-512)
   int rank_r_tile_rows, rank_r_tile_cols;
