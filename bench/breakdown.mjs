@@ -1,8 +1,9 @@
 // Where the fused step's time goes: the layer's base GEMM, fused forward and fused step, and each
 // GEMM of lora.cpp's fused forward and backward timed alone on the loaded BLAS and on the built-in
 // GEMM, side by side (alternating rounds; each sample is the mean of a batch of calls; medians).
-// The last lines add up the products on the routes the step takes (frozen GEMMs on the BLAS from
-// M = 9 up, every rank-r product on the built-in GEMM; native/cpu/lora.cpp) against the step.
+// The last lines add up the products on the routes the step takes (frozen GEMMs on the BLAS past
+// the addon's frozenBuiltinMaxRows, every rank-r product on the built-in GEMM; native/cpu/routes.h)
+// against the step.
 // Usage: node bench/breakdown.mjs [M I O r] [--rounds N] [--batch-ms MS]
 import { parseArgs } from 'node:util';
 import { native } from '../dist/backends/cpu/binding.js';
@@ -32,7 +33,7 @@ const ops = {
   'a 1×1×1 call: N-API + dispatch': g(false, false, 1, 1, 1, 1, x, 1, A, 1, 0, s, 1),
 };
 // The products as the fused step runs them, and the route each takes at this M.
-const frozen = M > 8 ? 'blas' : 'builtin';
+const frozen = M > native.builtinKernels().lora.frozenBuiltinMaxRows ? 'blas' : 'builtin';
 const stepParts = [
   ['fwd  s = x·A          (M,r,K=I)', 'builtin'], ['fwd  y = s·B   beta 0 (M,O,K=r)', 'builtin'], ['fwd  y += x·Wᵀ beta 1 (M,O,K=I)', frozen],
   ['bwd  ds = dy·Bᵀ       (M,r,K=O)', 'builtin'], ['bwd  dB += sᵀ·dy      (r,O,K=M)', 'builtin'], ['bwd  dA += xᵀ·ds      (I,r,K=M)', 'builtin'],
