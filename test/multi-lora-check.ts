@@ -4,6 +4,7 @@
 // name per row; the reference computes each row with its own adapter in float64.
 import { expect } from 'vitest';
 import { Linear, MultiLoRALinear, Tensor, tensor } from '../lib/index';
+import { native } from '../lib/backends/cpu/binding';
 import { randomArray, relErr } from './reference';
 
 export interface AdapterCase { name: string; r: number; alpha: number; rslora?: boolean }
@@ -141,5 +142,10 @@ export function numericsCases(): Array<[string, MultiCase]> {
   for (const [M, I, O] of wide) {
     out.push([`${M}x${I}x${O} interleaved`, { M, I, O, adapters: A3, names: rowNames(M, A3.map((a) => a.name), 'interleaved', seed, 3), bias: true, seed: seed++ }]);
   }
+  // dx's LoRA term takes rank_r_product for runs from dxRankRMinBytes of dx, the built-in GEMM below:
+  // one adapter's run exactly there, one a row short, a few rows and frozen-only rows around them.
+  const I = 4096, at = Math.ceil(native.builtinKernels().lora.dxRankRMinBytes / (4 * I));
+  const names = [...Array(at).fill('sql'), ...Array(at - 1).fill('qa'), 'sum', '__base__', 'sum', 'sum', '__base__'];
+  out.push([`${names.length}x${I}x48 runs at dx's rank_r_product limit`, { M: names.length, I, O: 48, adapters: A3, names, bias: false, seed: seed++ }]);
   return out;
 }
