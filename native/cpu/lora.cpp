@@ -150,9 +150,9 @@ const float* transpose_A(const float* A, int64_t I, int64_t r) {
 // stores save a read of dx from memory; below that the built-in GEMM reads A in place.
 bool lora_term_dx_rank_r(int64_t M, int64_t I) { return 4.0 * double(M) * double(I) >= kRankRMinBytes; }
 
-void lora_term_dx(const float* ds, const float* A, const float* At, float* dx, int64_t M, int64_t I, int64_t r) {
+void lora_term_dx(const float* ds, const float* A, float* dx, int64_t M, int64_t I, int64_t r) {
   if (lora_term_dx_rank_r(M, I))
-    rank_r_product(M, I, r, 1.0f, ds, r, At != nullptr ? At : transpose_A(A, I, r), I, nullptr, dx, I);
+    rank_r_product(M, I, r, 1.0f, ds, r, transpose_A(A, I, r), I, nullptr, dx, I);
   else
     gemm(kRankRoute, N, T, M, I, r, 1.0f, ds, r, A, r, 0.0f, dx, I);
 }
@@ -232,7 +232,7 @@ void lora_backward_fused(const BackwardArgs& a) {
   if (a.dx == nullptr) return;
   // dx = ds·Aᵀ first, written in one pass, then dx += dy·W with beta = 1 (as y in the forward).
   float* lora_dx = a.dropout.p <= 0.0f ? a.dx : a.lora_dx;
-  lora_term_dx(a.ds, a.A, nullptr, lora_dx, M, I, r);
+  lora_term_dx(a.ds, a.A, lora_dx, M, I, r);
   if (a.dropout.p > 0.0f) {
     // With dropout the LoRA term is masked: dx = (ds·Aᵀ) ⊙ mask / (1 − p).
     const float inv_keep = 1.0f / (1.0f - a.dropout.p);

@@ -1,10 +1,9 @@
 // The multi-adapter layer on the CPU (fused_lora/multi_lora.h), in the spirit of Punica's SGMV: the
 // frozen GEMM of each direction runs once over every row of the batch, at the batch's M, and only the
 // rank-r products run per segment, each on the kernels and routes of the single-adapter layer
-// (lora.cpp, routes.h): the shrink and the gradient products on the built-in GEMM, the expand as
-// rank_r_product's one write pass and dx's LoRA term as lora_term_dx writes it (rank_r_product for
-// long runs, the built-in GEMM reading A in place for short ones), which the frozen GEMM then adds
-// into (beta = 1).
+// (lora.cpp, routes.h): the shrink and the gradient products on the built-in GEMM, the expand and
+// dx's LoRA term as rank_r_product's one write pass (a segment of one short run: as LinearLoRA
+// writes it, lora_term_dx), which the frozen GEMM then adds into (beta = 1).
 //
 // Writes into y and dx go by runs: maximal stretches of a segment whose rows are consecutive in x.
 // A grouped batch has one run per adapter; an interleaved one more, each still written in place, so
@@ -120,16 +119,21 @@ const float* segment_input(const MultiForwardArgs& a, int64_t i) {
   return dst;
 }
 
-// Aᵀ (r, I) of every adapter with a run that lora_term_dx sends to rank_r_product (which wants R
-// row-major; the others read A in place), once per backward; Σ I·r_i floats of per-thread scratch.
-// At K = 8 × 16 rows, 4096 (bf16 base) transposing every A was 6% of the batch's step.
+// Aᵀ (r, I), once per backward, of every adapter whose dx term goes through rank_r_product (which
+// wants R row-major): those with rows in several runs (each a few rows: the GEMM would be a GEMV
+// per run) or with rows enough for lora_term_dx to take it; null for a segment of one short run,
+// which lora_term_dx writes reading A in place, as LinearLoRA does for those rows. At K = 8 × 16
+// grouped rows, 4096, bf16 base, transposing every A was 6% of the batch's step. Σ I·r_i floats of
+// per-thread scratch.
 std::vector<const float*> transpose_As(const MultiBackwardArgs& a, const std::vector<Run>& runs) {
   thread_local std::vector<float> buf;
   const Segments& sg = a.seg;
-  // Only the adapters with a run long enough for lora_term_dx to take rank_r_product.
-  std::vector<char> need(size_t(sg.K), 0);
+  std::vector<int64_t> nruns(size_t(sg.K), 0);
   for (const Run& run : runs)
-    if (run.adapter >= 0 && lora_term_dx_rank_r(run.n, a.I)) need[size_t(run.adapter)] = 1;
+    if (run.adapter >= 0) ++nruns[size_t(run.adapter)];
+  std::vector<char> need(size_t(sg.K), 0);
+  for (int64_t i = 0; i < sg.K; ++i)
+    need[size_t(i)] = nruns[size_t(i)] > 1 || (nruns[size_t(i)] == 1 && lora_term_dx_rank_r(seg_rows(sg, i), a.I));
   int64_t total = 0;
   for (int64_t i = 0; i < sg.K; ++i) total += need[size_t(i)] ? a.I * a.adapters[i].r : 0;
   if (buf.size() < size_t(total)) buf.resize(size_t(total));
@@ -245,7 +249,10 @@ void multi_lora_backward(const MultiBackwardArgs& a) {
     const int64_t i = run.adapter;
     const MultiAdapter& ad = a.adapters[i];
     const float* ds = a.ds + s_at[size_t(i)] + (run.g - sg.start[i]) * ad.r;
-    lora_term_dx(ds, ad.A, At[size_t(i)], dx, run.n, I, ad.r);
+    if (At[size_t(i)] != nullptr)
+      rank_r_product(run.n, I, ad.r, 1.0f, ds, ad.r, At[size_t(i)], I, nullptr, dx, I);
+    else
+      lora_term_dx(ds, ad.A, dx, run.n, I, ad.r);  // the segment's one run, short
     if (ad.dropout.p > 0.0f) {
       const float inv_keep = 1.0f / (1.0f - ad.dropout.p);
       const uint8_t* mask = a.mask + run.g * I;

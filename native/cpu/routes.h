@@ -33,10 +33,9 @@ void frozen_forward(const float* x, const FrozenW& W, float beta, float* y, int6
 void frozen_backward(const float* dy, const FrozenW& W, float beta, float* dx, int64_t M);
 
 // dx (M, I) = ds·Aᵀ for A (I, r), written without reading dx: from lora_term_dx_rank_r(M, I) on
-// rank_r_product, over Aᵀ (At: A transposed, (r, I); null: transposed here), else on the built-in
-// GEMM reading A in place. Both layers' dx LoRA term, so they take the same path for the same rows.
+// rank_r_product over Aᵀ (transposed here), else on the built-in GEMM reading A in place.
 bool lora_term_dx_rank_r(int64_t M, int64_t I);
-void lora_term_dx(const float* ds, const float* A, const float* At, float* dx, int64_t M, int64_t I, int64_t r);
+void lora_term_dx(const float* ds, const float* A, float* dx, int64_t M, int64_t I, int64_t r);
 
 // bf16 activations (Bf16Io, lora.h): an fp32 buffer of n floats per operand slot (0 x, 1 dy, 2 y,
 // 3 dx), per thread, grown to the largest call seen; and h widened into slot's buffer (f itself
