@@ -58,8 +58,8 @@ const float* lora_input(const float* x, const Dropout& d) { return d.p > 0.0f ? 
 //  - OpenBLAS's GEMV (M = 1) reads W on one thread: 4-10x slower than the built-in GEMV, and its
 //    M <= 8 GEMMs are 1.2-2.4x slower than ours.
 // So those go to the built-in kernel even when a BLAS is loaded. The frozen-size products from M = 9
-// up are a closer call, settled per form and kernel by bench/routes.mjs (OpenBLAS 0.3.21 against the
-// built-in GEMM, 1 and 2 threads, I = O = 1024 and 4096, 4096 -> 11008):
+// up are a closer call, settled per built-in kernel by bench/routes.mjs (OpenBLAS 0.3.21 against the
+// built-in GEMM for x·Wᵀ and dy·W, 1 and 2 threads, I = O = 1024 and 4096, 4096 -> 11008):
 //  - AVX-512, on a Sapphire Rapids-class Xeon (results/2026-12-03-spr-routes.json; B packed a sliver
 //    at a time while all of M is one block, driver.cpp): x·Wᵀ 1.02-1.77x faster than OpenBLAS at
 //    M = 9-128 and dy·W 1.00-2.46x, both 0.89-1.08x from M = 256. So up to 128 rows.

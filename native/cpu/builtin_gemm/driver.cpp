@@ -55,8 +55,9 @@ Blocking blocking(const Kernel& kr, Trans ta, Trans tb, int64_t m, int64_t n, in
   b.direct_a = ta == Trans::T && n <= 2 * kr.nr;
   b.direct_b = tb == Trans::N && m <= 2 * kr.mr;
   // Measured on a Sapphire Rapids-class Xeon, 2 threads, 4096² W: x·Wᵀ at M = 16 / 64 / 128 in
-  // 3.8 / 8.9 / 15.5 ms against 5.4 / 10.1 / 16.5 packing whole panels; dy·W level (its sliver pack
-  // reads KC rows ldb apart either way).
+  // 3.8 / 8.9 / 15.5 ms against 5.4 / 10.1 / 16.5 packing whole panels. dy·W was level (its sliver
+  // pack reads KC rows ldb apart either way) until the first micro-kernel on each sliver packed it
+  // (ukr_pack_b, AVX-512): M = 128 18.0 -> 16.8 ms.
   b.lazy_b = !b.direct_b && m <= b.MC;
   return b;
 }
