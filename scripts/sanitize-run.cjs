@@ -75,7 +75,10 @@ async function train(seedBase) {
 // transpose case, on the built-in GEMM and on whatever sgemm() routes to: where a block size that was
 // not whole slivers packed past its buffer. AddressSanitizer sees an overflow past an allocation;
 // the sanitizer build's FL_DCHECKs see one that lands inside a larger buffer grown by an earlier call.
-const WIDE_LAYERS = [[2, 1000, 10000, 10], [4, 64, 4081, 8], [16, 4096, 4096, 16], [9, 768, 3072, 64], [3, 4096, 11008, 3]];
+// 128 and 129 rows: the last row count whose frozen GEMMs take the built-in GEMM beside a BLAS (B
+// packed a sliver at a time, dy·W's by its first micro-kernel) and the first past it.
+const WIDE_LAYERS = [[2, 1000, 10000, 10], [4, 64, 4081, 8], [16, 4096, 4096, 16], [9, 768, 3072, 64], [3, 4096, 11008, 3],
+  [128, 1000, 4100, 8], [129, 4100, 1000, 4]];
 const WIDE_GEMMS = [[4, 4081, 64], [2, 10000, 1000], [16, 4096, 16], [16, 8193, 40], [7, 12289, 33], [64, 4097, 129]];
 
 async function wide() {
