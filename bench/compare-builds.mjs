@@ -6,7 +6,6 @@
 // both roots. Each build loads its own addon (its own thread pool); the two never run at once.
 // Writes bench/results/<date>-<host>-builds.json with the machine, both builds' commits and the command.
 // Usage: node bench/compare-builds.mjs <old root> <new root> [--shapes 16x1024,64x4096,...] [--base fp32|bf16|int8|nf4] [--rounds 7] [--batch-ms 150] [--out bench/results]
-import { execSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,20 +36,11 @@ const baseOpts = BASES[values.base], act = values.base === 'bf16' ? { dtype: 'bf
 const rounds = Number(values.rounds), batchMs = Number(values['batch-ms']);
 const r = 16;
 
-const gitOf = (root) => {
-  try {
-    const head = execSync('git rev-parse --short HEAD', { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execSync('git status --porcelain --untracked-files=no', { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return head + (dirty ? '-dirty' : '');
-  } catch {
-    return 'unknown';
-  }
-};
 const builds = await Promise.all(positionals.map(async (root, i) => {
   const abs = path.resolve(root);
   const lib = await import(path.join(abs, 'dist', 'index.js'));
   const { Random } = await import(path.join(abs, 'dist', 'random.js'));
-  return { name: i === 0 ? 'old' : 'new', root: abs, commit: gitOf(abs), lib, Random, info: lib.backendInfo().cpu };
+  return { name: i === 0 ? 'old' : 'new', root: abs, commit: commit(abs), lib, Random, info: lib.backendInfo().cpu };
 }));
 
 function stepper(b, M, I) {

@@ -138,8 +138,8 @@ export function machine() {
   };
 }
 
-export function commit(): string {
-  const cwd = path.join(__dirname, '..', '..');
+/** The short commit of the checkout at `cwd` (this package's by default), with -dirty for uncommitted tracked changes. */
+export function commit(cwd = path.join(__dirname, '..', '..')): string {
   try {
     const head = execSync('git rev-parse --short HEAD', { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     const dirty = execSync('git status --porcelain --untracked-files=no', { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();

@@ -127,20 +127,22 @@ const float* segment_input(const MultiForwardArgs& a, int64_t i) {
 // per-thread scratch.
 std::vector<const float*> transpose_As(const MultiBackwardArgs& a, const std::vector<Run>& runs) {
   thread_local std::vector<float> buf;
+  thread_local std::vector<int64_t> nruns;
   const Segments& sg = a.seg;
-  std::vector<int64_t> nruns(size_t(sg.K), 0);
+  nruns.assign(size_t(sg.K), 0);
   for (const Run& run : runs)
     if (run.adapter >= 0) ++nruns[size_t(run.adapter)];
-  std::vector<char> need(size_t(sg.K), 0);
-  for (int64_t i = 0; i < sg.K; ++i)
-    need[size_t(i)] = nruns[size_t(i)] > 1 || (nruns[size_t(i)] == 1 && lora_term_dx_rank_r(seg_rows(sg, i), a.I));
+  const auto need = [&](int64_t i) {
+    const int64_t n = nruns[size_t(i)];
+    return n > 1 || (n == 1 && lora_term_dx_rank_r(seg_rows(sg, i), a.I));
+  };
   int64_t total = 0;
-  for (int64_t i = 0; i < sg.K; ++i) total += need[size_t(i)] ? a.I * a.adapters[i].r : 0;
+  for (int64_t i = 0; i < sg.K; ++i) total += need(i) ? a.I * a.adapters[i].r : 0;
   if (buf.size() < size_t(total)) buf.resize(size_t(total));
   std::vector<const float*> at(size_t(sg.K), nullptr);
   int64_t off = 0;
   for (int64_t i = 0; i < sg.K; ++i) {
-    if (!need[size_t(i)]) continue;
+    if (!need(i)) continue;
     const int64_t r = a.adapters[i].r, I = a.I;
     const float* A = a.adapters[i].A;
     float* At = buf.data() + off;
